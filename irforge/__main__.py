@@ -1,0 +1,3 @@
+from irforge.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""Lineage of an artifact: its provenance, then its inputs' provenance, back to the raw files.
+
+Each input is re-hashed and compared with the hash recorded when the artifact was made, so an input that
+changed (or vanished) since is flagged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from irforge.artifacts import read_provenance, sha256_path
+
+
+@dataclass
+class Node:
+    path: str
+    provenance: dict[str, Any] | None  # None: a raw input (corpus, queries) or a missing file
+    exists: bool
+    recorded_sha256: str | None = None  # what the consumer recorded
+    current_sha256: str | None = None
+    inputs: list[Node] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if not self.exists:
+            return "MISSING"
+        if self.recorded_sha256 is None:
+            return ""
+        return "ok" if self.recorded_sha256 == self.current_sha256 else "CHANGED since recorded"
+
+
+@lru_cache(maxsize=None)
+def _sha(path: str) -> str:
+    return sha256_path(Path(path))
+
+
+def lineage(path: Path | str, root: Path | str = ".", recorded: str | None = None) -> Node:
+    root = Path(root)
+    full = Path(path) if Path(path).is_absolute() else root / path
+    rel = _relative(full, root)
+    if not full.exists():
+        if recorded is None:
+            raise FileNotFoundError(f"{full}: no such artifact")
+        return Node(rel, None, exists=False, recorded_sha256=recorded)
+    provenance = read_provenance(full)
+    node = Node(rel, provenance, exists=True, recorded_sha256=recorded,
+                current_sha256=_sha(str(full)) if recorded else None)
+    for item in (provenance or {}).get("inputs", []):
+        node.inputs.append(lineage(item["path"], root, recorded=item["sha256"]))
+    return node
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.absolute().relative_to(root.absolute()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def render_text(node: Node, indent: str = "", last: bool = True, top: bool = True) -> str:
+    branch = "" if top else ("└─ " if last else "├─ ")
+    p = node.provenance
+    if p:
+        head = (f"{node.path}  [{p.get('artifact')}{', %d rows' % p['rows'] if 'rows' in p else ''}]  "
+                f"stage {p['stage']} v{p['stage_version']}  params {p['params_hash'][:12]}  {p['created_at']}")
+    else:
+        head = f"{node.path}  [raw input]" if node.exists else f"{node.path}"
+    if node.recorded_sha256:
+        head += f"  sha256 {node.recorded_sha256[:12]} {node.status}"
+    lines = [indent + branch + head]
+    child_indent = indent + ("" if top else ("   " if last else "│  "))
+    if p:
+        lines.append(child_indent + "   params: " + json.dumps(p["params"], sort_keys=True))
+        for m in p.get("models", []):
+            lines.append(child_indent + f"   model: {m['name']} ({m['source']}) sha256 {m['sha256'][:12]}")
+        lines.append(child_indent + f"   code sha256 {p.get('code_sha256', '')[:12]}  versions: "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(p.get("versions", {}).items())))
+    for i, child in enumerate(node.inputs):
+        lines.append(render_text(child, child_indent, i == len(node.inputs) - 1, top=False))
+    return "\n".join(lines)

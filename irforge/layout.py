@@ -1,0 +1,32 @@
+"""Where each artifact lives, relative to the project root. dvc.yaml names the same paths
+(tests/test_dag.py checks the two agree). Each stage writes only under its own folder."""
+
+from __future__ import annotations
+
+ARTIFACTS = "artifacts"
+
+CHUNKS = f"{ARTIFACTS}/chunk/chunks.parquet"
+QUARANTINE = f"{ARTIFACTS}/chunk/quarantine.parquet"
+
+DOC2QUERY = f"{ARTIFACTS}/doc2query/queries.parquet"
+EXPANDED = f"{ARTIFACTS}/doc2query/expanded.parquet"
+SYNTHETIC = f"{ARTIFACTS}/synthesize/queries.parquet"
+FILTERED = f"{ARTIFACTS}/filter/queries.parquet"
+TRIPLES = f"{ARTIFACTS}/mine/triples.parquet"
+MODELS = f"{ARTIFACTS}/train"  # one folder per trained model
+TRAIN_LOG = f"{ARTIFACTS}/train/log.parquet"
+
+
+def index_dir(system: str) -> str:
+    """Folder of one retrieval system's index (bm25, bm25-d2q, dense, splade, ...)."""
+    return f"{ARTIFACTS}/index/{system}"
+
+
+EVALUATION = f"{ARTIFACTS}/evaluate"
+METRICS = f"{EVALUATION}/metrics.json"
+PER_QUERY = f"{EVALUATION}/per_query.parquet"
+RUNS = f"{EVALUATION}/runs.parquet"
+TREC_RUNS = f"{EVALUATION}/trec"  # one <system>.trec per system
+
+# Row-level caches survive stage re-runs; they are not DVC outputs (dvc would delete them).
+CACHE = ".irforge-cache"

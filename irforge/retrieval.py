@@ -1,0 +1,109 @@
+"""Retrievers shared by the stages that search (index, filter, mine, evaluate), and run utilities.
+
+A retriever maps ``{query_id: text}`` to ``{query_id: [(chunk_id, score), ...]}`` best first. Chunk hits are
+turned into document hits by :func:`chunks_to_docs` (max score per document), since judgments are per
+document and ``chunk_id`` is ``<doc_id>#<passage_index>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from irforge.java import ensure_java
+
+log = logging.getLogger(__name__)
+
+Hits = list[tuple[str, float]]
+Run = dict[str, Hits]
+
+
+class Retriever(Protocol):
+    def search(self, queries: dict[str, str], k: int) -> Run: ...
+
+
+def doc_id_of(chunk_id: str) -> str:
+    return chunk_id.rsplit("#", 1)[0]
+
+
+def chunks_to_docs(hits: Hits, k: int | None = None) -> Hits:
+    """Max-score aggregation of chunk hits into document hits, best first (ties by id for stability)."""
+    best: dict[str, float] = {}
+    for chunk_id, score in hits:
+        doc = doc_id_of(chunk_id)
+        if doc not in best or score > best[doc]:
+            best[doc] = score
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ranked[:k] if k else ranked
+
+
+def reciprocal_rank_fusion(runs: list[Run], k: int = 60, depth: int = 1000) -> Run:
+    """RRF (Cormack et al. 2009): score(d) = sum over runs of 1 / (k + rank of d in that run)."""
+    fused: Run = {}
+    for qid in sorted(set().union(*runs)):
+        scores: dict[str, float] = {}
+        for run in runs:
+            for rank, (doc, _) in enumerate(run.get(qid, []), start=1):
+                scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+        fused[qid] = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]
+    return fused
+
+
+# ---------------------------------------------------------------- Lucene (BM25) through pyserini
+
+
+def build_lucene_index(docs: Iterable[tuple[str, str]], index_dir: Path, threads: int = 2) -> int:
+    """Index ``(id, contents)`` pairs with Anserini's IndexCollection (what ``pyserini.index.lucene`` runs).
+
+    The pairs are written as a JsonCollection in ``threads`` shards so Anserini indexes them in parallel.
+    Returns the number of documents indexed.
+    """
+    ensure_java()
+    from pyserini.pyclass import autoclass  # importing pyserini puts Anserini's jar on the classpath
+
+    with tempfile.TemporaryDirectory(prefix="irforge-jsoncoll-") as tmp:
+        shards = [open(Path(tmp) / f"part-{i:03d}.jsonl", "w", encoding="utf-8") for i in range(max(1, threads))]
+        n = 0
+        try:
+            for n, (doc_id, contents) in enumerate(docs, start=1):
+                shards[n % len(shards)].write(json.dumps({"id": doc_id, "contents": contents}) + "\n")
+        finally:
+            for f in shards:
+                f.close()
+        args = [
+            "-collection", "JsonCollection",
+            "-generator", "DefaultLuceneDocumentGenerator",
+            "-input", tmp,
+            "-index", str(index_dir),
+            "-threads", str(max(1, threads)),
+            "-storePositions", "-storeDocvectors",
+            "-optimize",  # one segment: deterministic scoring order and faster search
+            "-quiet",
+        ]
+        autoclass("io.anserini.index.IndexCollection").main(args)
+    return n
+
+
+class BM25Retriever:
+    def __init__(self, index_dir: Path, k1: float = 0.9, b: float = 0.4, threads: int | None = None):
+        if not any(Path(index_dir).glob("segments_*")):
+            raise FileNotFoundError(f"{index_dir}: not a Lucene index (run the index stage first)")
+        ensure_java()
+        from pyserini.search.lucene import LuceneSearcher
+
+        self.searcher = LuceneSearcher(str(index_dir))
+        self.searcher.set_bm25(k1, b)
+        self.threads = threads or max(1, os.cpu_count() or 1)
+
+    def search(self, queries: dict[str, str], k: int) -> Run:
+        qids = list(queries)
+        results = self.searcher.batch_search([queries[q] for q in qids], qids, k=k, threads=self.threads)
+        return {qid: [(hit.docid, float(hit.score)) for hit in results.get(qid, [])] for qid in qids}
+
+    def close(self) -> None:
+        self.searcher.close()

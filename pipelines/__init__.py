@@ -1,0 +1,1 @@
+"""Prefect flows: the experiment DAG (the same stage functions `dvc repro` runs) and operations flows."""

@@ -1,0 +1,61 @@
+"""The experiment DAG as a Prefect flow.
+
+``STEPS`` is the DAG; dvc.yaml declares the same stages (tests/test_dag.py keeps the two in step). Each
+step is a Prefect task that calls :func:`irforge.runner.run_stage`, the function behind `irforge run`, so
+a flow run and `dvc repro` execute exactly the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from irforge.params import Params
+from irforge.runner import run_stage
+
+
+@dataclass(frozen=True)
+class Step:
+    stage: str
+    system: str | None = None
+    after: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The dvc.yaml stage name."""
+        return f"{self.stage}-{self.system}" if self.system else self.stage
+
+
+STEPS: tuple[Step, ...] = (
+    Step("chunk"),
+    Step("index", "bm25", after=("chunk",)),
+    Step("evaluate", after=("index-bm25",)),
+)
+
+
+@task(cache_policy=NO_CACHE, retries=0)
+def stage_task(stage: str, system: str | None, root: str, params: Params) -> dict[str, Any]:
+    kwargs = {"system": system} if system else {}
+    return run_stage(stage, root, params, **kwargs)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in items)}
+
+
+@flow(name="irforge-experiment")
+def experiment(params_path: str = "params.yaml", root: str = ".", overrides: list[str] | None = None,
+               steps: tuple[Step, ...] = STEPS) -> dict[str, Any]:
+    params = Params.load(Path(root) / params_path, parse_overrides(overrides or []))
+    futures: dict[str, Any] = {}
+    for step in steps:
+        futures[step.key] = stage_task.with_options(name=step.key).submit(
+            step.stage, step.system, root, params, wait_for=[futures[k] for k in step.after if k in futures]
+        )
+    return {key: future.result() for key, future in futures.items()}
