@@ -43,6 +43,8 @@ def load_queries(path: Path) -> dict[str, str]:
                 qid, text = str(obj["_id"]), obj["text"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise JudgmentsError(f"{path}:{line_no}: expected a JSON object with '_id' and 'text' ({e})") from e
+            if not isinstance(text, str) or not text.strip():
+                raise JudgmentsError(f"{path}:{line_no}: field 'text' must be a non-empty string, found {text!r}")
             queries[qid] = text
     return queries
 
@@ -69,8 +71,10 @@ def judgments(ctx: StageContext) -> tuple[dict[str, str], dict[str, dict[str, in
     if not cfg.get("queries") or not cfg.get("qrels"):
         return None
     qpath, rpath = ctx.path(cfg["queries"]), ctx.path(cfg["qrels"])
-    if not qpath.exists() or not rpath.exists():
-        return None
+    for key, path in (("queries", qpath), ("qrels", rpath)):
+        if not path.exists():  # a typo must not pass for "no judgments"
+            raise JudgmentsError(f"{path}: corpus.{key} not found (set corpus.queries and corpus.qrels to null "
+                                 "for a corpus without judgments)")
     queries, qrels = load_queries(ctx.use_input(qpath, "queries")), load_qrels(ctx.use_input(rpath, "qrels"))
     return {q: t for q, t in queries.items() if q in qrels}, qrels
 
