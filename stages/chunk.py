@@ -309,10 +309,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
             bad.append(item)
         elif item.doc_id in first_line:
             bad.append(BadRow(item.source, item.line, f"duplicate id (first seen at line {first_line[item.doc_id]})",
-                              doc_id=item.doc_id, field=id_field))
+                              doc_id=item.doc_id, field=id_field, raw=item.text[:_RAW_PREVIEW]))
         elif len(item.text) > max_chars:
             bad.append(BadRow(item.source, item.line, f"oversize document ({len(item.text)} chars > "
-                              f"chunk.max_doc_chars={max_chars})", doc_id=item.doc_id, field="text"))
+                              f"chunk.max_doc_chars={max_chars})", doc_id=item.doc_id, field="text",
+                              raw=item.text[:_RAW_PREVIEW]))
         else:
             first_line[item.doc_id] = item.line
             docs.append(item)
@@ -329,7 +330,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         split = chunker.split(docs[i : i + batch])
         produced = {r["doc_id"] for r in split}
         tokenless += [BadRow(d.source, d.line, "no tokens: the text holds only control or zero-width characters",
-                             doc_id=d.doc_id, field="text") for d in docs[i : i + batch] if d.doc_id not in produced]
+                             doc_id=d.doc_id, field="text", raw=d.text[:_RAW_PREVIEW])
+                     for d in docs[i : i + batch] if d.doc_id not in produced]
         rows.extend(split)
     if tokenless:
         bad = sorted(bad + tokenless, key=lambda b: (b.source, b.line))

@@ -224,8 +224,10 @@ def test_every_bad_row_is_quarantined_with_file_line_field_reason(project: Proje
         assert row["line"] == BAD_LINES.index((line, field, reason)) + 3  # good line, blank line, then these
         assert row["field"] == field
         assert row["reason"].startswith(reason), row
-        assert row["raw"] is not None and row["raw"][:5] == line[:5].decode("utf-8", errors="replace")
-    assert [r["doc_id"] for r in rows][6:9] == ["d1", "big", "z"]
+        assert row["raw"]
+    # rows that failed to parse keep the line; documents rejected after parsing keep their text
+    assert [r["raw"][:8] for r in rows[:4]] == [line[:8].decode("utf-8", errors="replace") for line, _, _ in BAD_LINES[:4]]
+    assert [(r["doc_id"], r["raw"][:6]) for r in rows[6:9]] == [("d1", "a seco"), ("big", "xxxxxx"), ("z", "\u200b\u200b")]
     chunks = pq.read_table(project.root / layout.CHUNKS).to_pylist()
     assert [c["doc_id"] for c in chunks] == ["d1", "d2"]
     assert chunks[0]["text"] == "Aardvarks dig burrows."  # the first d1 wins
