@@ -139,10 +139,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     out = ctx.path(layout.EVALUATION)
     ctx.write(ctx.path(layout.PER_QUERY), "per_query_metrics", pa.Table.from_pylist(per_query_rows, SCHEMAS["per_query_metrics"]))
     ctx.write(ctx.path(layout.RUNS), "run", pa.Table.from_pylist(run_rows, SCHEMAS["run"]))
-    trec = ctx.path(layout.TREC_RUNS)
-    trec.mkdir(parents=True, exist_ok=True)
-    for system, system_run in runs.items():
-        ctx.write_text(trec / f"{system}.trec", trec_lines(system, system_run), provenance=False)
+    # One folder artifact, replaced whole: a system dropped from evaluate.systems leaves no stale run behind.
+    with ctx.publish_dir(ctx.path(layout.TREC_RUNS)) as trec:
+        for system, system_run in runs.items():
+            (trec / f"{system}.trec").write_text(trec_lines(system, system_run), encoding="utf-8")
     ctx.write_text(ctx.path(layout.METRICS), json.dumps(metrics, indent=2, sort_keys=True) + "\n", provenance=False)
     log.info("wrote %s", out)
     return {"systems": list(metrics), "metrics": metrics}
