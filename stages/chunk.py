@@ -323,7 +323,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     limit = float(cfg.get("max_bad_fraction", 0.01))
     _check_bad(ctx, bad, total, limit, corpus_path)  # fail before chunking when validation already says no
 
-    rows: list[dict[str, Any]] = []
+    batches: list[pa.Table] = [SCHEMAS["chunks"].empty_table()]  # Arrow per batch: far smaller than row dicts
     batch = 256
     tokenless: list[BadRow] = []
     for i in progress(range(0, len(docs), batch), desc="chunk", unit="batch"):
@@ -332,11 +332,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         tokenless += [BadRow(d.source, d.line, "no tokens: the text holds only control or zero-width characters",
                              doc_id=d.doc_id, field="text", raw=d.text[:_RAW_PREVIEW])
                      for d in docs[i : i + batch] if d.doc_id not in produced]
-        rows.extend(split)
+        batches.append(pa.Table.from_pylist(split, schema=SCHEMAS["chunks"]))
     if tokenless:
         bad = sorted(bad + tokenless, key=lambda b: (b.source, b.line))
         _check_bad(ctx, bad, total, limit, corpus_path)
-    chunks = pa.Table.from_pylist(rows, schema=SCHEMAS["chunks"])
+    chunks = pa.concat_tables(batches).combine_chunks()
     ctx.write(ctx.path(layout.CHUNKS), "chunks", chunks)
     return {"documents": len(docs) - len(tokenless), "quarantined": len(bad), "chunks": chunks.num_rows}
 
