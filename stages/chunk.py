@@ -323,7 +323,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     limit = float(cfg.get("max_bad_fraction", 0.01))
     _check_bad(ctx, bad, total, limit, corpus_path)  # fail before chunking when validation already says no
 
-    batches: list[pa.Table] = [SCHEMAS["chunks"].empty_table()]  # Arrow per batch: far smaller than row dicts
+    batches: list[pa.Table] = [SCHEMAS["chunks"].empty_table()]  # Arrow per batch: less memory than row dicts
     batch = 256
     tokenless: list[BadRow] = []
     for i in progress(range(0, len(docs), batch), desc="chunk", unit="batch"):

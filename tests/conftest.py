@@ -82,8 +82,10 @@ def write_beir(folder: Path, docs: list[dict[str, str]] = DOCS, queries: list[di
 
 
 def tiny_params(corpus: str = "data/tiny", judged: bool = True) -> dict[str, Any]:
-    """params.yaml for a project whose corpus is at ``corpus`` (relative to the project root)."""
+    """params.yaml for a project whose corpus is at ``corpus`` (relative to the project root): the repository's
+    params.yaml (so every stage finds its section) with the foundation sections set for the tiny corpus."""
     return {
+        **yaml.safe_load((REPO / "params.yaml").read_text()),
         "seed": 13,
         "corpus": {
             "path": corpus,
