@@ -32,13 +32,14 @@ class Node:
         return "ok" if self.recorded_sha256 == self.current_sha256 else "CHANGED since recorded"
 
 
-def lineage(path: Path | str, root: Path | str = ".", recorded: str | None = None,
-            _hashes: dict[str, str] | None = None) -> Node:
-    root = Path(root)
+def lineage(path: Path | str, root: Path | str = ".", recorded: str | None = None) -> Node:
     # Hashes are memoised within one walk only (an input shared by several artifacts is hashed once): a
     # process-wide cache would keep reporting "ok" for a file edited since the first audit.
-    hashes = {} if _hashes is None else _hashes
-    full = Path(path) if Path(path).is_absolute() else root / path
+    return _walk(Path(path), Path(root), recorded, {})
+
+
+def _walk(path: Path, root: Path, recorded: str | None, hashes: dict[str, str]) -> Node:
+    full = path if path.is_absolute() else root / path
     rel = _relative(full, root)
     if not full.exists():
         if recorded is None:
@@ -50,7 +51,7 @@ def lineage(path: Path | str, root: Path | str = ".", recorded: str | None = Non
     node = Node(rel, provenance, exists=True, recorded_sha256=recorded,
                 current_sha256=hashes[str(full)] if recorded else None)
     for item in (provenance or {}).get("inputs", []):
-        node.inputs.append(lineage(item["path"], root, recorded=item["sha256"], _hashes=hashes))
+        node.inputs.append(_walk(Path(item["path"]), root, item["sha256"], hashes))
     return node
 
 
