@@ -10,6 +10,7 @@ and are renamed into place, so a killed stage leaves the previous artifact or no
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -108,6 +109,17 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporaries that a killed earlier write of ``path`` left beside it (one writer per artifact:
+    DVC locks the repository, and no two flow steps write the same path)."""
+    name = glob.escape(path.name)
+    for stale in [*path.parent.glob(f".{name}.tmp-*"), *path.parent.glob(f".{name}.old-*")]:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -123,6 +135,7 @@ def write_artifact(table: pa.Table, path: Path, kind: str, provenance: dict[str,
     record = {**provenance, "artifact": kind, "rows": table.num_rows}
     table = table.replace_schema_metadata({PROVENANCE_KEY: json.dumps(record, sort_keys=True).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     tmp = _tmp_name(path)
     try:
         pq.write_table(table, tmp, compression="zstd")
@@ -159,6 +172,7 @@ def publish_dir(path: Path, provenance: dict[str, Any] | Callable[[], dict[str, 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +32,26 @@ class Node:
         return "ok" if self.recorded_sha256 == self.current_sha256 else "CHANGED since recorded"
 
 
-@lru_cache(maxsize=None)
-def _sha(path: str) -> str:
-    return sha256_path(Path(path))
-
-
 def lineage(path: Path | str, root: Path | str = ".", recorded: str | None = None) -> Node:
-    root = Path(root)
-    full = Path(path) if Path(path).is_absolute() else root / path
+    # Hashes are memoised within one walk only (an input shared by several artifacts is hashed once): a
+    # process-wide cache would keep reporting "ok" for a file edited since the first audit.
+    return _walk(Path(path), Path(root), recorded, {})
+
+
+def _walk(path: Path, root: Path, recorded: str | None, hashes: dict[str, str]) -> Node:
+    full = path if path.is_absolute() else root / path
     rel = _relative(full, root)
     if not full.exists():
         if recorded is None:
             raise FileNotFoundError(f"{full}: no such artifact")
         return Node(rel, None, exists=False, recorded_sha256=recorded)
     provenance = read_provenance(full)
+    if recorded and str(full) not in hashes:
+        hashes[str(full)] = sha256_path(full)
     node = Node(rel, provenance, exists=True, recorded_sha256=recorded,
-                current_sha256=_sha(str(full)) if recorded else None)
+                current_sha256=hashes[str(full)] if recorded else None)
     for item in (provenance or {}).get("inputs", []):
-        node.inputs.append(lineage(item["path"], root, recorded=item["sha256"]))
+        node.inputs.append(_walk(Path(item["path"]), root, item["sha256"], hashes))
     return node
 
 

@@ -7,7 +7,9 @@ only when more than ``chunk.max_bad_fraction`` of the rows are bad.
 
 Documents are cut into passages of at most ``chunk.max_tokens`` tokenizer tokens. Windows end on a sentence
 boundary when one lies in the second half of the window; consecutive windows overlap by ``chunk.stride``
-tokens (snapped forward to a sentence start when possible). Very long sentences are cut mid-sentence.
+tokens (snapped forward to a sentence start when possible). Very long sentences are cut mid-sentence, between
+words (never inside a word split into sub-word tokens, unless the word alone is longer than a window). A
+document whose text yields no token at all (only control or zero-width characters) is quarantined too.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from irforge.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage(name="chunk", version="1", params=("corpus", "chunk"))
+STAGE = Stage(name="chunk", version="2", params=("corpus", "chunk"))
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 _RAW_PREVIEW = 500
@@ -116,7 +118,7 @@ def _read_jsonl(path: Path, fields: tuple[str, str, str]) -> Iterator[Document |
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                yield BadRow(name, line_no, f"invalid JSON ({e.msg} at column {e.colno})", raw=preview)
+                yield BadRow(name, line_no, f"invalid JSON ({e.msg} at character {e.pos + 1})", raw=preview)
                 continue
             if not isinstance(obj, dict):
                 yield BadRow(name, line_no, f"not a JSON object (found {type(obj).__name__})", raw=preview)
@@ -191,25 +193,31 @@ def sentence_starts(text: str) -> list[int]:
     return [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
 
 
-def split_windows(n_tokens: int, boundaries: list[int], max_tokens: int, stride: int) -> list[tuple[int, int]]:
+def split_windows(n_tokens: int, boundaries: list[int], max_tokens: int, stride: int,
+                  words: list[int] | None = None) -> list[tuple[int, int]]:
     """Token windows ``[start, end)`` covering ``n_tokens`` tokens.
 
     ``boundaries`` are sorted token indices where sentences start. A window ends on the last boundary in its
     second half if there is one; the next window starts ``stride`` tokens earlier, moved forward to the first
-    sentence start inside that overlap when there is one.
+    sentence start inside that overlap when there is one. ``words`` (sorted token indices where words start;
+    None: every token) keeps the other cuts off sub-word pieces: an end moves back, a start moves back
+    (a slightly larger overlap), to a word start, when that start lies inside the window.
     """
     if max_tokens <= 0:
         raise ValueError("chunk.max_tokens must be positive")
     if not 0 <= stride < max_tokens:
         raise ValueError(f"chunk.stride must be in [0, max_tokens), got {stride} with max_tokens={max_tokens}")
     windows: list[tuple[int, int]] = []
-    start = 0
+    start = prev_end = 0
     while start < n_tokens:
         end = min(start + max_tokens, n_tokens)
         if end < n_tokens:
+            # An end never moves back to the previous window's end: that window would hold this one.
             i = bisect.bisect_right(boundaries, end) - 1  # last boundary <= end
-            if i >= 0 and boundaries[i] > start + max_tokens // 2:
+            if i >= 0 and boundaries[i] > max(start + max_tokens // 2, prev_end):
                 end = boundaries[i]
+            else:
+                end = _word_start_at_or_before(words, end, max(start, prev_end))
         windows.append((start, end))
         if end == n_tokens:
             break
@@ -217,8 +225,18 @@ def split_windows(n_tokens: int, boundaries: list[int], max_tokens: int, stride:
         i = bisect.bisect_left(boundaries, next_start)  # first sentence start inside the overlap
         if i < len(boundaries) and boundaries[i] < end:
             next_start = boundaries[i]
-        start = max(next_start, start + 1)
+        else:
+            next_start = _word_start_at_or_before(words, next_start, start)
+        start, prev_end = max(next_start, start + 1), end
     return windows
+
+
+def _word_start_at_or_before(words: list[int] | None, token: int, floor: int) -> int:
+    """The last word start <= ``token`` that is > ``floor``; ``token`` itself when there is none."""
+    if words is None:
+        return token
+    i = bisect.bisect_right(words, token) - 1
+    return words[i] if i >= 0 and words[i] > floor else token
 
 
 def sha256_text(*parts: str) -> str:
@@ -240,11 +258,14 @@ class Chunker:
         encodings = self.tokenizer.encode_batch([d.text for d in docs], add_special_tokens=False)
         rows: list[dict[str, Any]] = []
         for doc, enc in zip(docs, encodings, strict=True):
-            offsets = [o for o in enc.offsets]
+            offsets = enc.offsets
             token_starts = [o[0] for o in offsets]
             boundaries = sorted({bisect.bisect_left(token_starts, c) for c in sentence_starts(doc.text)})
+            word_ids = enc.word_ids
+            words = [t for t in range(len(word_ids)) if t == 0 or word_ids[t] != word_ids[t - 1]]
             doc_hash = sha256_text(doc.doc_id, doc.title, doc.text)
-            for index, (start, end) in enumerate(split_windows(len(offsets), boundaries, self.max_tokens, self.stride)):
+            windows = split_windows(len(offsets), boundaries, self.max_tokens, self.stride, words)
+            for index, (start, end) in enumerate(windows):
                 char_start, char_end = offsets[start][0], offsets[end - 1][1]
                 text = doc.text[char_start:char_end]
                 rows.append({
@@ -272,6 +293,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     corpus_path = ctx.path(corpus_cfg["path"])
     fmt = corpus_cfg.get("format", "auto")
     fmt = detect_format(corpus_path) if fmt == "auto" and corpus_path.exists() else fmt
+    id_field = "_id" if fmt == "beir" else corpus_cfg.get("id_field", "_id")
     model = resolve_model(cfg["tokenizer"], ctx.path(layout.CACHE))
     ctx.use_model(model.record)
     chunker = Chunker(model.path / "tokenizer.json", int(cfg["max_tokens"]), int(cfg.get("stride", 0)))
@@ -287,35 +309,48 @@ def run(ctx: StageContext) -> dict[str, Any]:
             bad.append(item)
         elif item.doc_id in first_line:
             bad.append(BadRow(item.source, item.line, f"duplicate id (first seen at line {first_line[item.doc_id]})",
-                              doc_id=item.doc_id, field="id"))
+                              doc_id=item.doc_id, field=id_field, raw=item.text[:_RAW_PREVIEW]))
         elif len(item.text) > max_chars:
             bad.append(BadRow(item.source, item.line, f"oversize document ({len(item.text)} chars > "
-                              f"chunk.max_doc_chars={max_chars})", doc_id=item.doc_id, field="text"))
+                              f"chunk.max_doc_chars={max_chars})", doc_id=item.doc_id, field="text",
+                              raw=item.text[:_RAW_PREVIEW]))
         else:
             first_line[item.doc_id] = item.line
             docs.append(item)
     ctx.use_input(corpus_file(corpus_path, fmt), "corpus")
+    if total == 0:
+        raise CorpusError(f"{corpus_path}: the corpus has no rows")
+    limit = float(cfg.get("max_bad_fraction", 0.01))
+    _check_bad(ctx, bad, total, limit, corpus_path)  # fail before chunking when validation already says no
 
+    batches: list[pa.Table] = [SCHEMAS["chunks"].empty_table()]  # Arrow per batch: less memory than row dicts
+    batch = 256
+    tokenless: list[BadRow] = []
+    for i in progress(range(0, len(docs), batch), desc="chunk", unit="batch"):
+        split = chunker.split(docs[i : i + batch])
+        produced = {r["doc_id"] for r in split}
+        tokenless += [BadRow(d.source, d.line, "no tokens: the text holds only control or zero-width characters",
+                             doc_id=d.doc_id, field="text", raw=d.text[:_RAW_PREVIEW])
+                     for d in docs[i : i + batch] if d.doc_id not in produced]
+        batches.append(pa.Table.from_pylist(split, schema=SCHEMAS["chunks"]))
+    if tokenless:
+        bad = sorted(bad + tokenless, key=lambda b: (b.source, b.line))
+        _check_bad(ctx, bad, total, limit, corpus_path)
+    chunks = pa.concat_tables(batches).combine_chunks()
+    ctx.write(ctx.path(layout.CHUNKS), "chunks", chunks)
+    return {"documents": len(docs) - len(tokenless), "quarantined": len(bad), "chunks": chunks.num_rows}
+
+
+def _check_bad(ctx: StageContext, bad: list[BadRow], total: int, limit: float, corpus_path: Path) -> None:
+    """Write the quarantine artifact, log a sample, and fail when more than ``limit`` of the rows are bad."""
     quarantine = pa.Table.from_pylist([vars(b) for b in bad], schema=SCHEMAS["quarantine"])
     ctx.write(ctx.path(layout.QUARANTINE), "quarantine", quarantine)
     for b in bad[:5]:
         log.warning("quarantined %s:%d %s%s", b.source, b.line, b.reason, f" (id {b.doc_id})" if b.doc_id else "")
     if len(bad) > 5:
         log.warning("... and %d more quarantined rows, see %s", len(bad) - 5, layout.QUARANTINE)
-    limit = float(cfg.get("max_bad_fraction", 0.01))
-    if total == 0:
-        raise CorpusError(f"{corpus_path}: the corpus has no rows")
     if len(bad) / total > limit:
         raise CorpusError(
             f"{corpus_path}: {len(bad)} of {total} rows ({len(bad) / total:.1%}) are bad, above "
             f"chunk.max_bad_fraction={limit}; the reasons are in {layout.QUARANTINE} (nothing else was written)"
         )
-
-    rows: list[dict[str, Any]] = []
-    batch = 256
-    for i in progress(range(0, len(docs), batch), desc="chunk", unit="batch"):
-        rows.extend(chunker.split(docs[i : i + batch]))
-    chunks = pa.Table.from_pylist(rows, schema=SCHEMAS["chunks"])
-    ctx.write(ctx.path(layout.CHUNKS), "chunks", chunks)
-    return {"documents": len(docs), "quarantined": len(bad), "chunks": chunks.num_rows}
-

@@ -43,6 +43,8 @@ def load_queries(path: Path) -> dict[str, str]:
                 qid, text = str(obj["_id"]), obj["text"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise JudgmentsError(f"{path}:{line_no}: expected a JSON object with '_id' and 'text' ({e})") from e
+            if not isinstance(text, str) or not text.strip():
+                raise JudgmentsError(f"{path}:{line_no}: field 'text' must be a non-empty string, found {text!r}")
             queries[qid] = text
     return queries
 
@@ -69,8 +71,10 @@ def judgments(ctx: StageContext) -> tuple[dict[str, str], dict[str, dict[str, in
     if not cfg.get("queries") or not cfg.get("qrels"):
         return None
     qpath, rpath = ctx.path(cfg["queries"]), ctx.path(cfg["qrels"])
-    if not qpath.exists() or not rpath.exists():
-        return None
+    for key, path in (("queries", qpath), ("qrels", rpath)):
+        if not path.exists():  # a typo must not pass for "no judgments"
+            raise JudgmentsError(f"{path}: corpus.{key} not found (set corpus.queries and corpus.qrels to null "
+                                 "for a corpus without judgments)")
     queries, qrels = load_queries(ctx.use_input(qpath, "queries")), load_qrels(ctx.use_input(rpath, "qrels"))
     return {q: t for q, t in queries.items() if q in qrels}, qrels
 
@@ -135,10 +139,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     out = ctx.path(layout.EVALUATION)
     ctx.write(ctx.path(layout.PER_QUERY), "per_query_metrics", pa.Table.from_pylist(per_query_rows, SCHEMAS["per_query_metrics"]))
     ctx.write(ctx.path(layout.RUNS), "run", pa.Table.from_pylist(run_rows, SCHEMAS["run"]))
-    trec = ctx.path(layout.TREC_RUNS)
-    trec.mkdir(parents=True, exist_ok=True)
-    for system, system_run in runs.items():
-        ctx.write_text(trec / f"{system}.trec", trec_lines(system, system_run), provenance=False)
+    # One folder artifact, replaced whole: a system dropped from evaluate.systems leaves no stale run behind.
+    with ctx.publish_dir(ctx.path(layout.TREC_RUNS)) as trec:
+        for system, system_run in runs.items():
+            (trec / f"{system}.trec").write_text(trec_lines(system, system_run), encoding="utf-8")
     ctx.write_text(ctx.path(layout.METRICS), json.dumps(metrics, indent=2, sort_keys=True) + "\n", provenance=False)
     log.info("wrote %s", out)
     return {"systems": list(metrics), "metrics": metrics}

@@ -1,0 +1,354 @@
+"""The chunk stage: window splitting, the tokenizer-based Chunker, input validation with quarantine, readers."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import LONG_TEXT, Project
+from irforge import layout
+from stages.chunk import Chunker, CorpusError, Document, sha256_text, split_windows
+
+# ---------------------------------------------------------------- split_windows (pure token arithmetic)
+
+
+def test_short_input_is_one_window() -> None:
+    assert split_windows(10, [0, 4], max_tokens=32, stride=8) == [(0, 10)]
+
+
+def test_empty_input_has_no_window() -> None:
+    assert split_windows(0, [0], max_tokens=32, stride=8) == []
+
+
+def test_windows_without_sentences_overlap_by_exactly_stride() -> None:
+    assert split_windows(100, [0], max_tokens=32, stride=8) == [(0, 32), (24, 56), (48, 80), (72, 100)]
+
+
+def test_windows_end_on_sentence_boundaries_in_their_second_half() -> None:
+    boundaries = [0, 20, 40, 60, 80]
+    assert split_windows(100, boundaries, max_tokens=32, stride=0) == [(0, 20), (20, 40), (40, 60), (60, 80), (80, 100)]
+
+
+def test_sentence_boundary_in_first_half_is_not_used() -> None:
+    # Ending at token 10 would waste most of the window: cut at the limit instead.
+    assert split_windows(40, [0, 10], max_tokens=32, stride=0) == [(0, 32), (32, 40)]
+
+
+def test_next_window_starts_at_a_sentence_start_inside_the_overlap() -> None:
+    # The first window ends at 30; the overlap [22, 30) holds a sentence start at 26.
+    assert split_windows(60, [0, 26, 30], max_tokens=32, stride=8) == [(0, 30), (26, 58), (50, 60)]
+
+
+def test_large_stride_never_repeats_a_window_end() -> None:
+    # The overlap [6, 30) holds no sentence start; the next window must not end at 30 again (it used to,
+    # giving (6, 30), (7, 30), ... one redundant passage per token).
+    assert split_windows(60, [0, 30], max_tokens=32, stride=24) == [(0, 30), (6, 38), (30, 60)]
+
+
+def test_sentence_longer_than_window_is_cut() -> None:
+    windows = split_windows(100, [0], max_tokens=16, stride=0)
+    assert windows == [(0, 16), (16, 32), (32, 48), (48, 64), (64, 80), (80, 96), (96, 100)]
+
+
+def test_cuts_inside_a_sentence_fall_between_words() -> None:
+    words = list(range(0, 40, 5))  # a word every 5 tokens
+    assert split_windows(40, [0], max_tokens=32, stride=0, words=words) == [(0, 30), (30, 40)]
+    # the overlap moves back to a word start (a little more overlap, never a sub-word start)
+    assert split_windows(40, [0], max_tokens=32, stride=4, words=words) == [(0, 30), (25, 40)]
+
+
+def test_word_longer_than_window_is_cut() -> None:
+    assert split_windows(50, [0], max_tokens=32, stride=0, words=[0]) == [(0, 32), (32, 50)]
+
+
+def test_windows_cover_every_token_within_the_limit() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        n = rng.randint(1, 300)
+        max_tokens = rng.randint(1, 64)
+        stride = rng.randint(0, max_tokens - 1)
+        boundaries = sorted({0, *rng.sample(range(n), min(n, rng.randint(0, 20)))})
+        words = sorted({0, *rng.sample(range(n), min(n, rng.randint(0, n)))})
+        windows = split_windows(n, boundaries, max_tokens, stride, words)
+        assert windows[0][0] == 0 and windows[-1][1] == n
+        for (s1, e1), (s2, e2) in zip(windows, windows[1:]):
+            assert s1 < s2 <= e1 < e2  # progress, no gap
+        assert all(0 < e - s <= max_tokens for s, e in windows)
+
+
+@pytest.mark.parametrize(
+    ("max_tokens", "stride", "message"),
+    [
+        (0, 0, "chunk.max_tokens must be positive"),
+        (-5, 0, "chunk.max_tokens must be positive"),
+        (32, 32, "chunk.stride must be in [0, max_tokens), got 32 with max_tokens=32"),
+        (32, -1, "chunk.stride must be in [0, max_tokens), got -1"),
+    ],
+)
+def test_invalid_window_settings_are_rejected(tokenizer_json: Path, max_tokens: int, stride: int, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        split_windows(10, [0], max_tokens, stride)
+    with pytest.raises(ValueError, match="chunk."):
+        Chunker(tokenizer_json, max_tokens, stride)
+
+
+# ---------------------------------------------------------------- Chunker (embedded MiniLM tokenizer)
+
+
+@pytest.fixture(scope="module")
+def chunker(tokenizer_json: Path) -> Chunker:
+    return Chunker(tokenizer_json, max_tokens=32, stride=8)
+
+
+def _check_offsets(doc: Document, rows: list[dict]) -> None:
+    for row in rows:
+        assert row["text"] == doc.text[row["char_start"] : row["char_end"]]
+
+
+def test_short_document_is_one_chunk(chunker: Chunker) -> None:
+    doc = Document("a", "Title", "Aardvarks dig burrows at night.")
+    rows = chunker.split([doc])
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["chunk_id"], row["doc_id"], row["passage_index"], row["title"]) == ("a#0", "a", 0, "Title")
+    assert (row["char_start"], row["char_end"], row["text"]) == (0, len(doc.text), doc.text)
+    assert row["n_tokens"] == 9  # aa ##rd ##var ##ks dig burrows at night .
+
+
+def test_long_document_windows_respect_max_tokens_and_overlap(chunker: Chunker) -> None:
+    doc = Document("long", "", LONG_TEXT)
+    rows = chunker.split([doc])
+    assert len(rows) > 3
+    assert [r["chunk_id"] for r in rows] == [f"long#{i}" for i in range(len(rows))]
+    assert all(r["n_tokens"] <= 32 for r in rows)
+    for prev, nxt in zip(rows, rows[1:]):
+        assert nxt["char_start"] < prev["char_end"]  # stride > 0: consecutive passages share text
+    assert rows[0]["char_start"] == 0 and rows[-1]["char_end"] == len(LONG_TEXT)
+    _check_offsets(doc, rows)
+    # Each token count is the true count of the passage's tokens.
+    for r in rows:
+        assert len(chunker.tokenizer.encode(r["text"], add_special_tokens=False).ids) == r["n_tokens"]
+
+
+def test_passages_end_on_sentence_ends(chunker: Chunker) -> None:
+    rows = chunker.split([Document("long", "", LONG_TEXT)])
+    assert all(r["text"].endswith("universe.") for r in rows)
+
+
+def test_overlap_snaps_to_a_sentence_start(tokenizer_json: Path) -> None:
+    # Sentences are 12 tokens; with a 16-token overlap a sentence start always lies inside it.
+    rows = Chunker(tokenizer_json, max_tokens=32, stride=16).split([Document("long", "", LONG_TEXT)])
+    assert len(rows) > 3
+    assert all(r["text"].startswith("Quasars number") and r["text"].endswith("universe.") for r in rows)
+
+
+def test_sentence_longer_than_max_tokens_is_cut_between_words(tokenizer_json: Path) -> None:
+    # One sentence, no punctuation; several words split into sub-word tokens (aerodynamics, brûlée).
+    text = " ".join(["aerodynamics of crème brûlée hypersonic flows"] * 8)
+    doc = Document("s", "", text)
+    rows = Chunker(tokenizer_json, max_tokens=8, stride=3).split([doc])
+    assert len(rows) > 4
+    assert all(r["n_tokens"] <= 8 for r in rows)
+    _check_offsets(doc, rows)
+    for r in rows:
+        assert r["char_start"] == 0 or text[r["char_start"] - 1] == " ", r
+        assert r["char_end"] == len(text) or text[r["char_end"]] == " ", r
+
+
+def test_offsets_are_exact_with_accents_and_emoji(tokenizer_json: Path) -> None:
+    doc = Document("u", "", "Café naïve 😀 crème brûlée. Ünïcödé text here is long enough to split. Another one.")
+    rows = Chunker(tokenizer_json, max_tokens=8, stride=2).split([doc])
+    assert len(rows) > 2
+    _check_offsets(doc, rows)
+
+
+def test_ids_and_hashes_are_stable(chunker: Chunker) -> None:
+    doc = Document("long", "Bright objects", LONG_TEXT)
+    first, again = chunker.split([doc]), chunker.split([Document("long", "Bright objects", LONG_TEXT)])
+    assert first == again
+    assert all(r["content_hash"] == sha256_text("Bright objects", r["text"]) for r in first)
+    assert len({r["content_hash"] for r in first}) == len(first)
+    assert {r["doc_hash"] for r in first} == {sha256_text("long", "Bright objects", LONG_TEXT)}
+    # Editing the end of the document keeps the earlier passages (and their hashes); the doc hash changes.
+    edited = chunker.split([Document("long", "Bright objects", LONG_TEXT + " Pulsars too.")])
+    assert [r["content_hash"] for r in edited[:3]] == [r["content_hash"] for r in first[:3]]
+    assert edited[0]["doc_hash"] != first[0]["doc_hash"]
+
+
+def test_document_without_tokens_gives_no_chunk(chunker: Chunker) -> None:
+    assert chunker.split([Document("z", "", "\u200b\u200b")]) == []
+
+
+# ---------------------------------------------------------------- the stage: bad input and quarantine
+
+BAD_LINES: list[tuple[bytes, str | None, str]] = [  # raw line, field blamed, reason (start)
+    (b"\xff\xfe not utf-8", None, "invalid UTF-8 at byte 0"),
+    (b'{"_id": "x", "text": ', None, "invalid JSON (Expecting value at character 23)"),
+    (b"[1, 2]", None, "not a JSON object (found list)"),
+    (b'{"title": "t", "text": "no id"}', "_id", "missing id"),
+    (b'{"_id": "m1", "title": "t"}', "text", "missing text"),
+    (b'{"_id": "e1", "text": "   "}', "text", "empty text"),
+    (b'{"_id": "d1", "text": "a second d1"}', "_id", "duplicate id (first seen at line 1)"),
+    (b'{"_id": "big", "text": "' + b"x" * 200 + b'"}', "text", "oversize document (200 chars > chunk.max_doc_chars=100)"),
+    (b'{"_id": "z", "text": "\\u200b\\u200b"}', "text", "no tokens"),
+    (b'{"_id": 3.5, "text": "float id"}', "_id", "id must be a string or integer, found float"),
+    (b'{"_id": "n1", "text": ["a", "list"]}', "text", "text must be a string, found list"),
+]
+GOOD = [b'{"_id": "d1", "title": "One", "text": "Aardvarks dig burrows."}',
+        b'{"_id": "d2", "title": "Two", "text": "Penguins swim fast."}']
+
+
+def _bad_corpus(project: Project) -> None:
+    lines = [GOOD[0], b"", *[line for line, _, _ in BAD_LINES], GOOD[1]]
+    (project.corpus / "corpus.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+
+def _set_chunk(project: Project, **values) -> None:
+    project.set_params(chunk={**project.params.section("chunk"), **values})
+
+
+def test_every_bad_row_is_quarantined_with_file_line_field_reason(project: Project) -> None:
+    _bad_corpus(project)
+    _set_chunk(project, max_doc_chars=100, max_bad_fraction=1.0)
+    summary = project.run("chunk")
+    assert summary == {"documents": 2, "quarantined": len(BAD_LINES), "chunks": 2}
+    rows = pq.read_table(project.root / layout.QUARANTINE).to_pylist()
+    assert len(rows) == len(BAD_LINES)
+    for row, (line, field, reason) in zip(rows, BAD_LINES):
+        assert row["source"] == "corpus.jsonl"
+        assert row["line"] == BAD_LINES.index((line, field, reason)) + 3  # good line, blank line, then these
+        assert row["field"] == field
+        assert row["reason"].startswith(reason), row
+        assert row["raw"]
+    # rows that failed to parse keep the line; documents rejected after parsing keep their text
+    assert [r["raw"][:8] for r in rows[:4]] == [line[:8].decode("utf-8", errors="replace") for line, _, _ in BAD_LINES[:4]]
+    assert [(r["doc_id"], r["raw"][:6]) for r in rows[6:9]] == [("d1", "a seco"), ("big", "xxxxxx"), ("z", "\u200b\u200b")]
+    chunks = pq.read_table(project.root / layout.CHUNKS).to_pylist()
+    assert [c["doc_id"] for c in chunks] == ["d1", "d2"]
+    assert chunks[0]["text"] == "Aardvarks dig burrows."  # the first d1 wins
+
+
+def test_too_many_bad_rows_fail_and_keep_the_previous_chunks(project: Project) -> None:
+    project.run("chunk")
+    before = (project.root / layout.CHUNKS).read_bytes()
+    _bad_corpus(project)
+    _set_chunk(project, max_doc_chars=100)
+    with pytest.raises(CorpusError) as err:
+        project.run("chunk")
+    n = len(BAD_LINES)
+    assert str(err.value) == (
+        f"{project.corpus}: {n - 1} of {n + 2} rows ({(n - 1) / (n + 2):.1%}) are bad, above chunk.max_bad_fraction=0.01;"
+        " the reasons are in artifacts/chunk/quarantine.parquet (nothing else was written)"
+    )  # the tokenless document is only found when chunking, which a failed validation never reaches
+    assert (project.root / layout.CHUNKS).read_bytes() == before
+    assert pq.read_table(project.root / layout.QUARANTINE).num_rows == n - 1
+
+
+def test_tokenless_documents_count_against_the_bad_fraction(project: Project) -> None:
+    docs = [{"_id": f"d{i}", "text": "Plain words."} for i in range(3)] + [{"_id": "z", "text": "\u200b"}]
+    (project.corpus / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    _set_chunk(project, max_bad_fraction=0.2)
+    with pytest.raises(CorpusError, match="1 of 4 rows"):
+        project.run("chunk")
+    assert not (project.root / layout.CHUNKS).exists()
+    assert pq.read_table(project.root / layout.QUARANTINE).column("doc_id").to_pylist() == ["z"]
+
+
+def test_missing_corpus_and_empty_corpus_are_clear_errors(project: Project) -> None:
+    (project.corpus / "corpus.jsonl").write_text("\n\n")
+    with pytest.raises(CorpusError, match="the corpus has no rows"):
+        project.run("chunk")
+    corpus = project.params.section("corpus")
+    project.set_params(corpus={**corpus, "path": "data/nowhere"})
+    with pytest.raises(CorpusError, match=r"data/nowhere: corpus not found \(corpus.path in params.yaml\)"):
+        project.run("chunk")
+    (project.root / "data" / "corpus.csv").write_text("id,text\n")
+    project.set_params(corpus={**corpus, "path": "data/corpus.csv"})
+    with pytest.raises(CorpusError, match="cannot tell the corpus format from the name; set corpus.format"):
+        project.run("chunk")
+
+
+# ---------------------------------------------------------------- the stage: other corpus formats
+
+
+def _point_at(project: Project, path: str, **fields) -> None:
+    corpus = project.params.section("corpus")
+    project.set_params(corpus={**corpus, "path": path, "format": "auto", "queries": None, "qrels": None, **fields})
+
+
+def test_generic_jsonl_with_custom_field_names(project: Project) -> None:
+    rows = [
+        {"doc": "a1", "heading": "First", "body": "Aardvarks dig burrows."},
+        {"doc": 7, "body": "An integer id and no heading."},
+        {"doc": "a3", "heading": "No body"},
+        {"doc": "a1", "body": "Duplicate."},
+    ]
+    (project.root / "data" / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _point_at(project, "data/docs.jsonl", id_field="doc", title_field="heading", text_field="body")
+    _set_chunk(project, max_bad_fraction=0.5)
+    assert project.run("chunk")["documents"] == 2
+    chunks = pq.read_table(project.root / layout.CHUNKS).to_pylist()
+    assert [(c["chunk_id"], c["title"], c["text"]) for c in chunks] == [
+        ("a1#0", "First", "Aardvarks dig burrows."), ("7#0", "", "An integer id and no heading.")]
+    bad = pq.read_table(project.root / layout.QUARANTINE).to_pylist()
+    assert [(b["source"], b["line"], b["field"], b["reason"]) for b in bad] == [
+        ("docs.jsonl", 3, "body", "missing text"),
+        ("docs.jsonl", 4, "doc", "duplicate id (first seen at line 1)"),
+    ]
+
+
+def test_parquet_corpus(project: Project) -> None:
+    table = pa.table({
+        "id": ["p1", "p2", "p3"],
+        "name": ["Alpha", None, "Gamma"],
+        "content": ["Alpha particles.", "Beta decay.", None],
+    })
+    pq.write_table(table, project.root / "data" / "docs.parquet")
+    _point_at(project, "data/docs.parquet", id_field="id", title_field="name", text_field="content")
+    _set_chunk(project, max_bad_fraction=0.5)
+    project.run("chunk")
+    chunks = pq.read_table(project.root / layout.CHUNKS).to_pylist()
+    assert [(c["doc_id"], c["title"], c["text"]) for c in chunks] == [("p1", "Alpha", "Alpha particles."),
+                                                                     ("p2", "", "Beta decay.")]
+    bad = pq.read_table(project.root / layout.QUARANTINE).to_pylist()
+    assert [(b["source"], b["line"], b["doc_id"], b["field"], b["reason"]) for b in bad] == [
+        ("docs.parquet", 3, "p3", "content", "missing text")]
+
+
+def test_parquet_corpus_without_the_text_column(project: Project) -> None:
+    pq.write_table(pa.table({"id": ["p1"], "body": ["x"]}), project.root / "data" / "docs.parquet")
+    _point_at(project, "data/docs.parquet", id_field="id", text_field="content")
+    with pytest.raises(CorpusError, match=r"docs.parquet: no column 'content' \(columns: id, body\)"):
+        project.run("chunk")
+
+
+def test_folder_of_text_and_markdown_files(project: Project) -> None:
+    folder = project.root / "data" / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("Plain text about aardvarks.")
+    (folder / "sub" / "b.md").write_text("# Penguins\n\nPenguins swim fast.")
+    (folder / "ignored.csv").write_text("not,a,document")
+    (folder / "broken.txt").write_bytes(b"caf\xe9")
+    _point_at(project, "data/notes")
+    _set_chunk(project, max_bad_fraction=0.5)
+    project.run("chunk")
+    chunks = pq.read_table(project.root / layout.CHUNKS).to_pylist()
+    assert [(c["doc_id"], c["title"], c["text"]) for c in chunks] == [
+        ("a.txt", "a", "Plain text about aardvarks."), ("sub/b.md", "Penguins", "# Penguins\n\nPenguins swim fast.")]
+    bad = pq.read_table(project.root / layout.QUARANTINE).to_pylist()
+    assert [(b["source"], b["line"], b["field"], b["reason"]) for b in bad] == [
+        ("broken.txt", 0, "text", "invalid UTF-8 at byte 3")]
+
+
+def test_folder_without_documents_is_an_error(project: Project) -> None:
+    (project.root / "data" / "empty").mkdir()
+    (project.root / "data" / "empty" / "x.csv").write_text("a")
+    _point_at(project, "data/empty")
+    with pytest.raises(CorpusError, match="folder holds no .txt or .md files"):
+        project.run("chunk")

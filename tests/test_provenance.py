@@ -1,0 +1,97 @@
+"""Provenance: what every artifact records about itself, and `irforge audit` walking it back to the corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO, Project
+from irforge import layout
+from irforge.artifacts import read_provenance, sha256_file, sha256_path, stable_hash
+from irforge.audit import lineage
+
+# conftest pins SOURCE_DATE_EPOCH=1700000000
+PINNED_CLOCK = "2023-11-14T22:13:20+00:00"
+
+
+def test_chunks_footer_tells_the_whole_story(evaluated_project: Project) -> None:
+    root = evaluated_project.root
+    prov = read_provenance(root / layout.CHUNKS)
+    assert prov["artifact"] == "chunks" and prov["rows"] == 11
+    assert (prov["stage"], prov["stage_version"]) == ("chunk", "2")
+    params = evaluated_project.params
+    assert prov["params"] == {"corpus": params.section("corpus"), "chunk": params.section("chunk")}
+    assert prov["params_hash"] == stable_hash(prov["params"])
+    assert prov["inputs"] == [{"path": "data/tiny/corpus.jsonl", "kind": "corpus", "stage": None,
+                               "sha256": sha256_file(root / "data/tiny/corpus.jsonl")}]
+    assert prov["code_sha256"] == sha256_file(REPO / "stages" / "chunk.py")
+    [model] = prov["models"]
+    assert (model["name"], model["source"]) == ("pkg:all-minilm-l6-v2", "pkg") and len(model["sha256"]) == 64
+    assert {"python", "irforge", "pyarrow", "tokenizers", "pyserini"} <= set(prov["versions"])
+    assert prov["created_at"] == PINNED_CLOCK
+
+
+def test_each_artifact_records_the_artifacts_it_read(evaluated_project: Project) -> None:
+    root = evaluated_project.root
+    index = read_provenance(root / layout.index_dir("bm25"))
+    assert (index["artifact"], index["stage"], index["params"]) == ("folder", "index", {"index": {"threads": 1}})
+    assert index["inputs"] == [{"path": layout.CHUNKS, "kind": "chunks", "stage": "chunk",
+                                "sha256": sha256_file(root / layout.CHUNKS)}]
+    per_query = read_provenance(root / layout.PER_QUERY)
+    assert per_query["stage"] == "evaluate" and set(per_query["params"]) == {"corpus", "bm25", "evaluate"}
+    inputs = {i["path"]: i for i in per_query["inputs"]}
+    assert set(inputs) == {layout.index_dir("bm25"), "data/tiny/queries.jsonl", "data/tiny/qrels/test.tsv"}
+    # The index was hashed as it was when evaluate read it: before evaluate, nothing else touched it.
+    assert inputs[layout.index_dir("bm25")]["sha256"] == sha256_path(root / layout.index_dir("bm25"))
+    assert inputs[layout.index_dir("bm25")]["stage"] == "index"
+    assert read_provenance(root / layout.TREC_RUNS)["stage"] == "evaluate"
+
+
+def _audit(project: Project, artifact: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "irforge", "audit", artifact, "--root", str(project.root)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_audit_walks_back_to_the_corpus_and_flags_a_changed_input(evaluated_copy: Project) -> None:
+    result = _audit(evaluated_copy, layout.PER_QUERY)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{layout.PER_QUERY}  [per_query_metrics, 15 rows]  stage evaluate v1  params ")
+    chain = [line for line in lines if "sha256" in line and "code sha256" not in line]
+    for path in (layout.index_dir("bm25"), layout.CHUNKS, "data/tiny/corpus.jsonl", "data/tiny/queries.jsonl",
+                 "data/tiny/qrels/test.tsv"):
+        [line] = [line for line in chain if f" {path}  " in line]
+        assert line.endswith(" ok"), line
+    [corpus_line] = [line for line in chain if "data/tiny/corpus.jsonl" in line]
+    assert "[raw input]" in corpus_line
+    assert '   params: {"index": {"threads": 1}}' in result.stdout
+    assert "model: pkg:all-minilm-l6-v2 (pkg) sha256 " in result.stdout
+
+    with open(evaluated_copy.corpus / "corpus.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "d7", "text": "A late addition."}) + "\n")
+    result = _audit(evaluated_copy, layout.PER_QUERY)
+    [corpus_line] = [line for line in result.stdout.splitlines() if "data/tiny/corpus.jsonl" in line]
+    assert corpus_line.endswith("CHANGED since recorded")
+    [chunks_line] = [line for line in result.stdout.splitlines() if f" {layout.CHUNKS}  " in line]
+    assert chunks_line.endswith(" ok")  # the chunks themselves are as the index recorded them
+
+
+def test_audit_sees_an_edit_made_after_an_earlier_audit_in_the_same_process(evaluated_copy: Project) -> None:
+    def corpus_status() -> str:
+        node = lineage(layout.CHUNKS, evaluated_copy.root)
+        return node.inputs[0].status
+
+    assert corpus_status() == "ok"
+    (evaluated_copy.corpus / "corpus.jsonl").write_text("")
+    assert corpus_status() == "CHANGED since recorded"
+    (evaluated_copy.corpus / "corpus.jsonl").unlink()
+    assert corpus_status() == "MISSING"
+
+
+def test_audit_of_a_missing_artifact_fails_clearly(evaluated_copy: Project) -> None:
+    result = _audit(evaluated_copy, "artifacts/nothing.parquet")
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "artifacts/nothing.parquet: no such artifact" in result.stderr
