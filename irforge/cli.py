@@ -104,6 +104,50 @@ def audit(
         _fail(str(e))
 
 
+@app.command()
+def reindex(
+    system: Annotated[str | None, typer.Option(help="index to refresh (default: reindex.system)")] = None,
+    full: Annotated[bool, typer.Option("--full", help="rebuild everything instead of only what changed")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Refresh the served index from the current corpus (only changed documents) and switch to it atomically."""
+    import json
+
+    from pipelines.reindex import reindex as reindex_flow
+
+    try:
+        result = reindex_flow(params_path=str(params), root=str(root), system=system, full=full,
+                              overrides=list(set_ or []))
+    except (ValueError, KeyError, LookupError, FileNotFoundError) as e:
+        _fail(str(e).strip("'\""))
+    typer.echo(json.dumps(result, indent=2, sort_keys=True))
+
+
+@app.command()
+def rollback(
+    system: Annotated[str, typer.Option(help="served index to roll back")] = "bm25",
+    to: Annotated[str | None, typer.Option(help="version to serve (default: the one served before)")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="only list the kept versions")] = False,
+    root: RootOpt = Path("."),
+) -> None:
+    """Serve an earlier index version (atomic switch); `--list` shows the kept versions."""
+    from irforge import serving
+
+    try:
+        if not list_:
+            typer.echo(f"{system}: now serving {serving.rollback(root, system, to)}")
+        current = serving.served_version(root, system)
+        for version in serving.versions(root, system):
+            m = serving.manifest(root, system, version)
+            typer.echo(f"{'*' if version == current else ' '} {version}  {m['created_at']}  {m['mode']:<11} "
+                       f"{m['chunks']} chunks  changes {m['changes']}  metrics {m.get('metrics')}"
+                       + (f"  HELD: {m['held']}" if m.get("held") else ""))
+    except serving.ServeError as e:
+        _fail(str(e))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def pyserini(
     ctx: typer.Context,
