@@ -92,16 +92,21 @@ def flow(
 
 @app.command()
 def audit(
-    path: Annotated[Path, typer.Argument(help="an artifact: Parquet file, index/model folder, or run file")],
+    path: Annotated[Path | None, typer.Argument(help="an artifact: Parquet file, index/model folder, or run file")] = None,
+    validate: Annotated[bool, typer.Option("--validate", help="check every artifact under artifacts/; exit 1 on any violation")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="also write the report as HTML to this file")] = None,
+    params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
-    """Print an artifact's provenance and walk its inputs back to the raw corpus."""
-    from irforge.audit import lineage, render_text
+    """Print an artifact's provenance and walk its inputs back to the raw corpus; `--validate` checks a whole run."""
+    from irforge.audit import audit_command
 
     try:
-        typer.echo(render_text(lineage(path, root)))
+        ok = audit_command(path, root, validate, html, _params(params, None))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
+    if not ok:
+        raise typer.Exit(1)
 
 
 @app.command()
