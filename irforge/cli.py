@@ -83,11 +83,13 @@ def flow(
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
     set_: SetOpt = None,
+    dask: Annotated[str | None, typer.Option("--dask", help="Dask scheduler address, e.g. tcp://host:8786 "
+                                             "(default: flow.dask_address; none: run locally)")] = None,
 ) -> None:
     """Run the whole experiment as a Prefect flow (the same stage functions `dvc repro` runs)."""
-    from pipelines.experiment import experiment
+    from pipelines.experiment import run_experiment
 
-    experiment(params_path=str(params), root=str(root), overrides=list(set_ or []))
+    run_experiment(params_path=str(params), root=str(root), overrides=list(set_ or []), dask_address=dask)
 
 
 @app.command()
