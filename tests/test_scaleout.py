@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from irforge.artifacts import read_provenance
-
 from irforge.partition import bounds, map_partitions
 from tests._ops_project import make_project
 
