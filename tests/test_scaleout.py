@@ -44,6 +44,7 @@ def prefect_server():
         yield
 
 
+@pytest.mark.slow  # a Prefect server + a 2-process Dask cluster: ~40 s on 2 shared cores
 def test_dask_flow_artifacts_identical_to_local(tmp_path, monkeypatch, prefect_server):
     from distributed import Client, LocalCluster
     from prefect.settings import PREFECT_API_URL
