@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from irforge import artifacts, layout, serving
@@ -248,11 +248,13 @@ def reindex(params_path: str = "params.yaml", root: str = ".", system: str | Non
             overrides: list[str] | None = None) -> dict[str, Any]:
     from pipelines.experiment import parse_overrides
 
+    run_log = get_run_logger()  # shows in the worker's log and the Prefect UI
     params = Params.load(Path(root) / params_path, parse_overrides(overrides or []))
     system = system or params.section("reindex").get("system", "bm25")
     started = time.perf_counter()
     p = plan_task(root, params, system, full)
     result: dict[str, Any] = {"system": system, "mode": p.mode, "reason": p.reason, "changes": p.changes.summary()}
+    run_log.info("%s: %s (%s) %s", system, p.mode, p.reason, p.changes.summary())
     if p.mode == "unchanged":
         return {**result, "served": p.previous}
     name, folder = serving.begin_version(root, system)
@@ -274,18 +276,18 @@ def reindex(params_path: str = "params.yaml", root: str = ".", system: str | Non
     outcome = publish(root, params, system, name, held)
     result.update(version=name, metrics=metrics, **stats, **outcome)
     result["seconds"]["total"] = round(time.perf_counter() - started, 3)
-    log.info("reindex %s: %s", system, {k: v for k, v in result.items() if k not in ("index",)})
+    run_log.info("%s: %s", system, {k: v for k, v in result.items() if k not in ("changes", "reason")})
     return result
 
 
-def serve_schedule(root: str = ".", params_path: str = "params.yaml") -> None:
-    """Long-running process: the reindex deployment on ``reindex.cron`` (Prefect's ``flow.serve``)."""
-    cron = Params.load(Path(root) / params_path).section("reindex")["cron"]
-    reindex.serve(name="reindex-scheduled", cron=cron,
+def serve_schedule(root: str = ".", params_path: str = "params.yaml", cron: str | None = None) -> None:
+    """Long-running process: the reindex deployment on ``cron`` (default ``reindex.cron``), via ``flow.serve``."""
+    cron = cron or Params.load(Path(root) / params_path).section("reindex")["cron"]
+    reindex.serve(name="reindex-served", cron=cron,
                   parameters={"params_path": params_path, "root": str(Path(root).absolute())})
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["serve"]:
-        sys.exit("usage: python -m pipelines.reindex serve   (runs the scheduled deployment; `irforge reindex` runs once)")
-    serve_schedule()
+        sys.exit("usage: python -m pipelines.reindex serve [CRON]   (scheduled deployment; `irforge reindex` runs once)")
+    serve_schedule(cron=sys.argv[2] if len(sys.argv) > 2 else None)
