@@ -127,7 +127,7 @@ def reindex(
     try:
         result = reindex_flow(params_path=str(params), root=str(root), system=system, full=full,
                               overrides=list(set_ or []))
-    except (ValueError, KeyError, LookupError, FileNotFoundError) as e:
+    except (ValueError, KeyError, LookupError, FileNotFoundError, RuntimeError) as e:
         _fail(str(e).strip("'\""))
     typer.echo(json.dumps(result, indent=2, sort_keys=True))
 

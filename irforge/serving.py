@@ -14,12 +14,14 @@ Older versions are kept (``reindex.keep``) for :func:`rollback`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,21 @@ def served_dir(root: Path | str, system: str) -> Path:
     if version is None:
         raise ServeError(f"nothing is served for '{system}' yet under {system_dir(root, system)}; run `irforge reindex`")
     return system_dir(root, system) / "versions" / version
+
+
+@contextlib.contextmanager
+def exclusive(root: Path | str, system: str) -> Iterator[None]:
+    """Hold the system's re-index lock (one refresh at a time, e.g. a cron tick overlapping a manual run)."""
+    import fcntl
+
+    folder = system_dir(root, system)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ServeError(f"another re-index of '{system}' is running (lock {folder / '.lock'})") from None
+        yield  # the lock goes with the file descriptor, also when the process is killed
 
 
 def begin_version(root: Path | str, system: str) -> tuple[str, Path]:

@@ -78,8 +78,13 @@ def run_experiment(params_path: str = "params.yaml", root: str = ".", overrides:
     address = dask_address or (params.get("flow") or {}).get("dask_address")
     if not address:
         return experiment(params_path=params_path, root=root, overrides=overrides)
+    import os
+
     from prefect_dask import DaskTaskRunner
 
+    if not os.environ.get("PREFECT_API_URL"):
+        log.warning("PREFECT_API_URL is not set: every Dask worker will start its own temporary Prefect server; "
+                    "start `prefect server start` and export PREFECT_API_URL (here and on the workers)")
     log.info("running the experiment on the Dask cluster at %s", address)
     on_dask = experiment.with_options(task_runner=DaskTaskRunner(address=address))
     return on_dask(params_path=params_path, root=str(Path(root).absolute()), overrides=overrides)

@@ -248,9 +248,14 @@ def reindex(params_path: str = "params.yaml", root: str = ".", system: str | Non
             overrides: list[str] | None = None) -> dict[str, Any]:
     from pipelines.experiment import parse_overrides
 
-    run_log = get_run_logger()  # shows in the worker's log and the Prefect UI
     params = Params.load(Path(root) / params_path, parse_overrides(overrides or []))
     system = system or params.section("reindex").get("system", "bm25")
+    with serving.exclusive(root, system):
+        return _reindex(root, params, system, full)
+
+
+def _reindex(root: str, params: Params, system: str, full: bool) -> dict[str, Any]:
+    run_log = get_run_logger()  # shows in the worker's log and the Prefect UI
     started = time.perf_counter()
     p = plan_task(root, params, system, full)
     result: dict[str, Any] = {"system": system, "mode": p.mode, "reason": p.reason, "changes": p.changes.summary()}

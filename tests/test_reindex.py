@@ -116,3 +116,11 @@ def test_metric_gate_holds_a_worse_version(tmp_path, prefect_server):
     held = _reindex(root, "--set", "reindex.max_metric_drop=-1")  # any version counts as worse
     assert held["served"] == "v000001" and "fell from" in held["held"]
     assert serving.manifest(root, "bm25", "v000002")["held"]
+
+
+def test_one_refresh_at_a_time(tmp_path):
+    with serving.exclusive(tmp_path, "bm25"), pytest.raises(serving.ServeError, match="another re-index"):
+        with serving.exclusive(tmp_path, "bm25"):
+            pass
+    with serving.exclusive(tmp_path, "bm25"):  # released on exit
+        pass
