@@ -83,3 +83,25 @@ def render_text(node: Node, indent: str = "", last: bool = True, top: bool = Tru
     for i, child in enumerate(node.inputs):
         lines.append(render_text(child, child_indent, i == len(node.inputs) - 1, top=False))
     return "\n".join(lines)
+
+
+def audit_command(path: Path | None, root: Path, validate: bool, html: Path | None, params: Any) -> bool:
+    """What `irforge audit` does: lineage of ``path`` and/or validation of the run; False on a violation."""
+    import typer
+
+    from irforge import validate as checks
+    from irforge.artifacts import write_text_atomic
+
+    if path is None and not validate:
+        raise ValueError("give an artifact path, or --validate to check every artifact of the run")
+    tree = render_text(lineage(path, root)) if path is not None else None
+    if tree:
+        typer.echo(tree)
+    report = checks.validate_run(root, params) if validate else None
+    if report:
+        typer.echo(checks.render_text(report))
+    if html:
+        body = checks.render_html(report, tree) if report else checks.render_html(checks.Report(Path(root)), tree)
+        write_text_atomic(html, body)
+        typer.echo(f"wrote {html}")
+    return report is None or report.ok

@@ -84,24 +84,75 @@ def flow(
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
     set_: SetOpt = None,
+    dask: Annotated[str | None, typer.Option("--dask", help="Dask scheduler address, e.g. tcp://host:8786 "
+                                             "(default: flow.dask_address; none: run locally)")] = None,
 ) -> None:
     """Run the whole experiment as a Prefect flow (the same stage functions `dvc repro` runs)."""
-    from pipelines.experiment import experiment
+    from pipelines.experiment import run_experiment
 
-    experiment(params_path=str(params), root=str(root), overrides=list(set_ or []))
+    run_experiment(params_path=str(params), root=str(root), overrides=list(set_ or []), dask_address=dask)
 
 
 @app.command()
 def audit(
-    path: Annotated[Path, typer.Argument(help="an artifact: Parquet file, index/model folder, or run file")],
+    path: Annotated[Path | None, typer.Argument(help="an artifact: Parquet file, index/model folder, or run file")] = None,
+    validate: Annotated[bool, typer.Option("--validate", help="check every artifact under artifacts/; exit 1 on any violation")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="also write the report as HTML to this file")] = None,
+    params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
-    """Print an artifact's provenance and walk its inputs back to the raw corpus."""
-    from irforge.audit import lineage, render_text
+    """Print an artifact's provenance and walk its inputs back to the raw corpus; `--validate` checks a whole run."""
+    from irforge.audit import audit_command
 
     try:
-        typer.echo(render_text(lineage(path, root)))
+        ok = audit_command(path, root, validate, html, _params(params, None))
     except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def reindex(
+    system: Annotated[str | None, typer.Option(help="index to refresh (default: reindex.system)")] = None,
+    full: Annotated[bool, typer.Option("--full", help="rebuild everything instead of only what changed")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Refresh the served index from the current corpus (only changed documents) and switch to it atomically."""
+    import json
+
+    from pipelines.reindex import reindex as reindex_flow
+
+    try:
+        result = reindex_flow(params_path=str(params), root=str(root), system=system, full=full,
+                              overrides=list(set_ or []))
+    except (ValueError, KeyError, LookupError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e).strip("'\""))
+    typer.echo(json.dumps(result, indent=2, sort_keys=True))
+
+
+@app.command()
+def rollback(
+    system: Annotated[str, typer.Option(help="served index to roll back")] = "bm25",
+    to: Annotated[str | None, typer.Option(help="version to serve (default: the one served before)")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="only list the kept versions")] = False,
+    root: RootOpt = Path("."),
+) -> None:
+    """Serve an earlier index version (atomic switch); `--list` shows the kept versions."""
+    from irforge import serving
+
+    try:
+        if not list_:
+            typer.echo(f"{system}: now serving {serving.rollback(root, system, to)}")
+        current = serving.served_version(root, system)
+        for version in serving.versions(root, system):
+            m = serving.manifest(root, system, version)
+            typer.echo(f"{'*' if version == current else ' '} {version}  {m['created_at']}  {m['mode']:<11} "
+                       f"{m['chunks']} chunks  changes {m['changes']}  metrics {m.get('metrics')}"
+                       + (f"  HELD: {m['held']}" if m.get("held") else ""))
+    except serving.ServeError as e:
         _fail(str(e))
 
 

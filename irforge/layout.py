@@ -28,5 +28,8 @@ PER_QUERY = f"{EVALUATION}/per_query.parquet"
 RUNS = f"{EVALUATION}/runs.parquet"
 TREC_RUNS = f"{EVALUATION}/trec"  # one <system>.trec per system
 
+# Served indexes (versioned, switched atomically by `irforge reindex`); not DVC outputs, kept across runs.
+SERVE = "serve"
+
 # Row-level caches survive stage re-runs; they are not DVC outputs (dvc would delete them).
 CACHE = ".irforge-cache"

@@ -7,6 +7,7 @@ a flow run and `dvc repro` execute exactly the same code.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from irforge.params import Params
+from irforge.partition import partitions_hint
 from irforge.runner import run_stage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ STEPS: tuple[Step, ...] = (
 @task(cache_policy=NO_CACHE, retries=0)
 def stage_task(stage: str, system: str | None, root: str, params: Params) -> dict[str, Any]:
     kwargs = {"system": system} if system else {}
-    return run_stage(stage, root, params, **kwargs)
+    with partitions_hint((params.get("flow") or {}).get("partitions")):
+        return run_stage(stage, root, params, **kwargs)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -59,3 +64,27 @@ def experiment(params_path: str = "params.yaml", root: str = ".", overrides: lis
             step.stage, step.system, root, params, wait_for=[futures[k] for k in step.after if k in futures]
         )
     return {key: future.result() for key, future in futures.items()}
+
+
+def run_experiment(params_path: str = "params.yaml", root: str = ".", overrides: list[str] | None = None,
+                   dask_address: str | None = None) -> dict[str, Any]:
+    """Run :func:`experiment` locally, or on the Dask cluster at ``dask_address`` (else ``flow.dask_address``).
+
+    On Dask every step runs on a worker and stages that map over rows shard them across the workers
+    (irforge.partition). Workers need the project importable, the same files at ``root`` (a shared file
+    system) and ``PREFECT_API_URL`` pointing at a Prefect server (otherwise each starts its own).
+    """
+    params = Params.load(Path(root) / params_path, parse_overrides(overrides or []))
+    address = dask_address or (params.get("flow") or {}).get("dask_address")
+    if not address:
+        return experiment(params_path=params_path, root=root, overrides=overrides)
+    import os
+
+    from prefect_dask import DaskTaskRunner
+
+    if not os.environ.get("PREFECT_API_URL"):
+        log.warning("PREFECT_API_URL is not set: every Dask worker will start its own temporary Prefect server; "
+                    "start `prefect server start` and export PREFECT_API_URL (here and on the workers)")
+    log.info("running the experiment on the Dask cluster at %s", address)
+    on_dask = experiment.with_options(task_runner=DaskTaskRunner(address=address))
+    return on_dask(params_path=params_path, root=str(Path(root).absolute()), overrides=overrides)

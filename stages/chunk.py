@@ -15,6 +15,7 @@ document whose text yields no token at all (only control or zero-width character
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from irforge import layout
+from irforge.partition import map_partitions
 from irforge.progress import progress
 from irforge.schemas import SCHEMAS
 from irforge.stage import Stage, StageContext
@@ -323,22 +325,26 @@ def run(ctx: StageContext) -> dict[str, Any]:
     limit = float(cfg.get("max_bad_fraction", 0.01))
     _check_bad(ctx, bad, total, limit, corpus_path)  # fail before chunking when validation already says no
 
-    batches: list[pa.Table] = [SCHEMAS["chunks"].empty_table()]  # Arrow per batch: less memory than row dicts
-    batch = 256
-    tokenless: list[BadRow] = []
-    for i in progress(range(0, len(docs), batch), desc="chunk", unit="batch"):
-        split = chunker.split(docs[i : i + batch])
-        produced = {r["doc_id"] for r in split}
-        tokenless += [BadRow(d.source, d.line, "no tokens: the text holds only control or zero-width characters",
-                             doc_id=d.doc_id, field="text", raw=d.text[:_RAW_PREVIEW])
-                     for d in docs[i : i + batch] if d.doc_id not in produced]
-        batches.append(pa.Table.from_pylist(split, schema=SCHEMAS["chunks"]))
+    # Sharded over the Dask cluster when the flow runs on one (irforge flow --dask); same rows either way.
+    parts = map_partitions(functools.partial(_split_batch, chunker), docs, batch=256, desc="chunk")
+    batches = [SCHEMAS["chunks"].empty_table()] + [table for table, _ in parts]  # Arrow: less memory than dicts
+    tokenless = [row for _, rows in parts for row in rows]
     if tokenless:
         bad = sorted(bad + tokenless, key=lambda b: (b.source, b.line))
         _check_bad(ctx, bad, total, limit, corpus_path)
     chunks = pa.concat_tables(batches).combine_chunks()
     ctx.write(ctx.path(layout.CHUNKS), "chunks", chunks)
     return {"documents": len(docs) - len(tokenless), "quarantined": len(bad), "chunks": chunks.num_rows}
+
+
+def _split_batch(chunker: Chunker, docs: list[Document]) -> list[tuple[pa.Table, list[BadRow]]]:
+    """Chunk one batch: its passages as Arrow, and the documents that produced no token (to quarantine)."""
+    split = chunker.split(docs)
+    produced = {r["doc_id"] for r in split}
+    tokenless = [BadRow(d.source, d.line, "no tokens: the text holds only control or zero-width characters",
+                        doc_id=d.doc_id, field="text", raw=d.text[:_RAW_PREVIEW])
+                 for d in docs if d.doc_id not in produced]
+    return [(pa.Table.from_pylist(split, schema=SCHEMAS["chunks"]), tokenless)]
 
 
 def _check_bad(ctx: StageContext, bad: list[BadRow], total: int, limit: float, corpus_path: Path) -> None:

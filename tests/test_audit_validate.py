@@ -1,0 +1,104 @@
+"""`irforge audit --validate`: every artifact of a run checked; violations named, exit code 1."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from irforge import layout
+from irforge.artifacts import write_artifact
+from irforge.cli import app
+from irforge.params import Params
+from irforge.runner import run_stage
+from irforge.schemas import SCHEMAS
+from irforge.validate import validate_run
+from tests._ops_project import make_project
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny project after chunk -> index bm25 -> evaluate."""
+    root = make_project(tmp_path_factory.mktemp("audit"), n_docs=30)
+    params = Params.load(root / "params.yaml")
+    run_stage("chunk", root, params)
+    run_stage("index", root, params, system="bm25")
+    run_stage("evaluate", root, params)
+    return root
+
+
+def audit(root, *args):
+    return CliRunner().invoke(app, ["audit", "--root", str(root), "--params", str(root / "params.yaml"), *args])
+
+
+def test_clean_run_passes_and_skips_missing_stages(built, tmp_path):
+    result = audit(built, "--validate", "--html", str(tmp_path / "audit.html"))
+    assert result.exit_code == 0, result.output
+    assert "no violations" in result.output
+    assert "ok   artifacts/chunk/chunks.parquet" in result.output
+    assert "skip evaluation-query leakage" in result.output  # no training artifact yet: skipped, not failed
+    assert "no violations" in (tmp_path / "audit.html").read_text()
+
+
+def test_lineage_reaches_the_corpus(built):
+    result = audit(built, "artifacts/evaluate/runs.parquet")
+    assert result.exit_code == 0, result.output
+    assert "corpus/corpus.jsonl  [raw input]" in result.output and "stage chunk v1" in result.output
+    assert "model: pkg:all-minilm-l6-v2" in result.output
+
+
+def test_no_artifacts_yet_is_not_a_failure(tmp_path):
+    root = make_project(tmp_path)
+    report = validate_run(root)
+    assert report.ok and any("no artifacts" in s for s in report.skipped)
+
+
+def _chunk_ids(root):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(root / layout.CHUNKS).column("chunk_id").to_pylist()
+
+
+def test_referential_integrity_and_leakage_are_reported(built, tmp_path):
+    import shutil
+
+    root = tmp_path / "p"
+    shutil.copytree(built, root)
+    ids = _chunk_ids(root)
+    eval_query = json.loads((root / "corpus/queries.jsonl").read_text().splitlines()[0])
+    prov = {"stage": "test", "stage_version": "1", "params": {}, "params_hash": "", "inputs": [], "created_at": ""}
+    queries = [dict(query_id=f"g{i}", chunk_id=c, doc_id=c.split("#")[0], text=f"question {i}", generator="g",
+                    model_hash="h", prompt_id="p", template="t", seed=1, mean_logprob=-1.0, kept=True, reason=None)
+               for i, c in enumerate(ids[:3])]
+    queries[1]["text"] = "  " + eval_query["text"].upper() + " "  # an evaluation query, disguised
+    queries[2]["chunk_id"] = "ghost#0"
+    write_artifact(pa.Table.from_pylist(queries, SCHEMAS["generated_queries"]), root / layout.SYNTHETIC, "generated_queries", prov)
+    neg = lambda c: {"chunk_id": c, "rank": 5, "score": 1.0, "source": "bm25"}  # noqa: E731
+    triples = [dict(query_id="g0", query="question 0", positive_id=ids[0], generator="g", template="t",
+                    negatives=[neg(ids[1]), neg(ids[0])]),
+               dict(query_id="g1", query="q", positive_id=ids[1], generator="g", template="t", negatives=[neg("nope#3")])]
+    write_artifact(pa.Table.from_pylist(triples, SCHEMAS["triples"]), root / layout.TRIPLES, "triples", prov)
+
+    result = audit(root, "--validate")
+    assert result.exit_code == 1
+    out = result.output
+    assert "artifacts/synthesize/queries.parquet: [leakage] 1 row(s) hold an evaluation query's text" in out
+    assert f"g1 -> {eval_query['_id']}" in out
+    assert "artifacts/synthesize/queries.parquet: [references] 1 chunk id(s) not in" in out and "'ghost#0'" in out
+    assert "[references] 1 triple(s) use the positive as a negative: 'g0'" in out
+    assert "[references] 1 negative(s) not in" in out and "'nope#3'" in out
+
+
+def test_changed_input_is_reported(built, tmp_path):
+    import shutil
+
+    root = tmp_path / "p"
+    shutil.copytree(built, root)
+    with open(root / "corpus/corpus.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "extra", "title": "", "text": "a late addition"}) + "\n")
+    report = validate_run(root)
+    assert not report.ok
+    assert any(v.artifact == layout.CHUNKS and "corpus/corpus.jsonl changed since recorded" in v.message
+               for v in report.violations)

@@ -1,0 +1,117 @@
+"""Reliability drills: a stage killed mid-write leaves the previous artifact intact and a rerun completes;
+a corrupted Parquet file is named by `irforge audit --validate`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from irforge import layout
+from irforge.artifacts import read_artifact, sha256_path
+from irforge.cli import app
+from irforge.params import Params
+from irforge.runner import run_stage
+from irforge.validate import validate_run
+from tests._ops_project import REPO, make_project
+
+# Writes a chunks artifact of N rows through a StageContext, as a stage does (atomic temp file + rename).
+WRITER = """
+import sys
+from pathlib import Path
+import pyarrow as pa
+from irforge.params import Params
+from irforge.stage import Stage, StageContext
+
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+ids = pa.array([f"d{i}#0" for i in range(n)])
+docs = pa.array([f"d{i}" for i in range(n)])
+text = pa.array([f"row {i} " + "lorem ipsum dolor sit amet " * 8 for i in range(n)])
+zero = pa.array([0] * n, pa.int32())
+table = pa.table({"chunk_id": ids, "doc_id": docs, "passage_index": zero, "title": docs, "text": text,
+                  "char_start": zero, "char_end": zero, "n_tokens": zero, "content_hash": ids, "doc_hash": ids})
+ctx = StageContext(stage=Stage("drill", "1", ()), root=root, params=Params({}))
+print("writing", flush=True)
+ctx.write(root / "artifacts/chunk/chunks.parquet", "chunks", table)
+print("done", flush=True)
+"""
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "IRFORGE_PROGRESS": "0"}
+
+
+def _kill_when(proc: subprocess.Popen, appeared, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not appeared():
+        assert proc.poll() is None, "the process finished before it could be killed mid-write"
+        assert time.monotonic() < deadline, "the write never started"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_during_parquet_write_keeps_previous_artifact(tmp_path):
+    target = tmp_path / layout.CHUNKS
+    subprocess.run([sys.executable, "-c", WRITER, str(tmp_path), "10"], check=True, env=_env())
+    before = sha256_path(target)
+
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "1500000"], env=_env(),
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    _kill_when(proc, lambda: any(p.stat().st_size > 0 for p in target.parent.glob(".chunks.parquet.tmp-*")))
+
+    assert proc.returncode == -signal.SIGKILL
+    assert sha256_path(target) == before and read_artifact(target, "chunks").num_rows == 10
+    assert list(target.parent.glob(".chunks.parquet.tmp-*")), "the half-written temp file is left beside it"
+    report = validate_run(make_project(tmp_path / "p"))  # validate must not trip over a leftover elsewhere
+    assert report.ok
+
+    subprocess.run([sys.executable, "-c", WRITER, str(tmp_path), "1000"], check=True, env=_env())
+    assert read_artifact(target, "chunks").num_rows == 1000
+
+
+@pytest.fixture
+def indexed(tmp_path):
+    root = make_project(tmp_path / "p", n_docs=30)
+    params = Params.load(root / "params.yaml")
+    run_stage("chunk", root, params)
+    run_stage("index", root, params, system="bm25")
+    run_stage("evaluate", root, params)
+    return root
+
+
+def test_kill_during_index_build_keeps_previous_index(indexed):
+    index = indexed / layout.index_dir("bm25")
+    before = sha256_path(index)
+    proc = subprocess.Popen([sys.executable, "-m", "irforge", "run", "index", "bm25", "--root", str(indexed),
+                             "--params", str(indexed / "params.yaml")], env=_env(), stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: any(index.parent.glob(".bm25.tmp-*")))
+    assert sha256_path(index) == before
+    report = validate_run(indexed)
+    assert report.ok, report.violations
+    assert any(".bm25.tmp-" in w.artifact for w in report.warnings)
+
+    rerun = subprocess.run([sys.executable, "-m", "irforge", "run", "index", "bm25", "--root", str(indexed),
+                            "--params", str(indexed / "params.yaml")], env=_env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert any(index.glob("segments_*"))
+
+
+def test_corrupt_parquet_is_named_by_audit(indexed):
+    victim = indexed / "artifacts/evaluate/per_query.parquet"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # scribble over the middle
+    data[-8:] = b"\x00" * 8  # and the footer
+    victim.write_bytes(bytes(data))
+
+    result = CliRunner().invoke(app, ["audit", "--validate", "--root", str(indexed), "--params", str(indexed / "params.yaml")])
+    assert result.exit_code == 1
+    assert "FAIL artifacts/evaluate/per_query.parquet" in result.output
+    assert "artifacts/evaluate/per_query.parquet: [readable]" in result.output
+    assert "ok   artifacts/chunk/chunks.parquet" in result.output

@@ -1,0 +1,126 @@
+"""Scheduled re-indexing: change detection, incremental refresh equal to a full one, atomic switch, rollback."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from irforge import serving
+from irforge.artifacts import read_artifact
+from irforge.cli import app
+from irforge.refresh import diff, merge_chunks
+from irforge.retrieval import BM25Retriever
+from tests._ops_project import make_project
+
+
+def test_diff_classifies_documents():
+    changes = diff({"a": "1", "b": "2", "c": "3"}, {"a": "1", "b": "changed", "d": "4"})
+    assert (changes.added, changes.changed, changes.deleted, changes.unchanged) == (["d"], ["b"], ["c"], 1)
+    assert changes.to_chunk == {"b", "d"} and changes.to_remove == {"b", "c"}
+
+
+def test_merge_chunks_keeps_corpus_order():
+    def rows(*pairs):
+        return pa.table({"doc_id": [d for d, _ in pairs], "passage_index": pa.array([i for _, i in pairs], pa.int32())})
+
+    old = rows(("a", 0), ("b", 0), ("b", 1), ("c", 0))
+    new = rows(("b", 0), ("d", 0))
+    merged = merge_chunks(old, new, {"b", "c"}, ["d", "a", "b"])
+    assert list(zip(merged["doc_id"].to_pylist(), merged["passage_index"].to_pylist())) == [("d", 0), ("a", 0), ("b", 0)]
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _edit_corpus(root):
+    path = root / "corpus/corpus.jsonl"
+    docs = [json.loads(line) for line in path.read_text().splitlines()]
+    docs[3]["text"] += " The zyxwv effect was measured at supersonic speed."
+    del docs[5]
+    docs.append({"_id": "new-1", "title": "added later", "text": "A new report on zyxwv flutter of thin wings."})
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return docs[3]["_id"]
+
+
+def _reindex(root, *args):
+    result = CliRunner().invoke(app, ["reindex", "--root", str(root), "--params", str(root / "params.yaml"), *args])
+    assert result.exit_code == 0, result.output
+    start = result.output.index('{\n  "')  # the JSON summary, among the log lines
+    return json.loads(result.output[start : result.output.index("\n}", start) + 2])
+
+
+def test_reindex_refresh_switch_and_rollback(tmp_path, monkeypatch, prefect_server):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    root = make_project(tmp_path, n_docs=40)
+    first = _reindex(root)
+    assert (first["mode"], first["served"]) == ("full", "v000001") and first["metrics"]["nDCG@10"] > 0
+    assert _reindex(root)["mode"] == "unchanged"
+
+    edited = _edit_corpus(root)
+    second = _reindex(root)
+    assert second["mode"] == "incremental" and second["served"] == "v000002"
+    assert second["changes"] == {"added": 1, "changed": 1, "deleted": 1, "unchanged": 38}
+    assert second["rechunked_documents"] == 2
+    assert serving.served_version(root, "bm25") == "v000002"
+
+    # Same chunks as a full rebuild of the new corpus; the index finds the new words and lost the deleted doc.
+    full = _reindex(root, "--full")
+    assert full["mode"] == "full" and full["served"] == "v000003"
+    versions = root / "serve/bm25/versions"
+    assert read_artifact(versions / "v000002/chunks.parquet", "chunks").equals(
+        read_artifact(versions / "v000003/chunks.parquet", "chunks"))
+    hits = BM25Retriever(versions / "v000002/index").search({"q": "zyxwv"}, 10)["q"]
+    assert {h.split("#")[0] for h, _ in hits} == {edited, "new-1"}
+    assert second["chunks"] == full["chunks"] == second["index"]["documents"]
+    v1 = read_artifact(versions / "v000001/chunks.parquet", "chunks")  # the old version is untouched
+    assert v1.num_rows == first["chunks"]
+
+    # Roll back to the version served before, then to an explicit one.
+    out = CliRunner().invoke(app, ["rollback", "--root", str(root)])
+    assert out.exit_code == 0 and "now serving v000002" in out.output
+    assert serving.served_version(root, "bm25") == "v000002"
+    out = CliRunner().invoke(app, ["rollback", "--root", str(root), "--to", "v000001"])
+    assert serving.served_version(root, "bm25") == "v000001" and "* v000001" in out.output
+
+
+def test_failed_build_leaves_served_version_alone(tmp_path, monkeypatch, prefect_server):
+    import pipelines.reindex as reindex_module
+
+    root = make_project(tmp_path, n_docs=20)
+    _reindex(root)
+    _edit_corpus(root)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(reindex_module, "update_lucene_index", broken)
+    result = CliRunner().invoke(app, ["reindex", "--root", str(root), "--params", str(root / "params.yaml")])
+    assert result.exit_code != 0
+    assert serving.served_version(root, "bm25") == "v000001"
+    assert serving.versions(root, "bm25") == ["v000001"]
+    assert not [p for p in (root / "serve/bm25/versions").iterdir() if p.name.startswith(".")]
+
+
+def test_metric_gate_holds_a_worse_version(tmp_path, prefect_server):
+    root = make_project(tmp_path, n_docs=20)
+    _reindex(root)
+    _edit_corpus(root)
+    held = _reindex(root, "--set", "reindex.max_metric_drop=-1")  # any version counts as worse
+    assert held["served"] == "v000001" and "fell from" in held["held"]
+    assert serving.manifest(root, "bm25", "v000002")["held"]
+
+
+def test_one_refresh_at_a_time(tmp_path):
+    with serving.exclusive(tmp_path, "bm25"), pytest.raises(serving.ServeError, match="another re-index"):
+        with serving.exclusive(tmp_path, "bm25"):
+            pass
+    with serving.exclusive(tmp_path, "bm25"):  # released on exit
+        pass
