@@ -45,7 +45,7 @@ def test_clean_run_passes_and_skips_missing_stages(built, tmp_path):
 def test_lineage_reaches_the_corpus(built):
     result = audit(built, "artifacts/evaluate/runs.parquet")
     assert result.exit_code == 0, result.output
-    assert "corpus/corpus.jsonl  [raw input]" in result.output and "stage chunk v1" in result.output
+    assert "corpus/corpus.jsonl  [raw input]" in result.output and "stage chunk v" in result.output
     assert "model: pkg:all-minilm-l6-v2" in result.output
 
 
