@@ -12,8 +12,8 @@ Rules, in order (the first that fails is the row's ``reason``; later rules are n
    ``filter.retrievers`` (BM25 over the Lucene index, dense = the shared encoder through faiss), combined by
    ``filter.combine`` (any / all).
 5. ``too_easy``: the source chunk is rank 1 under ``filter.too_easy.retriever`` with a relative score gap
-   (s1 - s2) / s1 >= ``filter.too_easy.margin`` over rank 2: the query (nearly) copies its chunk and teaches
-   nothing. On a small corpus round-trip alone keeps almost everything (see docs/filtermine.md).
+   (s1 - s2) / s1 >= ``filter.too_easy.margin`` over the best chunk of another document: the query (nearly)
+   copies its chunk and teaches nothing. On a small corpus round-trip alone keeps almost everything (see docs/filtermine.md).
 6. ``low_score`` (InPars): outside the top ``filter.keep_fraction`` by the generator's mean log-prob, ranked
    within each ``filter.fraction_per`` group (template, generator or all).
 
@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from irforge import layout
 from irforge.encoding import DenseEncoder, text_key
-from irforge.retrieval import BM25Retriever, DenseRetriever, Hits, rank_of
+from irforge.retrieval import BM25Retriever, DenseRetriever, Hits, doc_id_of, rank_of
 from irforge.schemas import SCHEMAS
 from irforge.stage import Stage, StageContext
 
@@ -63,12 +63,18 @@ def round_trip_ok(ranks: dict[str, int | None], k: int, combine: str) -> bool:
 
 
 def is_too_easy(hits: Hits, rank: int | None, margin: float) -> bool:
-    """Source at rank 1 and clearly ahead of rank 2 (relative gap of the scores)."""
+    """Source at rank 1 and clearly ahead of the best chunk of any other document (relative score gap).
+
+    Chunks of the source's own document are skipped: a query that copies the document's title ties with
+    all of them, which says nothing about how easily it is told apart from the rest of the corpus.
+    """
     if rank != 1:
         return False
-    if len(hits) < 2 or hits[0][1] <= 0:
-        return True  # nothing else matches at all
-    return (hits[0][1] - hits[1][1]) / hits[0][1] >= margin
+    source_doc = doc_id_of(hits[0][0])
+    runner_up = next((score for chunk_id, score in hits[1:] if doc_id_of(chunk_id) != source_doc), None)
+    if runner_up is None or hits[0][1] <= 0:
+        return True  # nothing else in the corpus matches at all
+    return (hits[0][1] - runner_up) / hits[0][1] >= margin
 
 
 def top_fraction(rows: list[dict[str, Any]], candidates: list[int], fraction: float, per: str) -> set[int]:
