@@ -94,14 +94,19 @@ def flow(
 def audit(
     path: Annotated[Path, typer.Argument(help="an artifact: Parquet file, index/model folder, or run file")],
     root: RootOpt = Path("."),
+    query: Annotated[str | None, typer.Option("--query", help="on triples / filtered queries: one query's story "
+                                              "(chunk, generator, prompt, filter ranks, negatives)")] = None,
 ) -> None:
     """Print an artifact's provenance and walk its inputs back to the raw corpus."""
-    from irforge.audit import lineage, render_text
+    from irforge.audit import lineage, query_story, render_query_story, render_text
 
     try:
+        if query is not None:
+            typer.echo(render_query_story(query_story(path, query, root)))
+            return
         typer.echo(render_text(lineage(path, root)))
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e).strip("'\""))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
