@@ -101,10 +101,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
                          for i, key in enumerate(search)}
 
     rows: list[dict[str, Any]] = []
-    guarded = short = 0
+    guarded = short = pooled = 0
     for i, q in enumerate(queries):
         found = candidates({r: hits[r][str(i)] for r in retrievers}, q["chunk_id"], (lo, hi), exclude_same_doc,
                            retrievers)
+        pooled += len(found)
         if ratio is not None and found:
             ids = sorted(found)
             cand = dense.vectors[[dense.position[c] for c in ids]] @ query_vectors[i]
@@ -125,6 +126,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "triples": len(rows),
         "negatives_per_query": round(float(np.mean(n_neg)), 4) if rows else 0.0,
         "queries_short_of_negatives": short,
+        "candidates_in_window": pooled,
         "false_negatives_dropped": guarded,
         "negatives_by_source": {r: sources.count(r) for r in retrievers},
     }}

@@ -315,3 +315,18 @@ def test_audit_query_story(corpus_root, tmp_path):
     with pytest.raises(KeyError, match="nope"):
         query_story(root / layout.TRIPLES, "nope", root)
     assert pq.read_schema(root / layout.TRIPLES).metadata  # provenance is what the story follows
+
+
+@pytest.mark.slow
+def test_filter_and_mine_with_the_embedded_encoder(corpus_root, tmp_path):
+    root = _project(corpus_root, tmp_path, _kept_queries())
+    params = _params(root, None, **{"encoder.model": "pkg:all-minilm-l6-v2", "encoder.precision": "auto",
+                                    "filter.retrievers": ["bm25", "dense"], "mine.retrievers": ["bm25", "dense"],
+                                    "mine.false_negative_ratio": 0.95, "mine.window": [3, 40]})
+    run_stage("filter", root, params)
+    run_stage("mine", root, params)
+    out = _filtered(root)
+    assert all(r["rank_dense"] is not None for r in out.values())
+    triples = read_artifact(root / layout.TRIPLES, "triples").to_pylist()
+    assert triples and all(n["chunk_id"].split("#")[0] != t["positive_id"].split("#")[0]
+                           for t in triples for n in t["negatives"])
