@@ -106,7 +106,7 @@ def audit(
             return
         typer.echo(render_text(lineage(path, root)))
     except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e).strip("'\""))
+        _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -81,7 +81,9 @@ def main() -> None:
     evals = [json.loads(line)["text"] for line in queries_file.read_text().splitlines() if line.strip()]
     rows = fake_rows(chunks, args.per_chunk, args.seed, evals, args.leaks)
     write_artifact(pa.Table.from_pylist(rows, SCHEMAS["generated_queries"]), root / layout.SYNTHETIC,
-                   "generated_queries", {"stage": "fake-generated (tests/fake_generated.py)", "inputs": []})
+                   "generated_queries", {"stage": "fake-generated (tests/fake_generated.py)", "stage_version": "0",
+                                         "params": vars(args), "params_hash": "", "inputs": [],
+                                         "created_at": ""})
     print(f"wrote {len(rows)} fake generated queries to {layout.SYNTHETIC}")
 
 
