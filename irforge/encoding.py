@@ -133,6 +133,8 @@ class DenseEncoder:
         self.cache = EmbeddingCache(Path(cache_dir) / "embeddings" / self.fingerprint[:16]) if use_cache else None
         self.cache_hits = 0
         self.cache_misses = 0
+        log.info("encoder %s: %s, max_length %d, batch %d, fingerprint %s", model_name, self.precision,
+                 self.max_length, batch_size, self.fingerprint[:16])
 
     @classmethod
     def from_params(cls, cfg: dict[str, Any], cache_dir: Path | str) -> DenseEncoder:
