@@ -100,14 +100,21 @@ def audit(
     html: Annotated[Path | None, typer.Option("--html", help="also write the report as HTML to this file")] = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
+    query: Annotated[str | None, typer.Option("--query", help="on triples / filtered queries: one query's story "
+                                              "(chunk, generator, prompt, filter ranks, negatives)")] = None,
 ) -> None:
     """Print an artifact's provenance and walk its inputs back to the raw corpus; `--validate` checks a whole run."""
-    from irforge.audit import audit_command
+    from irforge.audit import audit_command, query_story, render_query_story
 
     try:
+        if query is not None:
+            if path is None:
+                _fail("--query needs a triples or filtered_queries artifact path")
+            typer.echo(render_query_story(query_story(path, query, root)))
+            return
         ok = audit_command(path, root, validate, html, _params(params, None))
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     if not ok:
         raise typer.Exit(1)
 

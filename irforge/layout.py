@@ -12,7 +12,9 @@ DOC2QUERY = f"{ARTIFACTS}/doc2query/queries.parquet"
 EXPANDED = f"{ARTIFACTS}/doc2query/expanded.parquet"
 SYNTHETIC = f"{ARTIFACTS}/synthesize/queries.parquet"
 FILTERED = f"{ARTIFACTS}/filter/queries.parquet"
+FILTER_METRICS = f"{ARTIFACTS}/filter/metrics.json"  # pass rates (DVC metrics)
 TRIPLES = f"{ARTIFACTS}/mine/triples.parquet"
+MINE_METRICS = f"{ARTIFACTS}/mine/metrics.json"  # negatives per query, guard drops (DVC metrics)
 MODELS = f"{ARTIFACTS}/train"  # one folder per trained model
 TRAIN_LOG = f"{ARTIFACTS}/train/log.parquet"
 

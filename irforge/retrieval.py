@@ -13,9 +13,14 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from irforge.java import ensure_java
+
+if TYPE_CHECKING:
+    from irforge.encoding import DenseEncoder
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,14 @@ class Retriever(Protocol):
 
 def doc_id_of(chunk_id: str) -> str:
     return chunk_id.rsplit("#", 1)[0]
+
+
+def rank_of(hits: Hits, chunk_id: str) -> int | None:
+    """1-based rank of ``chunk_id`` in ``hits``; None when it is not there."""
+    for rank, (hit, _) in enumerate(hits, start=1):
+        if hit == chunk_id:
+            return rank
+    return None
 
 
 def chunks_to_docs(hits: Hits, k: int | None = None) -> Hits:
@@ -107,3 +120,44 @@ class BM25Retriever:
 
     def close(self) -> None:
         self.searcher.close()
+
+
+# ---------------------------------------------------------------- dense (faiss)
+
+
+class DenseRetriever:
+    """Exact inner-product search (faiss ``IndexFlatIP``) over L2-normalised chunk vectors: cosine ranking.
+
+    Built from a :class:`irforge.encoding.DenseEncoder` and the chunk rows, whose vectors come from the
+    encoder's cache when present. ``search`` returns chunk ids and scores best first, as BM25Retriever does.
+    """
+
+    def __init__(self, encoder: DenseEncoder, ids: list[str], vectors: np.ndarray, threads: int | None = None):
+        import faiss
+
+        if threads:
+            faiss.omp_set_num_threads(threads)
+        self.encoder = encoder
+        self.ids = list(ids)
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index = faiss.IndexFlatIP(self.vectors.shape[1])
+        self.index.add(self.vectors)
+        self.position = {chunk_id: i for i, chunk_id in enumerate(self.ids)}
+
+    @classmethod
+    def from_chunks(cls, encoder: DenseEncoder, chunks: list[dict], threads: int | None = None) -> DenseRetriever:
+        return cls(encoder, [c["chunk_id"] for c in chunks], encoder.encode_chunks(chunks), threads)
+
+    def search_vectors(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss scores and row positions (-1 where fewer than k chunks exist), shape (n_queries, k)."""
+        k = min(k, len(self.ids))
+        return self.index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
+
+    def search(self, queries: dict[str, str], k: int) -> Run:
+        if not queries:
+            return {}
+        scores, rows = self.search_vectors(self.encoder.encode_queries(queries), k)
+        return {
+            qid: [(self.ids[r], float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0]
+            for i, qid in enumerate(queries)
+        }

@@ -19,6 +19,8 @@ STAGES: dict[str, str] = {
     "chunk": "stages.chunk",
     "index": "stages.index",
     "evaluate": "stages.evaluate",
+    "filter": "stages.filter",
+    "mine": "stages.mine",
 }
 
 

@@ -38,6 +38,9 @@ STEPS: tuple[Step, ...] = (
     Step("chunk"),
     Step("index", "bm25", after=("chunk",)),
     Step("evaluate", after=("index-bm25",)),
+    # filter reads the generation stages' queries (synthesize, doc2query): their steps go in `after` once merged.
+    Step("filter", after=("chunk", "index-bm25")),
+    Step("mine", after=("filter",)),
 )
 
 
