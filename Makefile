@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup repro flow test test-fast bench clean
+.PHONY: setup repro flow test test-fast clean
 
 setup: $(STAMP)
 
@@ -32,9 +32,6 @@ test: setup
 
 test-fast: setup
 	IRFORGE_PROGRESS=0 python -m pytest -q -m "not slow"
-
-bench: setup
-	python benchmarks/run_all.py
 
 clean:
 	rm -rf artifacts .irforge-cache
