@@ -10,7 +10,9 @@ QUARANTINE = f"{ARTIFACTS}/chunk/quarantine.parquet"
 
 DOC2QUERY = f"{ARTIFACTS}/doc2query/queries.parquet"
 EXPANDED = f"{ARTIFACTS}/doc2query/expanded.parquet"
+DOC2QUERY_METRICS = f"{ARTIFACTS}/doc2query/metrics.json"  # counts per cleaning reason
 SYNTHETIC = f"{ARTIFACTS}/synthesize/queries.parquet"
+SYNTHETIC_METRICS = f"{ARTIFACTS}/synthesize/metrics.json"
 FILTERED = f"{ARTIFACTS}/filter/queries.parquet"
 TRIPLES = f"{ARTIFACTS}/mine/triples.parquet"
 MODELS = f"{ARTIFACTS}/train"  # one folder per trained model
@@ -30,3 +32,4 @@ TREC_RUNS = f"{EVALUATION}/trec"  # one <system>.trec per system
 
 # Row-level caches survive stage re-runs; they are not DVC outputs (dvc would delete them).
 CACHE = ".irforge-cache"
+GENERATION_CACHE = f"{CACHE}/generation.sqlite"  # generated queries per (chunk, model, prompt, params, seed)

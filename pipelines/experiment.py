@@ -33,7 +33,10 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step("chunk"),
     Step("index", "bm25", after=("chunk",)),
-    Step("evaluate", after=("index-bm25",)),
+    Step("doc2query", after=("chunk",)),
+    Step("synthesize", after=("chunk",)),
+    Step("index", "bm25-d2q", after=("doc2query",)),
+    Step("evaluate", after=("index-bm25", "index-bm25-d2q")),
 )
 
 
