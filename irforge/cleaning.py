@@ -6,6 +6,8 @@ the reason. Dropped rows stay in the artifact with ``kept = false`` and that rea
 
 - ``empty``: nothing left after stripping;
 - ``too_short`` / ``too_long``: fewer than ``min_words`` or more than ``max_words`` words (or ``max_chars``);
+- ``chatter``: the model talks about the task instead of writing a query (a phrase of ``chatter``, e.g.
+  "passage", "search query", "I'm", appears);
 - ``copies_passage``: more than ``max_overlap`` of the query's word n-grams occur in the passage (a query
   that is a sentence or the title of its passage teaches nothing and is trivially easy for BM25);
 - ``duplicate``: the same query (case and punctuation aside) was already kept for this chunk.
@@ -18,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-REASONS = ("empty", "too_short", "too_long", "copies_passage", "duplicate")
+REASONS = ("empty", "too_short", "too_long", "chatter", "copies_passage", "duplicate")
 
 _PREFIX = re.compile(
     r"^\s*(?:(?:example\s*\d+\s*[:.)-]\s*)|(?:(?:relevant|good|bad|search|generated|short|keyword)?\s*"
@@ -37,6 +39,8 @@ class CleaningRules:
     max_chars: int = 200
     ngram: int = 3  # n-gram length for the near-copy test (shorter queries use their own length)
     max_overlap: float = 0.75  # drop when more than this share of the query's n-grams occur in the passage
+    chatter: tuple[str, ...] = ("passage", "query", "search engine", "i'm", "i am", "i will", "help", "sentence",
+                                "rewrite", "here is", "here are", "sure", "answer")
 
     @classmethod
     def from_params(cls, cfg: dict[str, Any] | None) -> CleaningRules:
@@ -45,6 +49,8 @@ class CleaningRules:
         if unknown:
             raise ValueError(f"cleaning: unknown key(s) {', '.join(sorted(unknown))} "
                              f"(known: {', '.join(cls.__dataclass_fields__)})")
+        if "chatter" in cfg:
+            cfg["chatter"] = tuple(cfg["chatter"])
         return cls(**cfg)
 
 
@@ -86,6 +92,9 @@ def judge(query: str, passage: str, rules: CleaningRules, seen: set[str]) -> str
         return "too_short"
     if n_words > rules.max_words or len(query) > rules.max_chars:
         return "too_long"
+    padded = f" {' '.join(words(query))} "  # phrases match on whole words ("i'm" = "i m", as is "I’m")
+    if any(f" {' '.join(words(p))} " in padded for p in rules.chatter):
+        return "chatter"
     if ngram_overlap(query, passage, rules.ngram) > rules.max_overlap:
         return "copies_passage"
     key = " ".join(words(query))

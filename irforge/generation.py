@@ -60,7 +60,7 @@ class Generator:
     """A loaded generator model plus its tokenizer; :meth:`generate` turns prompts into samples."""
 
     def __init__(self, model_name: str, cache_dir: Path | str = ".irforge-cache", threads: int | None = None,
-                 chat_template: str = "auto"):
+                 chat_template: str = "auto", dtype: str = "float32"):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -74,7 +74,11 @@ class Generator:
         cls = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
         if not self.info.gguf_file:
             kwargs["use_safetensors"] = True
-        self.model = cls.from_pretrained(self.info.path, local_files_only=True, dtype=torch.float32, **kwargs).eval()
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got '{dtype}'")
+        # bfloat16 halves the prefill time on CPUs with AVX512-BF16/AMX (GGUF weights are dequantized anyway).
+        self.model = cls.from_pretrained(self.info.path, local_files_only=True, dtype=getattr(torch, dtype),
+                                         **kwargs).eval()
         if chat_template not in ("auto", "always", "never"):
             raise ValueError(f"chat_template must be auto, always or never, got '{chat_template}'")
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
@@ -91,11 +95,12 @@ class Generator:
     def model_hash(self) -> str:
         return self.info.sha256
 
-    def format(self, prompt: str) -> str:
-        """The exact model input for a rendered prompt (chat-wrapped when the model is a chat model)."""
+    def format(self, template: Any, title: str, passage: str) -> str:
+        """The exact model input for a passage: the template's chat turns through the model's chat template
+        for chat models, its plain text otherwise (see :class:`irforge.prompting.Template`)."""
         if not self.use_chat:
-            return prompt
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+            return template.render(title, passage)
+        return self.tokenizer.apply_chat_template(template.messages(title, passage), tokenize=False,
                                                   add_generation_prompt=True)
 
     def _stop_ids(self) -> set[int]:

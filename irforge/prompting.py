@@ -23,7 +23,7 @@ EXAMPLE_MARKER = "=== example ==="
 GENERIC_EXAMPLES = "generic"
 
 
-class TestQueryLeakError(ValueError):
+class LeakedTestQueryError(ValueError):
     """A few-shot example is an evaluation query (it would leak the test set into training data)."""
 
 
@@ -50,14 +50,33 @@ class Template:
         blob = json.dumps([self.body, self.example_format, [vars(e) for e in self.examples], self.max_passage_words])
         return f"{self.id}@{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
+    def _example(self, text: str, index: int, e: Example) -> str:
+        return text.format(index=index, title=e.title, passage=_cap(e.passage, self.max_passage_words),
+                           query=e.query, bad_query=e.bad_query)
+
     def render(self, title: str, passage: str) -> str:
-        shots = "".join(
-            self.example_format.format(index=i, title=e.title, passage=_cap(e.passage, self.max_passage_words),
-                                       query=e.query, bad_query=e.bad_query)
-            for i, e in enumerate(self.examples, start=1)
-        ) if self.example_format else ""
+        """The prompt as one text (completion models, seq2seq)."""
+        shots = "".join(self._example(self.example_format, i, e) for i, e in enumerate(self.examples, start=1)) \
+            if self.example_format else ""
         return self.body.format(examples=shots, index=len(self.examples) + 1, title=title,
                                 passage=_cap(passage, self.max_passage_words))
+
+    def messages(self, title: str, passage: str) -> list[dict[str, str]]:
+        """The prompt as chat turns (chat models): the text before ``{examples}`` is the system turn, each
+        example a user turn (up to ``{query}``) and an assistant turn (from ``{query}`` on), then the asked-for
+        document. Small chat models follow few-shot turns far better than examples pasted into one message
+        (with one message Qwen2.5-0.5B answered for the examples, not for the document)."""
+        fields = {"index": len(self.examples) + 1, "title": title, "passage": _cap(passage, self.max_passage_words)}
+        if "{examples}" not in self.body or not self.example_format:
+            return [{"role": "user", "content": self.body.format(examples="", **fields).strip()}]
+        head, _, tail = self.body.partition("{examples}")
+        turns = [{"role": "system", "content": head.format(**fields).strip()}] if head.strip() else []
+        asked, _, answer = self.example_format.partition("{query}")
+        for i, e in enumerate(self.examples, start=1):
+            turns.append({"role": "user", "content": self._example(asked, i, e).strip()})
+            turns.append({"role": "assistant", "content": self._example("{query}" + answer, i, e).strip()})
+        turns.append({"role": "user", "content": tail.format(**fields).strip()})
+        return turns
 
 
 def _cap(text: str, max_words: int) -> str:
@@ -89,7 +108,7 @@ def load_template(name: str, examples: list[Example] | None = None, max_passage_
         raise ValueError(f"template '{name}' never shows the passage ({{passage}} is missing)")
     if marker and not examples:
         raise ValueError(f"template '{name}' is few-shot but no examples were given")
-    return Template(id=tid, body=body.rstrip("\n") + ("\n" if body.endswith("\n") else ""),
+    return Template(id=tid, body=body.rstrip(),
                     example_format=example_format or None, examples=tuple(examples or ()) if marker else (),
                     max_passage_words=max_passage_words)
 
@@ -122,14 +141,14 @@ def _norm(text: str) -> str:
 
 
 def check_no_test_queries(examples: list[Example], test_queries: dict[str, str], source: str = "examples") -> None:
-    """Raise :class:`TestQueryLeakError` if an example's query id or (normalised) text is an evaluation query."""
+    """Raise :class:`LeakedTestQueryError` if an example's query id or (normalised) text is an evaluation query."""
     by_text = {_norm(t): qid for qid, t in test_queries.items()}
     for i, e in enumerate(examples, start=1):
         if e.query_id is not None and str(e.query_id) in test_queries:
-            raise TestQueryLeakError(f"{source}: example {i} is evaluation query id '{e.query_id}'; "
+            raise LeakedTestQueryError(f"{source}: example {i} is evaluation query id '{e.query_id}'; "
                                      "few-shot examples must come from training judgments, never test ones")
         if _norm(e.query) in by_text:
-            raise TestQueryLeakError(f"{source}: example {i} ('{e.query}') is evaluation query "
+            raise LeakedTestQueryError(f"{source}: example {i} ('{e.query}') is evaluation query "
                                      f"'{by_text[_norm(e.query)]}'; few-shot examples must never be test queries")
 
 

@@ -49,7 +49,7 @@ def generate_queries(chunks: list[dict[str, Any]], generator: Generator, templat
                      sampling: SamplingParams, seed: int, batch_size: int, cache_path: Path,
                      rules: CleaningRules, generator_name: str, desc: str) -> QueryRun:
     """Generate (or fetch from the cache) ``sampling.n`` queries per chunk and clean them."""
-    prompts = [generator.format(template.render(c["title"], c["text"])) for c in chunks]
+    prompts = [generator.format(template, c["title"], c["text"]) for c in chunks]
     params = sampling.as_dict()
     keys = [cache_key(c["content_hash"], generator.model_hash, hashlib.sha256(p.encode()).hexdigest(), params, seed)
             for c, p in zip(chunks, prompts, strict=True)]

@@ -38,7 +38,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     chunks = ctx.read(ctx.path(layout.CHUNKS), "chunks").to_pylist()
     selected = select_chunks(chunks, cfg.get("max_chunks"), seed)
     generator = Generator(cfg["model"], ctx.path(layout.CACHE), threads=cfg.get("threads"),
-                          chat_template=cfg.get("chat_template", "auto"))
+                          chat_template=cfg.get("chat_template", "auto"), dtype=cfg.get("dtype", "float32"))
     ctx.use_model(generator.info.record)
     name = cfg.get("template", "auto")
     if name == "auto":

@@ -55,7 +55,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     selected = select_chunks(chunks, cfg.get("max_chunks"), seed)
     generator = Generator(cfg["model"], ctx.path(layout.CACHE), threads=cfg.get("threads"),
-                          chat_template=cfg.get("chat_template", "auto"))
+                          chat_template=cfg.get("chat_template", "auto"), dtype=cfg.get("dtype", "float32"))
     ctx.use_model(generator.info.record)
     result = generate_queries(
         selected, generator, template, sampling_from_params(cfg), seed, int(cfg.get("batch_size", 8)),
