@@ -1,8 +1,8 @@
 """doc2query: N queries per chunk from a generator model, and the chunks expanded with them (docTTTTTquery).
 
-Works with a causal LM plus a prompt template (default ``doc2query``: a zero-shot instruction asking for short
-keyword queries that avoid the title's words) and with any seq2seq model (T5 doc2query), which reads the
-bare passage (template ``doc2query-t5``). Only ``max_chunks`` chunks, chosen by seed, get queries (cost
+Works with a causal LM plus a prompt template (``doc2query``: a zero-shot instruction asking for short
+keyword queries that avoid the title's words, or a few-shot one such as ``inpars-gbq`` shown irforge's generic
+examples) and with any seq2seq model (T5 doc2query), which reads the bare passage (template ``doc2query-t5``). Only ``max_chunks`` chunks, chosen by seed, get queries (cost
 bound); the rest are expanded with nothing. Generated rows are cached per chunk (see irforge.gencache).
 
 Outputs: ``queries.parquet`` (generated_queries: every sample, kept or not, with the cleaning reason),
@@ -22,7 +22,7 @@ import pyarrow as pa
 from irforge import layout
 from irforge.cleaning import CleaningRules
 from irforge.generation import Generator
-from irforge.prompting import load_template
+from irforge.prompting import generic_examples, load_template
 from irforge.querygen import generate_queries, sampling_from_params, select_chunks
 from irforge.schemas import SCHEMAS
 from irforge.stage import Stage, StageContext
@@ -43,7 +43,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     name = cfg.get("template", "auto")
     if name == "auto":
         name = "doc2query-t5" if generator.is_encoder_decoder else "doc2query"
-    template = load_template(name, max_passage_words=int(cfg.get("max_passage_words", 200)))
+    # Few-shot templates show irforge's generic examples (doc2query never uses the collection's queries).
+    template = load_template(name, generic_examples()[: int(cfg.get("n_examples", 3))],
+                             max_passage_words=int(cfg.get("max_passage_words", 200)))
     result = generate_queries(
         selected, generator, template, sampling_from_params(cfg), seed, int(cfg.get("batch_size", 8)),
         ctx.path(cfg.get("cache") or layout.GENERATION_CACHE), CleaningRules.from_params(cfg.get("cleaning")),

@@ -60,6 +60,16 @@ def tiny_t5(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def llama_gen(tiny_llama, tmp_path_factory) -> Generator:
+    return Generator(str(tiny_llama), tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def t5_gen(tiny_t5, tmp_path_factory) -> Generator:
+    return Generator(str(tiny_t5), tmp_path_factory.mktemp("cache"))
+
+
 PASSAGES = [
     "the boundary layer grows along a flat plate in a steady stream",
     "heat transfer",
@@ -71,9 +81,9 @@ GREEDY = SamplingParams(n=1, temperature=0.0, max_new_tokens=8, stop_at_newline=
 SAMPLED = SamplingParams(n=3, temperature=1.0, top_k=20, top_p=0.9, max_new_tokens=8, stop_at_newline=False)
 
 
-@pytest.mark.parametrize("model", ["tiny_llama", "tiny_t5"])
-def test_batched_greedy_equals_one_prompt_at_a_time(model, request, tmp_path):
-    gen = Generator(str(request.getfixturevalue(model)), tmp_path)
+@pytest.mark.parametrize("model", ["llama_gen", "t5_gen"])
+def test_batched_greedy_equals_one_prompt_at_a_time(model, request):
+    gen = request.getfixturevalue(model)
     keys = [str(i) for i in range(len(PASSAGES))]
     batched = gen.generate(PASSAGES, keys, GREEDY, seed=1, batch_size=4)
     single = [gen.generate([p], [k], GREEDY, seed=1, batch_size=1)[0] for p, k in zip(PASSAGES, keys)]
@@ -83,9 +93,9 @@ def test_batched_greedy_equals_one_prompt_at_a_time(model, request, tmp_path):
         assert b[0].mean_logprob < 0
 
 
-def test_causal_greedy_matches_transformers_generate(tiny_llama, tmp_path):
+def test_causal_greedy_matches_transformers_generate(llama_gen):
     """The hand-written KV-cached loop decodes exactly what `generate` does."""
-    gen = Generator(str(tiny_llama), tmp_path)
+    gen = llama_gen
     prompt = PASSAGES[0]
     enc = gen.tokenizer(prompt, return_tensors="pt")
     ref = gen.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False, max_new_tokens=8, eos_token_id=sorted(gen.stop_ids))
@@ -94,9 +104,9 @@ def test_causal_greedy_matches_transformers_generate(tiny_llama, tmp_path):
     assert ours.text == gen.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
 
-@pytest.mark.parametrize("model", ["tiny_llama", "tiny_t5"])
-def test_sampling_is_seeded_per_row_not_per_batch(model, request, tmp_path):
-    gen = Generator(str(request.getfixturevalue(model)), tmp_path)
+@pytest.mark.parametrize("model", ["llama_gen", "t5_gen"])
+def test_sampling_is_seeded_per_row_not_per_batch(model, request):
+    gen = request.getfixturevalue(model)
     keys = [f"hash{i}" for i in range(len(PASSAGES))]
     first = gen.generate(PASSAGES, keys, SAMPLED, seed=7, batch_size=5)
     again = gen.generate(PASSAGES, keys, SAMPLED, seed=7, batch_size=2)  # other batch-mates
@@ -106,9 +116,9 @@ def test_sampling_is_seeded_per_row_not_per_batch(model, request, tmp_path):
     assert any(len({s.text for s in r}) > 1 for r in first)  # n samples of one prompt differ
 
 
-def test_encoder_decoder_is_detected(tiny_t5, tiny_llama, tmp_path):
-    assert Generator(str(tiny_t5), tmp_path).is_encoder_decoder
-    llama = Generator(str(tiny_llama), tmp_path)
+def test_encoder_decoder_is_detected(t5_gen, llama_gen):
+    assert t5_gen.is_encoder_decoder
+    llama = llama_gen
     assert not llama.is_encoder_decoder and not llama.use_chat  # BERT tokenizer: no chat template
     assert llama.format(load_template("doc2query"), "T", "x").endswith("Title: T\nPassage: x\nQuery:")
 
@@ -120,8 +130,8 @@ def _chunks(texts: list[str]) -> list[dict]:
              "content_hash": sha256_text(f"title {i}", t)} for i, t in enumerate(texts)]
 
 
-def test_row_cache_hits_and_regenerates_only_changed_chunks(tiny_llama, tmp_path, monkeypatch):
-    gen = Generator(str(tiny_llama), tmp_path)
+def test_row_cache_hits_and_regenerates_only_changed_chunks(llama_gen, tmp_path, monkeypatch):
+    gen = llama_gen
     template = load_template("doc2query")
     cache = tmp_path / "cache.sqlite"
     calls: list[int] = []
@@ -150,8 +160,8 @@ def test_row_cache_hits_and_regenerates_only_changed_chunks(tiny_llama, tmp_path
     assert calls[-1] == len(PASSAGES)
 
 
-def test_rows_carry_provenance_columns_and_reasons(tiny_llama, tmp_path):
-    gen = Generator(str(tiny_llama), tmp_path)
+def test_rows_carry_provenance_columns_and_reasons(llama_gen, tmp_path):
+    gen = llama_gen
     template = load_template("doc2query")
     result = generate_queries(_chunks(PASSAGES), gen, template, SAMPLED, 3, 4, tmp_path / "c.sqlite",
                               CleaningRules(min_words=1), "tiny", "test")
