@@ -64,6 +64,10 @@ class Generator:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got '{dtype}'")
+        if chat_template not in ("auto", "always", "never"):
+            raise ValueError(f"chat_template must be auto, always or never, got '{chat_template}'")
         if threads:
             torch.set_num_threads(int(threads))
         self.info: ResolvedModel = resolve_model(model_name, cache_dir)
@@ -74,13 +78,9 @@ class Generator:
         cls = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
         if not self.info.gguf_file:
             kwargs["use_safetensors"] = True
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got '{dtype}'")
         # bfloat16 halves the prefill time on CPUs with AVX512-BF16/AMX (GGUF weights are dequantized anyway).
         self.model = cls.from_pretrained(self.info.path, local_files_only=True, dtype=getattr(torch, dtype),
                                          **kwargs).eval()
-        if chat_template not in ("auto", "always", "never"):
-            raise ValueError(f"chat_template must be auto, always or never, got '{chat_template}'")
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         if chat_template == "always" and not has_template:
             raise ValueError(f"model '{model_name}' has no chat template (chat_template: always)")

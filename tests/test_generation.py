@@ -215,3 +215,67 @@ def test_doc2query_stage_with_embedded_smollm(tmp_path):
     assert metrics["queries"] == 6
     run_stage("doc2query", tmp_path, params)  # second run: every row from the cache, same artifact rows
     assert read_artifact(tmp_path / layout.DOC2QUERY, "generated_queries").to_pylist() == rows
+
+
+def _tiny_project(tmp_path: Path, model: Path, **overrides):
+    """A project folder with a 4-document corpus and params pointing both query stages at ``model``."""
+    import json
+
+    from irforge.params import Params
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": str(i), "title": f"title {i}", "text": t}) + "\n"
+                              for i, t in enumerate(PASSAGES[:4])))
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "wing lift in a slipstream"}) + "\n")
+    root = Path(__file__).resolve().parents[1]
+    sets = {"corpus.path": str(corpus), "corpus.queries": "queries.jsonl", "corpus.qrels": None}
+    for stage in ("doc2query", "synthesize"):
+        sets |= {f"{stage}.model": str(model), f"{stage}.max_chunks": 3, f"{stage}.n": 2, f"{stage}.dtype": "float32",
+                 f"{stage}.max_new_tokens": 6, f"{stage}.cache": str(tmp_path / "gen.sqlite"),
+                 f"{stage}.cleaning": {"min_words": 1}}
+    sets["doc2query.template"] = "auto"
+    sets |= overrides
+    return Params.load(root / "params.yaml", sets)
+
+
+def test_query_stages_end_to_end_with_a_tiny_model(tiny_llama, tmp_path):
+    import json
+
+    from irforge.artifacts import read_artifact, read_provenance
+    from irforge.runner import run_stage
+
+    params = _tiny_project(tmp_path, tiny_llama)
+    run_stage("chunk", tmp_path, params)
+    d2q = run_stage("doc2query", tmp_path, params)
+    syn = run_stage("synthesize", tmp_path, params)
+    assert d2q["queries"] == 6 and syn["queries"] == 6
+    queries = read_artifact(tmp_path / layout.DOC2QUERY, "generated_queries").to_pylist()
+    assert {r["template"] for r in queries} == {"doc2query"}
+    synthetic = read_artifact(tmp_path / layout.SYNTHETIC, "generated_queries").to_pylist()
+    assert {r["template"] for r in synthetic} == {"promptagator"}
+    assert read_provenance(tmp_path / layout.SYNTHETIC)["models"][0]["sha256"] == synthetic[0]["model_hash"]
+    expanded = read_artifact(tmp_path / layout.EXPANDED, "expanded_chunks").to_pylist()
+    assert len(expanded) == 4  # every chunk, expanded or not
+    kept = {}
+    for r in queries:
+        if r["kept"]:
+            kept.setdefault(r["chunk_id"], []).append(r["text"])
+    assert {r["chunk_id"]: r["expansion"] for r in expanded if r["expansion"]} == \
+        {c: "\n".join(t) for c, t in kept.items()}
+    metrics = json.loads((tmp_path / layout.SYNTHETIC_METRICS).read_text())
+    assert metrics["kept"] + sum(metrics["dropped"].values()) == 6
+
+
+def test_synthesize_refuses_examples_that_are_test_queries(tiny_llama, tmp_path):
+    import json
+
+    from irforge.prompting import LeakedTestQueryError
+    from irforge.runner import run_stage
+
+    leak = tmp_path / "examples.jsonl"
+    leak.write_text(json.dumps({"passage": "p", "query": "Wing lift in a slipstream?"}) + "\n")
+    params = _tiny_project(tmp_path, tiny_llama, **{"synthesize.examples": str(leak)})
+    run_stage("chunk", tmp_path, params)
+    with pytest.raises(LeakedTestQueryError, match="evaluation query 'q1'"):
+        run_stage("synthesize", tmp_path, params)
+    assert not (tmp_path / layout.SYNTHETIC).exists()
