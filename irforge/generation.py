@@ -57,12 +57,12 @@ def row_seed(seed: int, key: str, index: int) -> int:
 
 
 class Generator:
-    """A loaded generator model plus its tokenizer; :meth:`generate` turns prompts into samples."""
+    """A generator model (weights loaded on first use) and its tokenizer; :meth:`generate` turns prompts into samples."""
 
     def __init__(self, model_name: str, cache_dir: Path | str = ".irforge-cache", threads: int | None = None,
                  chat_template: str = "auto", dtype: str = "float32"):
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be float32 or bfloat16, got '{dtype}'")
@@ -72,15 +72,11 @@ class Generator:
             torch.set_num_threads(int(threads))
         self.info: ResolvedModel = resolve_model(model_name, cache_dir)
         kwargs: dict[str, Any] = {"gguf_file": self.info.gguf_file} if self.info.gguf_file else {}
-        config = AutoConfig.from_pretrained(self.info.path, local_files_only=True, **kwargs)
-        self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        self._load_kwargs = kwargs
+        self.config = AutoConfig.from_pretrained(self.info.path, local_files_only=True, **kwargs)
+        self.is_encoder_decoder = bool(getattr(self.config, "is_encoder_decoder", False))
         self.tokenizer = AutoTokenizer.from_pretrained(self.info.path, local_files_only=True, **kwargs)
-        cls = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
-        if not self.info.gguf_file:
-            kwargs["use_safetensors"] = True
-        # bfloat16 halves the prefill time on CPUs with AVX512-BF16/AMX (GGUF weights are dequantized anyway).
-        self.model = cls.from_pretrained(self.info.path, local_files_only=True, dtype=getattr(torch, dtype),
-                                         **kwargs).eval()
+        self.dtype = getattr(torch, dtype)
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         if chat_template == "always" and not has_template:
             raise ValueError(f"model '{model_name}' has no chat template (chat_template: always)")
@@ -88,8 +84,30 @@ class Generator:
         if self.tokenizer.pad_token_id is None:  # many causal LMs ship without one; any id works (masked out)
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right" if self.is_encoder_decoder else "left"
-        self.stop_ids = self._stop_ids()
+        self._model: Any = None
+        self._stop: set[int] | None = None
         self._masks: Any = None
+
+    @property
+    def model(self):
+        """The weights, loaded on first use: a fully cached run only needs the tokenizer and the hash."""
+        if self._model is None:
+            from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+            cls = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
+            kwargs = dict(self._load_kwargs)
+            if not self.info.gguf_file:
+                kwargs["use_safetensors"] = True
+            # bfloat16 halves the prefill time on CPUs with AVX512-BF16/AMX (GGUF weights are dequantized here).
+            self._model = cls.from_pretrained(self.info.path, local_files_only=True, dtype=self.dtype,
+                                              **kwargs).eval()
+        return self._model
+
+    @property
+    def stop_ids(self) -> set[int]:
+        if self._stop is None:
+            self._stop = self._stop_ids()
+        return self._stop
 
     @property
     def model_hash(self) -> str:
@@ -121,7 +139,7 @@ class Generator:
         import torch
 
         if self._masks is None:
-            size = max(len(self.tokenizer), self.model.config.vocab_size)
+            size = max(len(self.tokenizer), self.config.vocab_size)
             texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))], skip_special_tokens=True)
             newline, blank = torch.zeros(size, dtype=torch.bool), torch.ones(size, dtype=torch.bool)
             newline[: len(texts)] = torch.tensor(["\n" in t for t in texts])
