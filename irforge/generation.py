@@ -159,6 +159,8 @@ class Generator:
         """
         if len(prompts) != len(keys):
             raise ValueError("generate: prompts and keys differ in length")
+        if not prompts:
+            return []
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=not self.use_chat)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))  # length buckets: little padding
         out: list[list[Sample]] = [[] for _ in prompts]
