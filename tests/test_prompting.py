@@ -122,3 +122,19 @@ def test_examples_from_a_jsonl_file(tmp_path):
     f.write_text('{"passage": "p"}\n')
     with pytest.raises(ValueError, match=r"ex.jsonl:1"):
         resolve_examples(str(f), tmp_path, 3, 0, {})
+
+
+@pytest.mark.parametrize("name", ["inpars-vanilla", "inpars-gbq", "promptagator"])
+def test_no_cranfield_test_query_appears_in_any_prompt_outside_the_passage(name):
+    """What the synthesize stage shows the model besides the passage (instructions, examples, chat turns) holds
+    no evaluation query."""
+    import re
+
+    from irforge.judgments import load_queries
+
+    root = Path(__file__).resolve().parents[1]
+    norm = lambda t: " ".join(re.findall(r"\w+", t.lower()))  # noqa: E731
+    test = [norm(q) for q in load_queries(root / "data/cranfield/queries.jsonl").values()]
+    t = load_template(name, generic_examples())
+    shown = norm(t.render("", "") + " ".join(m["content"] for m in t.messages("", "")))
+    assert not [q for q in test if q in shown]
