@@ -1,7 +1,7 @@
 """Row-level cache of generated samples, so re-runs only pay for what changed.
 
 One SQLite file (default ``.irforge-cache/generation.sqlite``, outside DVC's outputs so ``dvc repro`` never
-deletes it). A row is keyed by the hash of (chunk content hash, model hash, prompt hash, sampling params,
+deletes it). A row is keyed by the hash of (chunk content hash, model hash, prompt hash, sampling params and dtype,
 seed) and holds the raw samples of that chunk, before cleaning (so changing cleaning thresholds costs no
 generation). Each batch is committed in one transaction: a killed run keeps what it finished, and a reader
 never sees half a batch. WAL mode lets doc2query and synthesize share the file when run in parallel.

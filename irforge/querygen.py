@@ -50,7 +50,7 @@ def generate_queries(chunks: list[dict[str, Any]], generator: Generator, templat
                      rules: CleaningRules, generator_name: str, desc: str) -> QueryRun:
     """Generate (or fetch from the cache) ``sampling.n`` queries per chunk and clean them."""
     prompts = [generator.format(template, c["title"], c["text"]) for c in chunks]
-    params = sampling.as_dict()
+    params = {**sampling.as_dict(), "dtype": str(generator.dtype)}  # bf16 and fp32 sample differently
     keys = [cache_key(c["content_hash"], generator.model_hash, hashlib.sha256(p.encode()).hexdigest(), params, seed)
             for c, p in zip(chunks, prompts, strict=True)]
     cache = GenerationCache(cache_path)
