@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--model", default="pkg:smollm2-135m-instruct")
     ap.add_argument("--chunks", type=int, default=16)
     ap.add_argument("--n", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="bfloat16")
