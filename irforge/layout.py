@@ -10,7 +10,9 @@ QUARANTINE = f"{ARTIFACTS}/chunk/quarantine.parquet"
 
 DOC2QUERY = f"{ARTIFACTS}/doc2query/queries.parquet"
 EXPANDED = f"{ARTIFACTS}/doc2query/expanded.parquet"
+DOC2QUERY_METRICS = f"{ARTIFACTS}/doc2query/metrics.json"  # counts per cleaning reason
 SYNTHETIC = f"{ARTIFACTS}/synthesize/queries.parquet"
+SYNTHETIC_METRICS = f"{ARTIFACTS}/synthesize/metrics.json"
 FILTERED = f"{ARTIFACTS}/filter/queries.parquet"
 FILTER_METRICS = f"{ARTIFACTS}/filter/metrics.json"  # pass rates (DVC metrics)
 TRIPLES = f"{ARTIFACTS}/mine/triples.parquet"
@@ -35,3 +37,4 @@ SERVE = "serve"
 
 # Row-level caches survive stage re-runs; they are not DVC outputs (dvc would delete them).
 CACHE = ".irforge-cache"
+GENERATION_CACHE = f"{CACHE}/generation.sqlite"  # generated queries per (chunk, model, prompt, params, seed)

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 # Stage name -> module. One module per stage; each exposes STAGE and run(ctx, **kwargs).
 STAGES: dict[str, str] = {
     "chunk": "stages.chunk",
+    "doc2query": "stages.doc2query",
+    "synthesize": "stages.synthesize",
     "index": "stages.index",
     "evaluate": "stages.evaluate",
     "filter": "stages.filter",

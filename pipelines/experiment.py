@@ -37,10 +37,12 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step("chunk"),
     Step("index", "bm25", after=("chunk",)),
-    Step("evaluate", after=("index-bm25",)),
-    # filter reads the generation stages' queries (synthesize, doc2query): their steps go in `after` once merged.
-    Step("filter", after=("chunk", "index-bm25")),
-    Step("mine", after=("filter",)),
+    Step("doc2query", after=("chunk",)),
+    Step("synthesize", after=("chunk",)),
+    Step("index", "bm25-d2q", after=("doc2query",)),
+    Step("evaluate", after=("index-bm25", "index-bm25-d2q")),
+    Step("filter", after=("chunk", "index-bm25", "synthesize")),
+    Step("mine", after=("chunk", "index-bm25", "filter")),
 )
 
 

@@ -1,0 +1,67 @@
+"""Every cleaning rule, on hand-written generator outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from irforge.cleaning import CleaningRules, clean_chunk, judge, ngram_overlap, strip_echo
+
+PASSAGE = ("experimental investigation of the aerodynamics of a wing in a slipstream . an experimental study of a "
+           "wing in a propeller slipstream was made in order to determine the spanwise distribution of the lift increase")
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("Query: wing lift in slipstream", "wing lift in slipstream"),
+    ("Relevant Query: wing lift", "wing lift"),
+    ("Good Question: why does lift rise?", "why does lift rise?"),
+    ("question 2: lift rise", "lift rise"),
+    ('"propeller wash lift"', "propeller wash lift"),
+    ("\u201cpropeller wash lift\u201d", "propeller wash lift"),
+    ("1. propeller wash lift", "propeller wash lift"),
+    ("2) propeller wash lift", "propeller wash lift"),
+    ("- propeller wash lift", "propeller wash lift"),
+    ("* propeller wash lift", "propeller wash lift"),
+    ("Query: \"1. propeller wash lift\"", "propeller wash lift"),
+    ("propeller wash lift\nExample 5:\nDocument: ...", "propeller wash lift"),
+    ("  spaced out  ", "spaced out"),
+    ("2.5 mach inlet", "2.5 mach inlet"),  # a number that is not a list marker stays
+])
+def test_strip_echo_removes_labels_numbering_bullets_quotes(raw, clean):
+    assert strip_echo(raw) == clean
+
+
+def test_each_rule_names_its_reason():
+    rules = CleaningRules(min_words=2, max_words=6, max_chars=60, ngram=3, max_overlap=0.75)
+    seen: set[str] = set()
+    assert judge("", PASSAGE, rules, seen) == "empty"
+    assert judge("lift", PASSAGE, rules, seen) == "too_short"
+    assert judge("one two three four five six seven", PASSAGE, rules, seen) == "too_long"
+    assert judge("x" * 30 + " " + "y" * 31, PASSAGE, rules, seen) == "too_long"
+    assert judge("I’m glad to help", PASSAGE, rules, seen) == "chatter"
+    assert judge("search query for this passage", PASSAGE, rules, seen) == "chatter"
+    assert judge("aerodynamics of a wing in a slipstream", PASSAGE, rules, seen) == "too_long"
+    assert judge("wing in a propeller slipstream", PASSAGE, rules, seen) == "copies_passage"
+    assert judge("propeller wash raises wing lift", PASSAGE, rules, seen) is None
+    assert judge("Propeller wash raises wing-lift!", PASSAGE, rules, seen) == "duplicate"
+
+
+def test_ngram_overlap():
+    assert ngram_overlap("wing in a propeller slipstream", PASSAGE, 3) == 1.0
+    assert ngram_overlap("propeller wash wing lift", PASSAGE, 3) == 0.0
+    assert ngram_overlap("propeller slipstream", PASSAGE, 3) == 1.0  # shorter than n: its own length (bigrams)
+    assert ngram_overlap("slipstream lift", PASSAGE, 3) == 0.0
+    assert ngram_overlap("", PASSAGE, 3) == 0.0
+
+
+def test_clean_chunk_deduplicates_within_the_chunk_only():
+    rules = CleaningRules()
+    raw = ["Query: lift from propeller wash", "lift from propeller wash", "spanwise load with running propellers"]
+    out = clean_chunk(raw, PASSAGE, rules)
+    assert [r for _, r in out] == [None, "duplicate", None]
+    assert clean_chunk(raw[1:2], PASSAGE, rules) == [("lift from propeller wash", None)]
+
+
+def test_rules_from_params_reject_unknown_keys():
+    assert CleaningRules.from_params({"max_words": 9, "chatter": ["foo"]}).chatter == ("foo",)
+    with pytest.raises(ValueError, match="unknown key"):
+        CleaningRules.from_params({"max_word": 9})

@@ -1,0 +1,140 @@
+"""Prompt templates render as documented, and evaluation queries never reach a prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from irforge.params import Params
+from irforge.prompting import (Example, LeakedTestQueryError, check_no_test_queries, generic_examples, load_template,
+                               resolve_examples, template_names)
+
+SHIPPED = {"doc2query", "doc2query-t5", "inpars-vanilla", "inpars-gbq", "promptagator"}
+
+
+def test_shipped_templates_load_and_show_the_passage():
+    assert SHIPPED <= set(template_names())
+    for name in SHIPPED:
+        t = load_template(name, generic_examples())
+        text = t.render("A TITLE", "the passage text here")
+        assert "the passage text here" in text
+        assert t.prompt_id.startswith(f"{name}@")
+
+
+def test_inpars_vanilla_renders_numbered_examples_then_the_document():
+    examples = [Example(passage="p one", query="q one"), Example(passage="p two", query="q two")]
+    text = load_template("inpars-vanilla", examples).render("t", "the doc")
+    assert text == ("Example 1:\nDocument: p one\nRelevant Query: q one\n\n"
+                    "Example 2:\nDocument: p two\nRelevant Query: q two\n\n"
+                    "Example 3:\nDocument: the doc\nRelevant Query:")
+
+
+def test_gbq_shows_good_and_bad_questions_and_chat_turns_end_with_the_document():
+    examples = [Example(passage="p one", query="good one", bad_query="bad one")]
+    t = load_template("inpars-gbq", examples)
+    assert "Good Question: good one\nBad Question: bad one" in t.render("t", "doc")
+    turns = t.messages("t", "doc")
+    assert [m["role"] for m in turns] == ["user", "assistant", "user"]
+    assert turns[0]["content"] == "Example 1:\nDocument: p one\nGood Question:"
+    assert turns[1]["content"] == "good one\nBad Question: bad one"
+    assert turns[2]["content"] == "Example 2:\nDocument: doc\nGood Question:"
+
+
+def test_promptagator_instruction_becomes_the_system_turn():
+    t = load_template("promptagator", generic_examples()[:2])
+    turns = t.messages("t", "doc")
+    assert turns[0]["role"] == "system" and turns[0]["content"].startswith("Task:")
+    assert [m["role"] for m in turns[1:]] == ["user", "assistant"] * 2 + ["user"]
+    assert turns[-1]["content"] == "Abstract: doc\nQuery:"
+
+
+def test_prompt_id_changes_with_examples_and_passage_cap():
+    a = load_template("inpars-vanilla", generic_examples()[:2])
+    assert a.prompt_id != load_template("inpars-vanilla", generic_examples()[:3]).prompt_id
+    assert a.prompt_id != load_template("inpars-vanilla", generic_examples()[:2], max_passage_words=50).prompt_id
+    assert a.prompt_id == load_template("inpars-vanilla", generic_examples()[:2]).prompt_id
+
+
+def test_passage_is_capped_in_words():
+    t = load_template("doc2query", max_passage_words=3)
+    assert "Passage: one two three\n" in t.render("t", "one two three four five")
+
+
+def test_bad_templates_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown prompt template"):
+        load_template("nope")
+    with pytest.raises(ValueError, match="few-shot but no examples"):
+        load_template("inpars-vanilla", [])
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Title: {title}\nQuery:")
+    with pytest.raises(ValueError, match="never shows the passage"):
+        load_template(str(bad))
+    bad.write_text("{passage} {oops}")
+    with pytest.raises(ValueError, match="unknown field"):
+        load_template(str(bad))
+
+
+def test_generic_examples_are_not_cranfield_test_queries():
+    root = Path(__file__).resolve().parents[1]
+    from irforge.judgments import load_queries
+
+    check_no_test_queries(generic_examples(), load_queries(root / "data/cranfield/queries.jsonl"))
+
+
+def test_test_queries_are_refused_by_text_and_by_id():
+    test = {"7": "What is the lift of a wing in a slipstream?"}
+    with pytest.raises(LeakedTestQueryError, match="evaluation query"):
+        check_no_test_queries([Example(passage="p", query="what is the LIFT of a wing in a slipstream")], test)
+    with pytest.raises(LeakedTestQueryError, match="id '7'"):
+        check_no_test_queries([Example(passage="p", query="other words", query_id="7")], test)
+    check_no_test_queries([Example(passage="p", query="drag of a wing", query_id="8")], test)
+
+
+def _synth_ctx(tmp_path: Path, examples):
+    """A synthesize context on a copy of the params, whose corpus.queries are the Cranfield test queries."""
+    from irforge.runner import load_stage
+    from irforge.stage import StageContext
+
+    root = Path(__file__).resolve().parents[1]
+    params = Params.load(root / "params.yaml", {"synthesize.examples": examples})
+    return StageContext.for_module(load_stage("synthesize"), root, params)
+
+
+def test_synthesize_refuses_few_shot_examples_taken_from_the_test_judgments(tmp_path):
+    """Pointing `examples` at the evaluation queries/qrels (as if they were training data) fails loudly."""
+    import stages.synthesize as synth
+
+    ctx = _synth_ctx(tmp_path, {"queries": "data/cranfield/queries.jsonl", "qrels": "data/cranfield/qrels/test.tsv"})
+    passages = {str(i): ("t", f"passage {i}") for i in range(1, 1401)}
+    examples, _ = resolve_examples(ctx.section("synthesize")["examples"], ctx.root, 3, 13, passages)
+    assert len(examples) == 3
+    with pytest.raises(LeakedTestQueryError):
+        check_no_test_queries(examples, synth.test_queries(ctx))
+
+
+def test_examples_from_a_jsonl_file(tmp_path):
+    f = tmp_path / "ex.jsonl"
+    f.write_text(json.dumps({"passage": "p", "query": "q q", "bad_query": "b"}) + "\n")
+    examples, files = resolve_examples(str(f), tmp_path, 3, 0, {})
+    assert examples == [Example(passage="p", query="q q", bad_query="b")] and files == [f]
+    f.write_text('{"passage": "p"}\n')
+    with pytest.raises(ValueError, match=r"ex.jsonl:1"):
+        resolve_examples(str(f), tmp_path, 3, 0, {})
+
+
+@pytest.mark.parametrize("name", ["inpars-vanilla", "inpars-gbq", "promptagator"])
+def test_no_cranfield_test_query_appears_in_any_prompt_outside_the_passage(name):
+    """What the synthesize stage shows the model besides the passage (instructions, examples, chat turns) holds
+    no evaluation query."""
+    import re
+
+    from irforge.judgments import load_queries
+
+    root = Path(__file__).resolve().parents[1]
+    norm = lambda t: " ".join(re.findall(r"\w+", t.lower()))  # noqa: E731
+    test = [norm(q) for q in load_queries(root / "data/cranfield/queries.jsonl").values()]
+    t = load_template(name, generic_examples())
+    shown = norm(t.render("", "") + " ".join(m["content"] for m in t.messages("", "")))
+    assert not [q for q in test if q in shown]
