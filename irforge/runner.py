@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 # Stage name -> module. One module per stage; each exposes STAGE and run(ctx, **kwargs).
 STAGES: dict[str, str] = {
     "chunk": "stages.chunk",
+    "train": "stages.train",
     "index": "stages.index",
     "evaluate": "stages.evaluate",
+    "report": "stages.report",
 }
 
 

@@ -30,10 +30,18 @@ class Step:
         return f"{self.stage}-{self.system}" if self.system else self.stage
 
 
+NEURAL_SYSTEMS = ("dense-zs", "dense", "splade-zs", "splade")
+
 STEPS: tuple[Step, ...] = (
     Step("chunk"),
     Step("index", "bm25", after=("chunk",)),
-    Step("evaluate", after=("index-bm25",)),
+    Step("train", after=("chunk", "mine")),  # "mine" writes the triples (skipped here when not in the DAG)
+    Step("index", "dense-zs", after=("chunk",)),
+    Step("index", "dense", after=("train",)),
+    Step("index", "splade-zs", after=("chunk",)),
+    Step("index", "splade", after=("train",)),
+    Step("evaluate", after=("index-bm25", *(f"index-{s}" for s in NEURAL_SYSTEMS))),
+    Step("report", after=("evaluate", "train")),
 )
 
 
