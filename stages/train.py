@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -127,58 +126,49 @@ def make_batches(examples: list[Example], batch_size: int, rng: np.random.Genera
 # ---------------------------------------------------------------- shared loop
 
 
-class Schedule:
-    """Optimiser steps over epochs, with gradient accumulation and a linear warm-up then decay of the lr."""
-
-    def __init__(self, n_examples: int, cfg: dict[str, Any]):
-        self.batch_size = int(cfg["batch_size"])
-        self.accumulation = max(1, int(cfg.get("gradient_accumulation", 1)))
-        self.epochs = int(cfg["epochs"])
-        batches = math.ceil(n_examples / self.batch_size)
-        self.steps_per_epoch = math.ceil(batches / self.accumulation)
-        self.total_steps = self.steps_per_epoch * self.epochs
-        self.warmup_steps = int(float(cfg.get("warmup", 0.1)) * self.total_steps)
-
-
-def _optimiser(parameters, cfg: dict[str, Any], schedule: Schedule):
+def _optimiser(parameters, cfg: dict[str, Any], total_steps: int):
     import torch
     from transformers import get_linear_schedule_with_warmup
 
     optimiser = torch.optim.AdamW(parameters, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.01)))
-    scheduler = get_linear_schedule_with_warmup(optimiser, schedule.warmup_steps, max(1, schedule.total_steps))
-    return optimiser, scheduler
+    warmup = int(float(cfg.get("warmup", 0.1)) * total_steps)
+    return optimiser, get_linear_schedule_with_warmup(optimiser, warmup, max(1, total_steps))
 
 
 def _loop(name: str, examples: list[Example], cfg: dict[str, Any], seed: int, step_fn, parameters) -> list[dict]:
-    """Run the epochs; ``step_fn(batch, step)`` returns (loss tensor, extra log fields) for one micro-batch."""
+    """Run the epochs with gradient accumulation and a linear warm-up then decay of the learning rate.
+
+    ``step_fn(batch, step, total_steps)`` returns (loss tensor, extra log fields) for one micro-batch. The
+    batches of every epoch are drawn up front, so the schedules know the exact number of optimiser steps.
+    """
     import torch
 
-    schedule = Schedule(len(examples), cfg)
-    optimiser, scheduler = _optimiser(parameters, cfg, schedule)
     rng = np.random.default_rng(seed)
+    accumulation = max(1, int(cfg.get("gradient_accumulation", 1)))
+    plan = []  # (epoch, micro-batches of one optimiser step)
+    for epoch in range(int(cfg["epochs"])):
+        batches = make_batches(examples, int(cfg["batch_size"]), rng)
+        plan += [(epoch, batches[i : i + accumulation]) for i in range(0, len(batches), accumulation)]
+    optimiser, scheduler = _optimiser(parameters, cfg, len(plan))
     rows: list[dict] = []
-    step = 0
     started = time.perf_counter()
-    for epoch in range(schedule.epochs):
-        batches = make_batches(examples, schedule.batch_size, rng)
-        groups = [batches[i : i + schedule.accumulation] for i in range(0, len(batches), schedule.accumulation)]
-        for group in progress(groups, desc=f"train {name} epoch {epoch + 1}", unit="step"):
-            parts: list[dict[str, float]] = []
-            for batch in group:
-                loss, extra = step_fn(batch, step)
-                (loss / len(group)).backward()
-                parts.append({"loss": float(loss.detach()), **extra})
-            torch.nn.utils.clip_grad_norm_(parameters, float(cfg.get("max_grad_norm", 1.0)))
-            lr = scheduler.get_last_lr()[0]
-            optimiser.step()
-            scheduler.step()
-            optimiser.zero_grad(set_to_none=True)
-            row = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
-            rows.append({"model": name, "step": step, "epoch": epoch, "lr": lr, **row})
-            step += 1
+    for step, (epoch, group) in enumerate(progress(plan, desc=f"train {name}", unit="step")):
+        parts: list[dict[str, float]] = []
+        for batch in group:
+            loss, extra = step_fn(batch, step, len(plan))
+            (loss * len(batch) / sum(len(b) for b in group)).backward()
+            parts.append({"loss": float(loss.detach()), **extra})
+        torch.nn.utils.clip_grad_norm_(parameters, float(cfg.get("max_grad_norm", 1.0)))
+        lr = scheduler.get_last_lr()[0]
+        optimiser.step()
+        scheduler.step()
+        optimiser.zero_grad(set_to_none=True)
+        rows.append({"model": name, "step": step, "epoch": epoch, "lr": lr,
+                     **{k: float(np.mean([p[k] for p in parts])) for k in parts[0]}})
     seconds = time.perf_counter() - started
-    log.info("%s: %d steps, %d examples x %d epochs in %.1fs (%.1f triples/s); loss %.4f -> %.4f", name, step,
-             len(examples), schedule.epochs, seconds, len(examples) * schedule.epochs / max(seconds, 1e-9),
+    seen = len(examples) * int(cfg["epochs"])
+    log.info("%s: %d steps, %d examples x %s epochs in %.1fs (%.2f triples/s); loss %.4f -> %.4f", name, len(plan),
+             len(examples), cfg["epochs"], seconds, seen / max(seconds, 1e-9),
              rows[0]["loss"] if rows else float("nan"), rows[-1]["loss"] if rows else float("nan"))
     return rows
 
@@ -205,7 +195,7 @@ def train_dense(ctx: StageContext, cfg: dict[str, Any], examples: list[Example],
         model.max_seq_length = max_length
         return model(model.preprocess(texts))["sentence_embedding"]
 
-    def step_fn(batch: list[Example], step: int):
+    def step_fn(batch: list[Example], step: int, total_steps: int):
         queries = embed([e.query for e in batch], q_len)
         columns = [[e.positive for e in batch]] + [[e.negatives[j] for e in batch] for j in range(len(batch[0].negatives))]
         docs = [embed(col, d_len) for col in columns]
@@ -233,16 +223,16 @@ def train_splade(ctx: StageContext, cfg: dict[str, Any], examples: list[Example]
     encoder.model.train()
     q_len, d_len = int(cfg["max_query_length"]), int(cfg["max_doc_length"])
     lambda_q, lambda_d = float(cfg["lambda_q"]), float(cfg["lambda_d"])
-    warmup = int(float(cfg.get("lambda_warmup", 0.3)) * Schedule(len(examples), cfg).total_steps)
+    warmup = float(cfg.get("lambda_warmup", 0.3))
 
-    def step_fn(batch: list[Example], step: int):
+    def step_fn(batch: list[Example], step: int, total_steps: int):
         queries = encoder.forward(encoder.tokenize([e.query for e in batch], q_len))
         doc_texts = [e.positive for e in batch] + [n for j in range(len(batch[0].negatives)) for n in
                                                     (e.negatives[j] for e in batch)]
         docs = encoder.forward(encoder.tokenize(doc_texts, d_len))
         scores = queries @ docs.T  # column i is query i's positive; the rest are in-batch and hard negatives
         rank = torch.nn.functional.cross_entropy(scores, torch.arange(len(batch)))
-        factor = quadratic_warmup(step, warmup)
+        factor = quadratic_warmup(step, int(warmup * total_steps))
         reg = factor * (lambda_q * flops_loss(queries) + lambda_d * flops_loss(docs))
         with torch.no_grad():
             extra = {
