@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 SYSTEM_FILE = "system.json"
 FAISS_FILE = "index.faiss"
 IDS_FILE = "ids.json"
+MAX_QUERY_TERMS = 1024  # Lucene's default BooleanQuery clause limit; trained SPLADE queries use far fewer
 
 
 def passage_text(title: str, text: str) -> str:
@@ -56,14 +57,17 @@ def write_system(index_dir: Path, meta: dict[str, Any]) -> None:
 
 
 def build_faiss(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ivf_lists: int = 0, pq_m: int = 16,
-                seed: int = 0):
+                pq_bits: int = 8, seed: int = 0, threads: int | None = None):
     """An inner-product faiss index over L2-normalised vectors (inner product = cosine).
 
     ``flat`` is exact; ``hnsw`` (graph, ``hnsw_m`` links per node) and ``ivfpq`` (``ivf_lists`` coarse cells,
-    ``pq_m`` sub-quantisers; 0 lists picks ~sqrt(n)) trade exactness for speed and memory on large corpora.
+    0 = ~sqrt(n); ``pq_m`` sub-quantisers of ``pq_bits`` bits) trade exactness for speed and memory on large
+    corpora.
     """
     import faiss
 
+    if threads:
+        faiss.omp_set_num_threads(threads)  # OpenMP spinning on more threads than free cores is much slower
     n, dim = vectors.shape
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if kind == "flat":
@@ -76,7 +80,7 @@ def build_faiss(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ivf_l
             raise ValueError(f"ivfpq: {n} vectors are too few for {lists} lists (need {39 * lists}); use flat")
         if dim % pq_m:
             raise ValueError(f"ivfpq: dimension {dim} is not a multiple of pq_m={pq_m}")
-        index = faiss.index_factory(dim, f"IVF{lists},PQ{pq_m}", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(dim, f"IVF{lists},PQ{pq_m}x{pq_bits}", faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed  # k-means initialisation: same seed, same index
         index.train(vectors)
     else:
@@ -196,10 +200,15 @@ class ImpactRetriever:
         results = self.searcher.batch_search(keys, qids, k=k, threads=self.threads)
         return {qid: [(hit.docid, float(hit.score)) for hit in results.get(qid, [])] for qid in qids}
 
+    def encode_queries(self, texts: list[str]) -> list[SparseVector]:
+        """Quantised query vectors, cut to the ``MAX_QUERY_TERMS`` heaviest terms (Lucene's clause limit)."""
+        vectors = self.encoder.encode(texts, self.scale, desc="encode queries")
+        return [v if len(v) <= MAX_QUERY_TERMS else dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_QUERY_TERMS])
+                for v in vectors]
+
     def search(self, queries: dict[str, str], k: int) -> Run:
         qids = list(queries)
-        return self.search_vectors(self.encoder.encode([queries[q] for q in qids], self.scale, desc="encode queries"),
-                                   qids, k)
+        return self.search_vectors(self.encode_queries([queries[q] for q in qids]), qids, k)
 
     def close(self) -> None:
         self.searcher.close()

@@ -22,7 +22,7 @@ from irforge.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage(name="index", version="1", params=("index",))
+STAGE = Stage(name="index", version="2", params=("seed", "index"))
 
 
 def lucene_contents(title: str, text: str, expansion: str = "") -> str:
@@ -71,7 +71,9 @@ def _faiss(ctx: StageContext, system: str, spec: dict[str, Any], cfg: dict[str, 
     vectors = encoder.encode(texts, desc=f"encode {system}")
     kind = fcfg.get("type", "flat")
     index = indexes.build_faiss(vectors, kind, hnsw_m=int(fcfg.get("hnsw_m", 32)),
-                                ivf_lists=int(fcfg.get("ivf_lists", 0)), pq_m=int(fcfg.get("pq_m", 16)), seed=ctx.seed)
+                                ivf_lists=int(fcfg.get("ivf_lists", 0)), pq_m=int(fcfg.get("pq_m", 16)),
+                                pq_bits=int(fcfg.get("pq_bits", 8)), seed=ctx.seed,
+                                threads=int(cfg.get("threads", 2)))
     with ctx.publish_dir(ctx.path(layout.index_dir(system))) as tmp:
         indexes.save_faiss(index, ids, tmp)
         indexes.write_system(tmp, {"kind": "faiss", "faiss_type": kind, "model": spec["model"],
