@@ -120,12 +120,31 @@ def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
     assert page.tables >= 5 and "Training" in page.headings
 
 
-def test_report_skips_sections_without_artifacts(tmp_path, tiny_models):
+def test_irforge_report_command_skips_sections_without_artifacts(tmp_path, tiny_models):
+    import yaml
+    from typer.testing import CliRunner
+
+    from irforge.cli import app
+
     params = make_project(tmp_path, tiny_models)
-    summary = run_stage("report", tmp_path, params)
-    assert summary["sections"] == []
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.data))
+    result = CliRunner().invoke(app, ["report", "--root", str(tmp_path), "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("artifacts/report/index.html")
     text = (tmp_path / layout.REPORT / "index.html").read_text()
     assert text.count("Skipped:") == 3
+
+
+def test_ablation_reruns_only_the_steps_an_override_touches():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation", Path(__file__).parents[1] / "benchmarks/ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    keys = [s.key for s in ablation.dirty_steps({"train.negatives": 0})]
+    assert keys[0] == "train" and {"index-dense", "index-splade", "evaluate", "report"} <= set(keys)
+    assert not {"chunk", "index-bm25", "index-dense-zs", "index-splade-zs"} & set(keys)
+    assert ablation.dirty_steps({}) == []
 
 
 def test_significance_detects_a_consistent_gain_and_not_noise():
