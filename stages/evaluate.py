@@ -161,8 +161,8 @@ def significance(per_query: dict[str, dict[str, float]], system: str, baseline: 
     t = stats.ttest_rel(a, b)
     perm = stats.permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
                                   n_resamples=resamples, rng=np.random.default_rng(seed))
-    return {"delta": round(float(diff.mean()), 4), "p_ttest": round(float(t.pvalue), 5),
-            "p_randomisation": round(float(perm.pvalue), 5),
+    return {"delta": round(float(diff.mean()), 4), "p_ttest": float(f"{t.pvalue:.3g}"),
+            "p_randomisation": float(f"{perm.pvalue:.3g}"),
             "wins": int((diff > 0).sum()), "losses": int((diff < 0).sum())}
 
 

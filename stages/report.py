@@ -233,7 +233,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with ctx.publish_dir(ctx.path(layout.REPORT)) as folder:
         metrics_path = ctx.path(layout.METRICS)
         metrics = json.loads(ctx.use_input(metrics_path, "metrics").read_text()) if metrics_path.exists() else {}
-        if metrics:
+        if metrics:  # systems in params order, then the fusions (metrics.json is sorted by name)
+            order = [s for s in ev.get("systems", []) if s in metrics]
+            metrics = {s: metrics[s] for s in order + sorted(set(metrics) - set(order))}
             sections.append(systems_section(metrics, measures, baseline, main, folder))
             written.append("systems")
             per_query: dict[str, dict[str, float]] = {}
