@@ -72,6 +72,8 @@ def load_examples(ctx: StageContext, cfg: dict[str, Any], rng: np.random.Generat
     pick = cfg.get("negative_pick", "top")
     if pick not in ("top", "random"):
         raise ValueError(f"train.negative_pick must be 'top' or 'random', got '{pick}'")
+    if n_neg >= len(chunk_ids):
+        raise ValueError(f"train.negatives={n_neg} needs more than {n_neg} chunks; the corpus has {len(chunk_ids)}")
     per_chunk = cfg.get("queries_per_chunk")
     order = rng.permutation(len(rows))
     kept: dict[str, int] = {}
@@ -81,12 +83,12 @@ def load_examples(ctx: StageContext, cfg: dict[str, Any], rng: np.random.Generat
         where = f"{triples_path}: row {i} (query_id {row['query_id']})"
         if row["positive_id"] not in texts:
             raise ValueError(f"{where}: field 'positive_id': '{row['positive_id']}' is not a chunk id in {layout.CHUNKS}")
-        if per_chunk is not None and kept.get(row["positive_id"], 0) >= int(per_chunk):
-            continue
         mined = sorted(row["negatives"], key=lambda n: n["rank"])
         for neg in mined:
             if neg["chunk_id"] not in texts:
                 raise ValueError(f"{where}: field 'negatives.chunk_id': '{neg['chunk_id']}' is not a chunk id")
+        if per_chunk is not None and kept.get(row["positive_id"], 0) >= int(per_chunk):
+            continue
         ids = [n["chunk_id"] for n in mined if n["chunk_id"] != row["positive_id"]]
         if pick == "random" and len(ids) > n_neg:
             ids = [ids[j] for j in sorted(rng.choice(len(ids), n_neg, replace=False))]
