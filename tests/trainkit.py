@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import functools
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,9 @@ import pyarrow as pa
 import pytest
 
 from irforge import layout
-from irforge.artifacts import read_artifact, sha256_path, write_artifact
+from irforge.artifacts import write_artifact
 from irforge.models import resolve_model
 from irforge.params import Params
-from irforge.runner import run_stage
 from irforge.schemas import SCHEMAS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,14 +41,14 @@ def _config():
                       intermediate_size=64, max_position_embeddings=128)
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """A random sentence-transformers bi-encoder and a random BERT MLM, both with a real BERT tokenizer."""
+@functools.lru_cache(maxsize=1)
+def _build_tiny_models() -> dict[str, Path]:
+    """Built once per test process, however many test modules use the fixture."""
     import torch
     from sentence_transformers import SentenceTransformer
     from transformers import BertForMaskedLM, BertModel
 
-    root = tmp_path_factory.mktemp("models")
+    root = Path(tempfile.mkdtemp(prefix="irforge-tiny-models-"))
     torch.manual_seed(0)
     bert = root / "bert"
     BertModel(_config()).save_pretrained(bert, safe_serialization=True)
@@ -59,6 +59,12 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     BertForMaskedLM(_config()).save_pretrained(splade, safe_serialization=True)
     _tokenizer_files(splade)
     return {"dense": dense, "splade": splade}
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """A random sentence-transformers bi-encoder and a random BERT MLM, both with a real BERT tokenizer."""
+    return _build_tiny_models()
 
 
 def make_project(root: Path, models: dict[str, Path], queries_per_chunk: int = 3, **overrides) -> Params:
