@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from irforge.java import ensure_java
-from irforge.retrieval import Run
+from irforge.retrieval import Run, index_json_collection
 from irforge.splade import SparseVector
 
 log = logging.getLogger(__name__)
@@ -138,30 +137,8 @@ def build_impact_index(vectors: Iterable[tuple[str, SparseVector]], index_dir: P
     Anserini stores each impact as the term frequency, and impact search scores a document by the sum of
     query weight x document impact over shared terms: the SPLADE dot product on quantised weights.
     """
-    ensure_java()
-    from pyserini.pyclass import autoclass
-
-    with tempfile.TemporaryDirectory(prefix="irforge-vectors-") as tmp:
-        shards = [open(Path(tmp) / f"part-{i:03d}.jsonl", "w", encoding="utf-8") for i in range(max(1, threads))]
-        n = 0
-        try:
-            for n, (doc_id, vector) in enumerate(vectors, start=1):
-                shards[n % len(shards)].write(json.dumps({"id": doc_id, "contents": "", "vector": vector}) + "\n")
-        finally:
-            for f in shards:
-                f.close()
-        args = [
-            "-collection", "JsonVectorCollection",
-            "-generator", "DefaultLuceneDocumentGenerator",
-            "-input", tmp,
-            "-index", str(index_dir),
-            "-threads", str(max(1, threads)),
-            "-impact", "-pretokenized",
-            "-optimize",
-            "-quiet",
-        ]
-        autoclass("io.anserini.index.IndexCollection").main(args)
-    return n
+    records = ({"id": doc_id, "contents": "", "vector": vector} for doc_id, vector in vectors)
+    return index_json_collection(records, index_dir, "JsonVectorCollection", ["-impact", "-pretokenized"], threads)
 
 
 class ImpactRetriever:
