@@ -53,10 +53,10 @@ def dirty_steps(overrides: dict[str, object]) -> list:
     return [s for s in STEPS if s.key in dirty]
 
 
-def outputs(dvc_yaml: Path) -> dict[str, list[str]]:
+def paths(dvc_yaml: Path, kinds: tuple[str, ...] = ("outs", "metrics", "plots")) -> dict[str, list[str]]:
+    """Per dvc.yaml stage, the paths it lists under ``kinds`` (templated ones such as ${corpus.path} left out)."""
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
-    return {name: [next(iter(o)) if isinstance(o, dict) else o
-                   for kind in ("outs", "metrics", "plots") for o in spec.get(kind, [])]
+    return {name: [p for kind in kinds for o in spec.get(kind, []) if "${" not in (p := next(iter(o)) if isinstance(o, dict) else o)]
             for name, spec in stages.items()}
 
 
@@ -65,17 +65,17 @@ def run_variant(name: str, overrides: dict[str, object], base: Path, params: Par
     root.mkdir(parents=True, exist_ok=True)
     steps = dirty_steps(overrides)
     keys = {s.key for s in steps}
-    for stage, paths in outputs(base / "dvc.yaml").items():
-        if stage in keys:
-            continue
-        for rel in paths:
-            link, target = root / rel, base / rel
-            if target.exists() and not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(target.absolute(), link)
-    for rel in ("data",):  # the corpus and judgments, read by chunk/evaluate
-        if not (root / rel).exists():
-            os.symlink((base / rel).absolute(), root / rel)
+    outs, deps = paths(base / "dvc.yaml"), paths(base / "dvc.yaml", ("deps",))
+    rerun = {p for stage in keys for p in outs[stage]}
+    # Untouched stages' outputs, and whatever the re-run stages read that they do not make (the triples when
+    # no mine stage is in the DAG, the corpus and judgments under data/), come from the base project.
+    shared = [p for stage, ps in outs.items() if stage not in keys for p in ps]
+    shared += [p for stage in keys for p in deps[stage] if p not in rerun and not p.endswith(".py")] + ["data"]
+    for rel in dict.fromkeys(shared):
+        link, target = root / rel, base / rel
+        if target.exists() and not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(target.absolute(), link)
     variant_params = params.with_overrides(overrides)
     started = time.perf_counter()
     for step in steps:
