@@ -70,6 +70,22 @@ def run(
 
 
 @app.command()
+def report(
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Write the HTML report (artifacts/report/index.html) from whatever artifacts exist."""
+    from irforge.runner import run_stage
+
+    try:
+        summary = run_stage("report", root, _params(params, set_))
+    except (ValueError, KeyError, LookupError, FileNotFoundError) as e:
+        _fail(str(e).strip("'\""))
+    typer.echo(Path(root) / summary["report"])
+
+
+@app.command()
 def stages() -> None:
     """List the stages and the params sections each one reads."""
     from irforge.runner import STAGES, load_stage

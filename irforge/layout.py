@@ -21,6 +21,12 @@ MODELS = f"{ARTIFACTS}/train"  # one folder per trained model
 TRAIN_LOG = f"{ARTIFACTS}/train/log.parquet"
 
 
+def train_log_csv(model: str) -> str:
+    """One model's rows of the training log as CSV, for `dvc plots` (which cannot read Parquet)."""
+    return f"{ARTIFACTS}/train/log-{model}.csv"
+
+
+
 def index_dir(system: str) -> str:
     """Folder of one retrieval system's index (bm25, bm25-d2q, dense, splade, ...)."""
     return f"{ARTIFACTS}/index/{system}"
@@ -31,6 +37,10 @@ METRICS = f"{EVALUATION}/metrics.json"
 PER_QUERY = f"{EVALUATION}/per_query.parquet"
 RUNS = f"{EVALUATION}/runs.parquet"
 TREC_RUNS = f"{EVALUATION}/trec"  # one <system>.trec per system
+SYSTEMS_TABLE = f"{EVALUATION}/systems.csv"  # one row per system, for `dvc plots`
+SIGNIFICANCE = f"{EVALUATION}/significance.json"
+
+REPORT = f"{ARTIFACTS}/report"  # index.html and its figures
 
 # Served indexes (versioned, switched atomically by `irforge reindex`); not DVC outputs, kept across runs.
 SERVE = "serve"

@@ -70,11 +70,13 @@ def reciprocal_rank_fusion(runs: list[Run], k: int = 60, depth: int = 1000) -> R
 # ---------------------------------------------------------------- Lucene (BM25) through pyserini
 
 
-def build_lucene_index(docs: Iterable[tuple[str, str]], index_dir: Path, threads: int = 2) -> int:
-    """Index ``(id, contents)`` pairs with Anserini's IndexCollection (what ``pyserini.index.lucene`` runs).
+def index_json_collection(records: Iterable[dict], index_dir: Path, collection: str, options: list[str],
+                          threads: int = 2) -> int:
+    """Index JSON records with Anserini's IndexCollection (what ``pyserini.index.lucene`` runs).
 
-    The pairs are written as a JsonCollection in ``threads`` shards so Anserini indexes them in parallel.
-    Returns the number of documents indexed.
+    The records are written as ``collection`` (JsonCollection, JsonVectorCollection, ...) in ``threads``
+    shards so Anserini indexes them in parallel; ``options`` are the collection-specific flags. Returns the
+    number of records indexed.
     """
     ensure_java()
     from pyserini.pyclass import autoclass  # importing pyserini puts Anserini's jar on the classpath
@@ -83,23 +85,30 @@ def build_lucene_index(docs: Iterable[tuple[str, str]], index_dir: Path, threads
         shards = [open(Path(tmp) / f"part-{i:03d}.jsonl", "w", encoding="utf-8") for i in range(max(1, threads))]
         n = 0
         try:
-            for n, (doc_id, contents) in enumerate(docs, start=1):
-                shards[n % len(shards)].write(json.dumps({"id": doc_id, "contents": contents}) + "\n")
+            for n, record in enumerate(records, start=1):
+                shards[n % len(shards)].write(json.dumps(record) + "\n")
         finally:
             for f in shards:
                 f.close()
         args = [
-            "-collection", "JsonCollection",
+            "-collection", collection,
             "-generator", "DefaultLuceneDocumentGenerator",
             "-input", tmp,
             "-index", str(index_dir),
             "-threads", str(max(1, threads)),
-            "-storePositions", "-storeDocvectors",
+            *options,
             "-optimize",  # one segment: deterministic scoring order and faster search
             "-quiet",
         ]
         autoclass("io.anserini.index.IndexCollection").main(args)
     return n
+
+
+def build_lucene_index(docs: Iterable[tuple[str, str]], index_dir: Path, threads: int = 2) -> int:
+    """Index ``(id, contents)`` pairs for BM25 (positions and doc vectors stored). Returns the count."""
+    records = ({"id": doc_id, "contents": contents} for doc_id, contents in docs)
+    return index_json_collection(records, index_dir, "JsonCollection", ["-storePositions", "-storeDocvectors"],
+                                 threads)
 
 
 class BM25Retriever:

@@ -19,10 +19,12 @@ STAGES: dict[str, str] = {
     "chunk": "stages.chunk",
     "doc2query": "stages.doc2query",
     "synthesize": "stages.synthesize",
-    "index": "stages.index",
-    "evaluate": "stages.evaluate",
     "filter": "stages.filter",
     "mine": "stages.mine",
+    "train": "stages.train",
+    "index": "stages.index",
+    "evaluate": "stages.evaluate",
+    "report": "stages.report",
 }
 
 

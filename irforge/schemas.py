@@ -122,6 +122,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("lr", pa.float64(), nullable=False),
             pa.field("nnz_query", pa.float64()),  # SPLADE only
             pa.field("nnz_doc", pa.float64()),
+            pa.field("flops", pa.float64()),  # SPLADE only: sum_j p_j(query) p_j(doc), activation rates in the batch
         ]
     ),
     # evaluate: ranked lists (the TREC run, also as Parquet)

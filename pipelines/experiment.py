@@ -34,15 +34,23 @@ class Step:
         return f"{self.stage}-{self.system}" if self.system else self.stage
 
 
+NEURAL_SYSTEMS = ("dense-zs", "dense", "splade-zs", "splade")
+
 STEPS: tuple[Step, ...] = (
     Step("chunk"),
     Step("index", "bm25", after=("chunk",)),
     Step("doc2query", after=("chunk",)),
     Step("synthesize", after=("chunk",)),
     Step("index", "bm25-d2q", after=("doc2query",)),
-    Step("evaluate", after=("index-bm25", "index-bm25-d2q")),
     Step("filter", after=("chunk", "index-bm25", "synthesize")),
     Step("mine", after=("chunk", "index-bm25", "filter")),
+    Step("train", after=("chunk", "mine")),
+    Step("index", "dense-zs", after=("chunk",)),
+    Step("index", "dense", after=("train",)),
+    Step("index", "splade-zs", after=("chunk",)),
+    Step("index", "splade", after=("train",)),
+    Step("evaluate", after=("index-bm25", "index-bm25-d2q", *(f"index-{s}" for s in NEURAL_SYSTEMS))),
+    Step("report", after=("evaluate", "train")),
 )
 
 

@@ -1,8 +1,12 @@
 """index: build one retrieval system's index from the chunks.
 
-Systems: ``bm25`` (Lucene over title + chunk text) and ``bm25-d2q`` (the same, with the doc2query
-expansion appended: the docTTTTTquery recipe). Each index is a folder artifact published atomically, with
-its provenance inside. Dense (faiss) and learned-sparse (Lucene impact) systems plug in here too.
+Lucene systems: ``bm25`` (Lucene over title + chunk text) and ``bm25-d2q`` (the same, with the doc2query
+expansion appended: the docTTTTTquery recipe). Neural systems are declared in ``index.systems``: each names
+its kind and model, e.g. ``dense-zs`` (zero-shot MiniLM) and ``dense`` (the trained one) as faiss indexes
+(``kind: faiss``; flat by default, HNSW or IVF-PQ via ``index.faiss``), ``splade-zs`` and ``splade`` as
+Lucene impact indexes of quantised SPLADE weights (``kind: impact``). Each index is a folder artifact
+published atomically, with its provenance and a ``system.json`` (kind, model, query settings) inside, so the
+evaluate stage can open any system from its folder alone.
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from irforge import layout
+from irforge import indexes, layout
 from irforge.progress import progress
 from irforge.retrieval import build_lucene_index
 from irforge.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage(name="index", version="1", params=("index",))
+STAGE = Stage(name="index", version="2", params=("seed", "index"))
 
 
 def lucene_contents(title: str, text: str, expansion: str = "") -> str:
@@ -43,13 +47,74 @@ LUCENE_SYSTEMS: dict[str, Callable[[StageContext], Iterator[tuple[str, str]]]] =
 }
 
 
+def _passages(ctx: StageContext) -> tuple[list[str], list[str]]:
+    chunks = ctx.read(ctx.path(layout.CHUNKS), "chunks", ["chunk_id", "title", "text"]).to_pylist()
+    return [c["chunk_id"] for c in chunks], [indexes.passage_text(c["title"], c["text"]) for c in chunks]
+
+
+def _model(ctx: StageContext, name: str) -> str:
+    """The model to encode with; a trained model folder under the project is recorded as an input too."""
+    resolved = indexes.model_name_in(ctx.root, name)
+    if resolved != name:
+        ctx.use_input(ctx.path(name), "model")
+    return resolved
+
+
+def _faiss(ctx: StageContext, system: str, spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    from irforge.encoding import DenseEncoder
+
+    fcfg = {**cfg.get("faiss", {}), **spec.get("faiss", {})}
+    ids, texts = _passages(ctx)
+    encoder = DenseEncoder(_model(ctx, spec["model"]), ctx.path(layout.CACHE), max_length=int(cfg["max_length"]),
+                           batch_size=int(cfg["batch_size"]), threads=int(cfg.get("threads", 2)))
+    ctx.use_model(encoder.model_info.record)
+    vectors = encoder.encode(texts, desc=f"encode {system}")
+    kind = fcfg.get("type", "flat")
+    index = indexes.build_faiss(vectors, kind, hnsw_m=int(fcfg.get("hnsw_m", 32)),
+                                ivf_lists=int(fcfg.get("ivf_lists", 0)), pq_m=int(fcfg.get("pq_m", 16)),
+                                pq_bits=int(fcfg.get("pq_bits", 8)), seed=ctx.seed,
+                                threads=int(cfg.get("threads", 2)))
+    with ctx.publish_dir(ctx.path(layout.index_dir(system))) as tmp:
+        indexes.save_faiss(index, ids, tmp)
+        indexes.write_system(tmp, {"kind": "faiss", "faiss_type": kind, "model": spec["model"],
+                                   "dim": int(vectors.shape[1]), "query_max_length": int(cfg["query_max_length"])})
+    return {"system": system, "documents": len(ids), "faiss": kind}
+
+
+def _impact(ctx: StageContext, system: str, spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    from irforge.splade import SpladeEncoder
+
+    ids, texts = _passages(ctx)
+    scale = float(cfg["impact_scale"])
+    encoder = SpladeEncoder(_model(ctx, spec["model"]), ctx.path(layout.CACHE), max_length=int(cfg["max_length"]),
+                            batch_size=int(cfg["batch_size"]), threads=int(cfg.get("threads", 2)))
+    ctx.use_model(encoder.model_info.record)
+    vectors = encoder.encode(texts, scale, desc=f"encode {system}")
+    postings = sum(len(v) for v in vectors)
+    with ctx.publish_dir(ctx.path(layout.index_dir(system))) as tmp:
+        n = indexes.build_impact_index(zip(ids, vectors, strict=True), tmp, threads=int(cfg.get("threads", 2)))
+        indexes.write_system(tmp, {"kind": "impact", "model": spec["model"], "scale": scale,
+                                   "query_max_length": int(cfg["query_max_length"])})
+    log.info("%s: %.1f terms per passage on average", system, postings / max(1, n))
+    return {"system": system, "documents": n, "terms_per_passage": round(postings / max(1, n), 1)}
+
+
+NEURAL_KINDS = {"faiss": _faiss, "impact": _impact}
+
+
 def run(ctx: StageContext, system: str = "bm25") -> dict[str, Any]:
     cfg = ctx.section("index")
-    if system not in LUCENE_SYSTEMS:
-        raise ValueError(f"index: unknown system '{system}' (known: {', '.join(LUCENE_SYSTEMS)})")
-    threads = int(cfg.get("threads", 2))
-    docs = LUCENE_SYSTEMS[system](ctx)
-    with ctx.publish_dir(ctx.path(layout.index_dir(system))) as tmp:
-        n = build_lucene_index(docs, tmp, threads=threads)
-    log.info("indexed %d chunks into %s", n, layout.index_dir(system))
-    return {"system": system, "documents": n}
+    neural = cfg.get("systems") or {}
+    if system in LUCENE_SYSTEMS:
+        docs = LUCENE_SYSTEMS[system](ctx)
+        with ctx.publish_dir(ctx.path(layout.index_dir(system))) as tmp:
+            n = build_lucene_index(docs, tmp, threads=int(cfg.get("threads", 2)))
+        log.info("indexed %d chunks into %s", n, layout.index_dir(system))
+        return {"system": system, "documents": n}
+    if system not in neural:
+        known = [*LUCENE_SYSTEMS, *neural]
+        raise ValueError(f"index: unknown system '{system}' (known: {', '.join(known)}; neural ones in index.systems)")
+    spec = neural[system]
+    if spec.get("kind") not in NEURAL_KINDS:
+        raise ValueError(f"index.systems.{system}.kind must be one of {', '.join(NEURAL_KINDS)}, got {spec.get('kind')!r}")
+    return NEURAL_KINDS[spec["kind"]](ctx, system, spec, cfg)

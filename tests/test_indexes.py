@@ -1,0 +1,129 @@
+"""Neural indexes against brute force (faiss, Lucene impact), SPLADE pooling, and reciprocal-rank fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from irforge import indexes
+from irforge.retrieval import reciprocal_rank_fusion
+from irforge.splade import flops_loss, quadratic_warmup, quantise, splade_pool
+from tests.trainkit import tiny_models  # noqa: F401 (fixture)
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_flat_faiss_matches_brute_force_and_hnsw_agrees():
+    rng = np.random.default_rng(0)
+    docs, queries = _unit(rng, 500, 32), _unit(rng, 20, 32)
+    brute = np.argsort(-(queries @ docs.T), axis=1)[:, :10]
+    _, flat = indexes.build_faiss(docs, "flat").search(queries, 10)
+    assert (flat == brute).all()
+    _, hnsw = indexes.build_faiss(docs, "hnsw", hnsw_m=16).search(queries, 10)
+    recall = np.mean([len(set(h) & set(b)) / 10 for h, b in zip(hnsw, brute, strict=True)])
+    assert recall >= 0.9
+
+
+def test_ivfpq_builds_reproducibly_and_refuses_too_few_vectors():
+    rng = np.random.default_rng(1)
+    docs = _unit(rng, 400, 32)
+    a = indexes.build_faiss(docs, "ivfpq", ivf_lists=8, pq_m=8, pq_bits=4, seed=3, threads=1)
+    b = indexes.build_faiss(docs, "ivfpq", ivf_lists=8, pq_m=8, pq_bits=4, seed=3, threads=1)
+    a.nprobe = b.nprobe = 8
+    assert (a.search(docs[:5], 5)[1] == b.search(docs[:5], 5)[1]).all()
+    with pytest.raises(ValueError, match="too few"):
+        indexes.build_faiss(docs[:50], "ivfpq", ivf_lists=8, pq_m=8)
+    with pytest.raises(ValueError, match="unknown faiss index type"):
+        indexes.build_faiss(docs, "lsh")
+
+
+def test_faiss_retriever_returns_chunk_ids_by_brute_force_order(tmp_path, tiny_models):
+    from irforge.encoding import DenseEncoder
+
+    texts = [f"passage about topic {w}" for w in ("wing", "shock", "heat", "orbit", "nozzle", "flutter")]
+    ids = [f"{i}#0" for i in range(len(texts))]
+    vectors = DenseEncoder(str(tiny_models["dense"]), max_length=16).encode(texts)
+    indexes.save_faiss(indexes.build_faiss(vectors), ids, tmp_path)
+    indexes.write_system(tmp_path, {"kind": "faiss", "model": str(tiny_models["dense"]), "query_max_length": 16})
+    retriever = indexes.open_retriever(tmp_path, tmp_path)
+    run = retriever.search({"q": "topic heat"}, k=3)
+    query = retriever.encoder.encode(["topic heat"])[0]
+    expected = [ids[i] for i in np.argsort(-(vectors @ query))[:3]]
+    assert [doc for doc, _ in run["q"]] == expected
+
+
+def test_impact_index_returns_the_brute_force_dot_product_ranking(tmp_path, tiny_models):
+    rng = np.random.default_rng(0)
+    vocab = [f"term{i}" for i in range(40)] + ["##ing", "lift"]
+    docs = {}
+    for i in range(30):
+        terms = rng.choice(len(vocab), 8, replace=False)
+        docs[f"d{i}"] = {vocab[t]: int(rng.integers(1, 200)) for t in terms}
+    index = tmp_path / "impact"
+    assert indexes.build_impact_index(docs.items(), index, threads=2) == 30
+    indexes.write_system(index, {"kind": "impact", "model": str(tiny_models["splade"]), "scale": 100,
+                                 "query_max_length": 16})
+    retriever = indexes.open_retriever(index, tmp_path)
+    queries = [{vocab[t]: int(rng.integers(1, 50)) for t in rng.choice(len(vocab), 5, replace=False)} for _ in range(6)]
+    run = retriever.search_vectors(queries, [f"q{j}" for j in range(6)], k=5)
+    for j, query in enumerate(queries):
+        brute = sorted(((sum(w * d.get(t, 0) for t, w in query.items()), doc) for doc, d in docs.items()), reverse=True)
+        got = run[f"q{j}"]
+        assert [s for _, s in got] == pytest.approx([float(s) for s, _ in brute[: len(got)]])
+        for doc, score in got:  # every returned score is that document's exact dot product
+            assert score == pytest.approx(sum(w * docs[doc].get(t, 0) for t, w in query.items()))
+    retriever.close()
+
+
+def test_impact_retriever_encodes_queries_with_the_splade_model(tmp_path, tiny_models):
+    from irforge.splade import SpladeEncoder
+
+    encoder = SpladeEncoder(str(tiny_models["splade"]), max_length=16)
+    texts = ["wing lift slipstream", "shock wave nose", "heat conduction slab", "orbit drag satellite"]
+    vectors = encoder.encode(texts, scale=100)
+    index = tmp_path / "impact"
+    indexes.build_impact_index(zip(["a", "b", "c", "d"], vectors, strict=True), index, threads=1)
+    indexes.write_system(index, {"kind": "impact", "model": str(tiny_models["splade"]), "scale": 100,
+                                 "query_max_length": 16})
+    retriever = indexes.open_retriever(index, tmp_path)
+    query = retriever.encode_queries(["shock wave"])[0]
+    assert 0 < len(query) <= indexes.MAX_QUERY_TERMS  # a random model activates most of the vocabulary
+    brute = max(zip("abcd", vectors, strict=True), key=lambda kv: sum(w * kv[1].get(t, 0) for t, w in query.items()))
+    assert retriever.search({"q": "shock wave"}, k=4)["q"][0][0] == brute[0]
+    retriever.close()
+
+
+def test_missing_index_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="system.json"):
+        indexes.open_retriever(tmp_path, tmp_path)
+
+
+def test_splade_pooling_is_masked_log_saturated_max():
+    import torch
+
+    logits = torch.tensor([[[1.0, -2.0, 0.0], [3.0, 0.5, -1.0], [100.0, 100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])  # the third position is padding and must not count
+    pooled = splade_pool(logits, mask)
+    assert pooled.tolist()[0] == pytest.approx([np.log1p(3.0), np.log1p(0.5), 0.0])
+    reps = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
+    assert float(flops_loss(reps)) == pytest.approx(2.0**2 + 1.0**2)
+    assert quadratic_warmup(5, 10) == pytest.approx(0.25) and quadratic_warmup(20, 10) == 1.0
+
+
+def test_quantise_drops_zeros_and_rounds():
+    weights = np.array([[0.0, 0.004, 1.234, 0.5]], dtype=np.float32)
+    assert quantise(weights, ["a", "b", "c", "d"], 100) == [{"c": 123, "d": 50}]
+
+
+def test_reciprocal_rank_fusion_on_hand_made_runs():
+    a = {"q": [("d1", 9.0), ("d2", 8.0), ("d3", 7.0)]}
+    b = {"q": [("d3", 0.9), ("d1", 0.8)], "r": [("d9", 1.0)]}
+    fused = reciprocal_rank_fusion([a, b], k=60)
+    expected = {"d1": 1 / 61 + 1 / 62, "d2": 1 / 62, "d3": 1 / 63 + 1 / 61}
+    assert [d for d, _ in fused["q"]] == ["d1", "d3", "d2"]
+    assert dict(fused["q"]) == pytest.approx(expected)
+    assert fused["r"] == [("d9", pytest.approx(1 / 61))]
+    assert len(reciprocal_rank_fusion([a, b], k=60, depth=2)["q"]) == 2

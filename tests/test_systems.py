@@ -1,0 +1,160 @@
+"""Train -> index -> evaluate -> report on a toy project with tiny random models; significance and report parts."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from irforge import layout
+from irforge.artifacts import write_artifact
+from irforge.runner import run_stage
+from irforge.schemas import SCHEMAS
+from stages.evaluate import significance
+from tests.trainkit import PROVENANCE, TOPICS, make_project, tiny_models  # noqa: F401 (fixture)
+
+SYSTEMS = ["bm25", "dense-zs", "dense", "splade-zs", "splade"]
+
+
+def _judgments(root: Path) -> dict[str, str]:
+    """One query per toy topic, judged relevant to its own document."""
+    queries = root / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"_id": f"t{i}", "text": t.split()[0] + " " + t.split()[-1]}) + "\n"
+                               for i, t in enumerate(TOPICS)))
+    qrels = root / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"t{i}\t{i}\t1\n" for i in range(len(TOPICS))))
+    return {"corpus.queries": str(queries), "corpus.qrels": str(qrels)}
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.headings: list[str] = []
+        self.tables = 0
+        self._in_heading = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag == "table":
+            self.tables += 1
+        self._in_heading = tag in ("h1", "h2")
+
+    def handle_data(self, data):
+        if self._in_heading:
+            self.headings.append(data)
+            self._in_heading = False
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_models) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("project")
+    params = make_project(root, tiny_models, **_judgments(root), **{
+        "train.dense.epochs": 1, "train.splade.epochs": 1, "evaluate.systems": SYSTEMS,
+        "evaluate.fusions": [["bm25", "dense-zs"], ["bm25", "dense", "splade"]], "evaluate.resamples": 500,
+        "evaluate.depth": 10})
+    run_stage("train", root, params)
+    for system in SYSTEMS:
+        run_stage("index", root, params, system=system)
+    run_stage("evaluate", root, params)
+    return root, params
+
+
+def test_evaluate_compares_every_system_and_fusion(evaluated):
+    root, _ = evaluated
+    metrics = json.loads((root / layout.METRICS).read_text())
+    assert set(metrics) == {*SYSTEMS, "rrf(bm25+dense-zs)", "rrf(bm25+dense+splade)"}
+    for system, values in metrics.items():
+        assert {"nDCG@10", "RR@10", "R@100", "R@1000", "AP", "latency_mean_ms", "latency_p95_ms"} <= set(values)
+        assert values["latency_p95_ms"] >= 0 and 0 <= values["nDCG@10"] <= 1
+        if system != "bm25":
+            assert {"delta_vs_bm25", "p_ttest_vs_bm25", "p_randomisation_vs_bm25"} <= set(values)
+    assert metrics["bm25"]["nDCG@10"] > 0.5  # the toy queries share words with their documents
+    table = (root / layout.SYSTEMS_TABLE).read_text().splitlines()
+    assert table[0].startswith("system,nDCG@10") and len(table) == 1 + len(metrics)
+    assert (root / layout.TREC_RUNS / "rrf(bm25+dense-zs).trec").exists()
+
+
+def test_missing_index_is_a_clear_error(evaluated, tmp_path):
+    root, params = evaluated
+    with pytest.raises(FileNotFoundError, match=r"system 'nope' .*irforge run index nope"):
+        run_stage("evaluate", root, params.with_overrides({"evaluate.systems": ["bm25", "nope"], "evaluate.fusions": []}))
+
+
+def test_fusion_must_name_listed_systems(evaluated):
+    root, params = evaluated
+    with pytest.raises(ValueError, match="'splade' is not"):
+        run_stage("evaluate", root, params.with_overrides({"evaluate.systems": ["bm25"],
+                                                            "evaluate.fusions": [["bm25", "splade"]]}))
+
+
+def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
+    root, params = evaluated
+    rows = [{"query_id": f"g{i}", "chunk_id": f"{i}#0", "doc_id": str(i), "text": f"generated {i}",
+             "generator": "toy", "prompt_id": "p", "template": "keywords" if i % 2 else "question",
+             "mean_logprob": -1.0, "rank_bm25": 1 if i % 3 else None, "rank_dense": None,
+             "kept": bool(i % 3), "reason": None if i % 3 else "source not in top 20"} for i in range(9)]
+    write_artifact(pa.Table.from_pylist(rows, SCHEMAS["filtered_queries"]), root / layout.FILTERED,
+                   "filtered_queries", PROVENANCE)
+    ablation = root / "ablation.json"
+    ablation.write_text(json.dumps({"rows": [
+        {"name": "base", "overrides": {"train.negatives": 1}, "metrics": {"dense": {"nDCG@10": 0.5}}},
+        {"name": "no-negatives", "overrides": {"train.negatives": 0}, "metrics": {"dense": {"nDCG@10": 0.4}}}]}))
+    summary = run_stage("report", root, params.with_overrides({"report.ablation": str(ablation)}))
+    assert summary["sections"] == ["systems", "training", "ablation", "filter"]
+    page_path = root / layout.REPORT / "index.html"
+    page = _Page()
+    page.feed(page_path.read_text(encoding="utf-8"))
+    assert {"measures.png", "latency.png", "wins_losses.png", "training.png"} <= set(page.images)
+    for image in page.images:
+        assert (page_path.parent / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = page_path.read_text()
+    assert "6 of 9 generated queries kept" in text and "source not in top 20" in text
+    assert "no-negatives" in text and "rrf(bm25+dense+splade)" in text
+    assert "http://" not in text and "https://" not in text and "<script" not in text  # static, offline
+    assert page.tables >= 5 and "Training" in page.headings
+
+
+def test_irforge_report_command_skips_sections_without_artifacts(tmp_path, tiny_models):
+    import yaml
+    from typer.testing import CliRunner
+
+    from irforge.cli import app
+
+    params = make_project(tmp_path, tiny_models)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.data))
+    result = CliRunner().invoke(app, ["report", "--root", str(tmp_path), "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("artifacts/report/index.html")
+    text = (tmp_path / layout.REPORT / "index.html").read_text()
+    assert text.count("Skipped:") == 3
+
+
+def test_ablation_reruns_only_the_steps_an_override_touches():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation", Path(__file__).parents[1] / "benchmarks/ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    keys = [s.key for s in ablation.dirty_steps({"train.negatives": 0})]
+    assert keys[0] == "train" and {"index-dense", "index-splade", "evaluate", "report"} <= set(keys)
+    assert not {"chunk", "index-bm25", "index-dense-zs", "index-splade-zs"} & set(keys)
+    assert ablation.dirty_steps({}) == []
+
+
+def test_significance_detects_a_consistent_gain_and_not_noise():
+    rng = np.random.default_rng(0)
+    base = {str(q): float(v) for q, v in enumerate(rng.uniform(0, 1, 100))}
+    better = {q: min(1.0, v + 0.1) for q, v in base.items()}
+    noisy = {q: float(np.clip(v + rng.normal(0, 0.05), 0, 1)) for q, v in base.items()}
+    per_query = {"bm25": base, "better": better, "noisy": noisy, "same": dict(base)}
+    gain = significance(per_query, "better", "bm25", seed=1, resamples=2000)
+    assert gain["p_ttest"] < 0.001 and gain["p_randomisation"] < 0.01 and gain["delta"] > 0.05
+    assert gain["wins"] > 80 and gain["losses"] == 0
+    assert significance(per_query, "noisy", "bm25", seed=1, resamples=2000)["p_randomisation"] > 0.05
+    assert significance(per_query, "same", "bm25", seed=1, resamples=2000)["p_ttest"] == 1.0
