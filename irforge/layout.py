@@ -21,6 +21,14 @@ MODELS = f"{ARTIFACTS}/train"  # one folder per trained model
 TRAIN_LOG = f"{ARTIFACTS}/train/log.parquet"
 
 
+TRAINED_MODELS = ("dense", "splade")  # what the train stage can produce
+
+
+def model_dir(model: str) -> str:
+    """Folder of one trained model (a standard sentence-transformers / transformers folder)."""
+    return f"{MODELS}/{model}"
+
+
 def train_log_csv(model: str) -> str:
     """One model's rows of the training log as CSV, for `dvc plots` (which cannot read Parquet)."""
     return f"{ARTIFACTS}/train/log-{model}.csv"

@@ -46,10 +46,10 @@ STEPS: tuple[Step, ...] = (
     Step("mine", after=("chunk", "index-bm25", "filter")),
     Step("train", after=("chunk", "mine")),
     Step("index", "dense-zs", after=("chunk",)),
-    Step("index", "dense", after=("train",)),
+    Step("index", "dense", after=("chunk", "train")),
     Step("index", "splade-zs", after=("chunk",)),
-    Step("index", "splade", after=("train",)),
-    Step("evaluate", after=("index-bm25", "index-bm25-d2q", *(f"index-{s}" for s in NEURAL_SYSTEMS))),
+    Step("index", "splade", after=("chunk", "train")),
+    Step("evaluate", after=("index-bm25", "index-bm25-d2q", *(f"index-{s}" for s in NEURAL_SYSTEMS), "train")),
     Step("report", after=("evaluate", "train")),
 )
 

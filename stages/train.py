@@ -285,7 +285,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     summary: dict[str, Any] = {"examples": len(examples)}
     for name in models:
         trainer = train_dense if name == "dense" else train_splade
-        with ctx.publish_dir(ctx.path(f"{layout.MODELS}/{name}")) as tmp:
+        with ctx.publish_dir(ctx.path(layout.model_dir(name))) as tmp:
             model_rows = trainer(ctx, cfg[name], examples, tmp)
         rows += model_rows
         summary[name] = {"steps": len(model_rows), "final_loss": round(model_rows[-1]["loss"], 4) if model_rows else None}

@@ -106,7 +106,9 @@ def tiny_params(corpus: str = "data/tiny", judged: bool = True) -> dict[str, Any
         "bm25": {"k1": 0.9, "b": 0.4},
         "index": {"threads": 1},
         "evaluate": {
+            **yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"],
             "systems": ["bm25"],
+            "fusions": [],
             "measures": ["nDCG@10", "RR@10", "R@100"],
             "depth": 100,
             "chunk_factor": 2,

@@ -45,7 +45,8 @@ def _overlaps(a: str, b: str) -> bool:
 
 def _layout_paths() -> set[str]:
     known = {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str) and v.startswith(layout.ARTIFACTS)}
-    return known | {layout.index_dir(step.system) for step in STEPS if step.stage == "index" and step.system}
+    trained = {f(m) for m in layout.TRAINED_MODELS for f in (layout.model_dir, layout.train_log_csv)}
+    return known | trained | {layout.index_dir(step.system) for step in STEPS if step.stage == "index" and step.system}
 
 
 STEP_IDS = [step.key for step in STEPS]

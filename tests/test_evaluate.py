@@ -126,5 +126,5 @@ def test_configured_judgments_that_do_not_exist_are_an_error(evaluated_copy: Pro
 
 def test_unknown_system_is_an_error(evaluated_copy: Project) -> None:
     evaluated_copy.set_params(evaluate={**evaluated_copy.params.section("evaluate"), "systems": ["bm26"]})
-    with pytest.raises(ValueError, match="evaluate: unknown system 'bm26'"):
+    with pytest.raises(FileNotFoundError, match="system 'bm26' .* has no index"):
         evaluated_copy.run("evaluate")

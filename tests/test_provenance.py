@@ -36,11 +36,11 @@ def test_chunks_footer_tells_the_whole_story(evaluated_project: Project) -> None
 def test_each_artifact_records_the_artifacts_it_read(evaluated_project: Project) -> None:
     root = evaluated_project.root
     index = read_provenance(root / layout.index_dir("bm25"))
-    assert (index["artifact"], index["stage"], index["params"]) == ("folder", "index", {"index": {"threads": 1}})
+    assert (index["artifact"], index["stage"], index["params"]) == ("folder", "index", {"index": {"threads": 1}, "seed": 13})
     assert index["inputs"] == [{"path": layout.CHUNKS, "kind": "chunks", "stage": "chunk",
                                 "sha256": sha256_file(root / layout.CHUNKS)}]
     per_query = read_provenance(root / layout.PER_QUERY)
-    assert per_query["stage"] == "evaluate" and set(per_query["params"]) == {"corpus", "bm25", "evaluate"}
+    assert per_query["stage"] == "evaluate" and set(per_query["params"]) == {"corpus", "bm25", "evaluate", "seed"}
     inputs = {i["path"]: i for i in per_query["inputs"]}
     assert set(inputs) == {layout.index_dir("bm25"), "data/tiny/queries.jsonl", "data/tiny/qrels/test.tsv"}
     # The index was hashed as it was when evaluate read it: before evaluate, nothing else touched it.
@@ -59,7 +59,7 @@ def test_audit_walks_back_to_the_corpus_and_flags_a_changed_input(evaluated_copy
     result = _audit(evaluated_copy, layout.PER_QUERY)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"{layout.PER_QUERY}  [per_query_metrics, 15 rows]  stage evaluate v1  params ")
+    assert lines[0].startswith(f"{layout.PER_QUERY}  [per_query_metrics, 15 rows]  stage evaluate v")
     chain = [line for line in lines if "sha256" in line and "code sha256" not in line]
     for path in (layout.index_dir("bm25"), layout.CHUNKS, "data/tiny/corpus.jsonl", "data/tiny/queries.jsonl",
                  "data/tiny/qrels/test.tsv"):
@@ -67,7 +67,7 @@ def test_audit_walks_back_to_the_corpus_and_flags_a_changed_input(evaluated_copy
         assert line.endswith(" ok"), line
     [corpus_line] = [line for line in chain if "data/tiny/corpus.jsonl" in line]
     assert "[raw input]" in corpus_line
-    assert '   params: {"index": {"threads": 1}}' in result.stdout
+    assert '   params: {"index": {"threads": 1}, "seed": 13}' in result.stdout
     assert "model: pkg:all-minilm-l6-v2 (pkg) sha256 " in result.stdout
 
     with open(evaluated_copy.corpus / "corpus.jsonl", "a") as f:
