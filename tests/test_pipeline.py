@@ -107,7 +107,8 @@ def test_dvc_repro_and_experiments_on_a_copy_of_the_project(tmp_path: Path) -> N
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "dvc.yaml").write_text(yaml.safe_dump(foundation_dvc_yaml(), sort_keys=False))
-    shutil.copytree(REPO / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("stages", "irforge"):  # dvc.yaml deps name code files in both
+        shutil.copytree(REPO / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
     write_beir(repo / "data" / "tiny")
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     (repo / ".gitignore").write_text("/artifacts/\n/.irforge-cache/\n")
