@@ -23,6 +23,8 @@ def load_queries(path: Path) -> dict[str, str]:
                 qid, text = str(obj["_id"]), obj["text"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise JudgmentsError(f"{path}:{line_no}: expected a JSON object with '_id' and 'text' ({e})") from e
+            if not isinstance(text, str) or not text.strip():
+                raise JudgmentsError(f"{path}:{line_no}: field 'text' must be a non-empty string, found {text!r}")
             queries[qid] = text
     return queries
 

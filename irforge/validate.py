@@ -128,7 +128,7 @@ def _corpus_ids(params: Params, root: Path) -> set[str] | None:
 
 
 def _eval_queries(params: Params, root: Path) -> dict[str, str] | None:
-    from stages.evaluate import load_queries
+    from irforge.judgments import load_queries
 
     cfg = params.section("corpus")
     if not cfg.get("queries") or not (root / cfg["queries"]).exists():

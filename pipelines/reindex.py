@@ -192,7 +192,8 @@ def chunk_ids_of(chunks: pa.Table, docs: set[str]) -> list[str]:
 def evaluate(root: str | Path, params: Params, folder: Path) -> dict[str, float] | None:
     """Score the version's index on the corpus's judgments (None when it has none)."""
     from irforge.retrieval import BM25Retriever, chunks_to_docs
-    from stages.evaluate import load_qrels, load_queries, score
+    from irforge.judgments import load_qrels, load_queries
+    from stages.evaluate import score
 
     root, corpus, cfg = Path(root), params.section("corpus"), params.section("reindex")
     if not corpus.get("queries") or not corpus.get("qrels"):

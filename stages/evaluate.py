@@ -15,7 +15,6 @@ and writes empty outputs, so the DAG still completes.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from irforge import indexes, layout
+from irforge.judgments import JudgmentsError, load_qrels, load_queries
 from irforge.retrieval import BM25Retriever, Run, chunks_to_docs, reciprocal_rank_fusion
 from irforge.schemas import SCHEMAS
 from irforge.stage import Stage, StageContext
@@ -36,43 +36,6 @@ log = logging.getLogger(__name__)
 STAGE = Stage(name="evaluate", version="2", params=("seed", "corpus", "bm25", "evaluate"))
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000", "AP")
-
-
-class JudgmentsError(ValueError):
-    pass
-
-
-def load_queries(path: Path) -> dict[str, str]:
-    queries: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                qid, text = str(obj["_id"]), obj["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise JudgmentsError(f"{path}:{line_no}: expected a JSON object with '_id' and 'text' ({e})") from e
-            if not isinstance(text, str) or not text.strip():
-                raise JudgmentsError(f"{path}:{line_no}: field 'text' must be a non-empty string, found {text!r}")
-            queries[qid] = text
-    return queries
-
-
-def load_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """BEIR qrels: TSV ``query-id  corpus-id  score`` with a header line."""
-    qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for line_no, row in enumerate(csv.reader(f, delimiter="\t"), start=1):
-            if not row or (line_no == 1 and row[0] == "query-id"):
-                continue
-            if len(row) != 3:
-                raise JudgmentsError(f"{path}:{line_no}: expected 3 tab-separated fields, found {len(row)}")
-            try:
-                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-            except ValueError as e:
-                raise JudgmentsError(f"{path}:{line_no}: field 'score' is not an integer: {row[2]!r}") from e
-    return qrels
 
 
 def judgments(ctx: StageContext) -> tuple[dict[str, str], dict[str, dict[str, int]]] | None:

@@ -12,7 +12,8 @@ import pytest
 from conftest import Project
 from irforge import layout
 from irforge.retrieval import chunks_to_docs
-from stages.evaluate import JudgmentsError, load_qrels, load_queries, score, trec_lines
+from irforge.judgments import JudgmentsError, load_qrels, load_queries
+from stages.evaluate import score, trec_lines
 
 # ---------------------------------------------------------------- judgments files
 
