@@ -131,6 +131,15 @@ class BM25Retriever:
         self.searcher.close()
 
 
+def bm25_search(index_dir: Path, queries: dict[str, str], k: int, bm25: dict, threads: int | None = None) -> Run:
+    """One batch of queries against a Lucene index with the ``bm25`` params section; the searcher is closed after."""
+    retriever = BM25Retriever(index_dir, k1=float(bm25["k1"]), b=float(bm25["b"]), threads=threads)
+    try:
+        return retriever.search(queries, k)
+    finally:
+        retriever.close()
+
+
 # ---------------------------------------------------------------- dense (faiss)
 
 

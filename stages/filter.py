@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from irforge import layout
 from irforge.encoding import DenseEncoder, text_key
-from irforge.retrieval import BM25Retriever, DenseRetriever, Hits, doc_id_of, rank_of
+from irforge.retrieval import DenseRetriever, Hits, bm25_search, doc_id_of, rank_of
 from irforge.schemas import SCHEMAS
 from irforge.stage import Stage, StageContext
 
@@ -203,9 +203,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ctx.use_model(encoder.model_info.record)
     if "bm25" in retrievers:
         index = ctx.use_input(ctx.path(layout.index_dir("bm25")), "index")
-        bm25 = BM25Retriever(index, float(bm25_cfg["k1"]), float(bm25_cfg["b"]), threads=cfg.get("threads"))
-        hits["bm25"] = bm25.search(queries, depth)
-        bm25.close()
+        hits["bm25"] = bm25_search(index, queries, depth, bm25_cfg, threads=cfg.get("threads"))
     query_vectors = None
     if encoder is not None:
         query_vectors = encoder.encode_cached([rows[i]["query_id"] for i in searchable],

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from irforge import layout
 from irforge.encoding import DenseEncoder, text_key
-from irforge.retrieval import BM25Retriever, DenseRetriever, Hits, doc_id_of
+from irforge.retrieval import DenseRetriever, Hits, bm25_search, doc_id_of
 from irforge.schemas import SCHEMAS
 from irforge.stage import Stage, StageContext
 
@@ -83,9 +83,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     hits: dict[str, dict[str, Hits]] = {}
     if "bm25" in retrievers:
         index = ctx.use_input(ctx.path(layout.index_dir("bm25")), "index")
-        bm25 = BM25Retriever(index, float(bm25_cfg["k1"]), float(bm25_cfg["b"]), threads=cfg.get("threads"))
-        hits["bm25"] = bm25.search(search, hi)
-        bm25.close()
+        hits["bm25"] = bm25_search(index, search, hi, bm25_cfg, threads=cfg.get("threads"))
     dense = None
     query_vectors = np.zeros((len(queries), 0), dtype=np.float32)
     if "dense" in retrievers or ratio is not None:
