@@ -26,6 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from irforge import layout  # noqa: E402
 from irforge.params import Params  # noqa: E402
 from irforge.progress import setup_logging  # noqa: E402
 from irforge.runner import load_stage, run_stage  # noqa: E402
@@ -71,6 +72,8 @@ def run_variant(name: str, overrides: dict[str, object], base: Path, params: Par
     # no mine stage is in the DAG, the corpus and judgments under data/), come from the base project.
     shared = [p for stage, ps in outs.items() if stage not in keys for p in ps]
     shared += [p for stage in keys for p in deps[stage] if p not in rerun and not p.endswith(".py")] + ["data"]
+    # The row caches (generated queries, vectors) are keyed by content: variants reuse the base's and add to it.
+    shared.append(str(layout.CACHE))
     for rel in dict.fromkeys(shared):
         link, target = root / rel, base / rel
         if target.exists() and not link.exists():

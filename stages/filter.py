@@ -231,10 +231,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         for n, verdict in zip(open_rows, verdicts, strict=True):
             reason[searchable[n]] = verdict
 
+    round_trip = bool(cfg.get("round_trip", True))  # off only for ablations: ranks are still recorded
     for i in searchable:
         if reason[i] is not None:
             continue
-        if not round_trip_ok({r: ranks[r][i] for r in retrievers}, k, combine):
+        if round_trip and not round_trip_ok({r: ranks[r][i] for r in retrievers}, k, combine):
             reason[i] = f"round_trip: source not in top {k} ({combine} of {', '.join(retrievers)})"
         elif easy_cfg.get("enabled") and is_too_easy(hits[easy_retriever][str(i)], ranks[easy_retriever][i],
                                                      float(easy_cfg["margin"])):

@@ -131,6 +131,15 @@ def test_round_trip_keeps_first_ranked_source_and_drops_absent_one(corpus_root, 
     assert metrics["by_generator"]["gen-a"] == {"input": 4, "kept": 1, "pass_rate": 0.25}
 
 
+def test_round_trip_off_keeps_the_absent_source_but_still_records_its_rank(corpus_root, tmp_path):
+    rows = [_query("absent", "d4#0", "topic9a topic9b"), _query("cleaned", "d5#0", "x", kept=False, reason="too short")]
+    root = _project(corpus_root, tmp_path, rows)
+    run_stage("filter", root, _params(root, None, **{"filter.k": 3, "filter.round_trip": False}))
+    out = _filtered(root)
+    assert out["absent"]["kept"] and out["absent"]["rank_bm25"] is None
+    assert out["cleaned"]["reason"] == "cleaning: too short"  # the other rules still apply
+
+
 def test_too_easy_rejects_landslide_wins_only(corpus_root, tmp_path):
     rows = [
         _query("landslide", "d4#0", "topic4a topic4b part4x0"),  # only d4 has these words
