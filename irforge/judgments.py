@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -12,20 +13,39 @@ class JudgmentsError(ValueError):
     pass
 
 
-def load_queries(path: Path) -> dict[str, str]:
-    queries: dict[str, str] = {}
+def read_json_lines(path: Path, required: tuple[str, ...], error: type[Exception] = ValueError) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; a line that is not a JSON object with the
+    ``required`` keys is an ``error`` naming the file and line."""
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-                qid, text = str(obj["_id"]), obj["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise JudgmentsError(f"{path}:{line_no}: expected a JSON object with '_id' and 'text' ({e})") from e
-            if not isinstance(text, str) or not text.strip():
-                raise JudgmentsError(f"{path}:{line_no}: field 'text' must be a non-empty string, found {text!r}")
-            queries[qid] = text
+            except json.JSONDecodeError as e:
+                raise error(f"{path}:{line_no}: expected a JSON object with {_keys(required)} "
+                            f"(invalid JSON: {e.msg} at character {e.pos + 1})") from e
+            if not isinstance(obj, dict):
+                raise error(f"{path}:{line_no}: expected a JSON object with {_keys(required)}, "
+                            f"found {type(obj).__name__}")
+            missing = [key for key in required if key not in obj]
+            if missing:
+                raise error(f"{path}:{line_no}: expected a JSON object with {_keys(required)} "
+                            f"(missing {_keys(tuple(missing))})")
+            yield line_no, obj
+
+
+def _keys(names: tuple[str, ...]) -> str:
+    return " and ".join(f"'{n}'" for n in names)
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for line_no, obj in read_json_lines(path, ("_id", "text"), JudgmentsError):
+        text = obj["text"]
+        if not isinstance(text, str) or not text.strip():
+            raise JudgmentsError(f"{path}:{line_no}: field 'text' must be a non-empty string, found {text!r}")
+        queries[str(obj["_id"])] = text
     return queries
 
 

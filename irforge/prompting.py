@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from irforge.judgments import read_json_lines
+
 EXAMPLE_MARKER = "=== example ==="
 GENERIC_EXAMPLES = "generic"
 
@@ -120,17 +122,9 @@ def generic_examples() -> list[Example]:
 
 def read_examples(path: Path) -> list[Example]:
     """Examples from a JSONL file of ``{"passage", "query"[, "bad_query", "title", "query_id"]}`` objects."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                out.append(Example(passage=obj["passage"], query=obj["query"], bad_query=obj.get("bad_query", ""),
-                                   title=obj.get("title", ""), query_id=obj.get("query_id")))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{line_no}: expected a JSON object with 'passage' and 'query' ({e})") from e
+    out = [Example(passage=obj["passage"], query=obj["query"], bad_query=obj.get("bad_query", ""),
+                   title=obj.get("title", ""), query_id=obj.get("query_id"))
+           for _, obj in read_json_lines(path, ("passage", "query"))]
     if not out:
         raise ValueError(f"{path}: no few-shot examples in the file")
     return out

@@ -34,7 +34,7 @@ from irforge.refresh import ChangeSet, diff, doc_hashes, link_index, merge_chunk
 from irforge.schemas import SCHEMAS
 from irforge.retrieval import build_lucene_index
 from irforge.stage import Stage, StageContext, created_at
-from stages.chunk import BadRow, Chunker, Document, corpus_file, detect_format, read_corpus, sha256_text
+from stages.chunk import BadRow, Chunker, Document, corpus_file, detect_format, read_corpus, screen_documents, sha256_text
 from stages.index import lucene_contents
 
 log = logging.getLogger(__name__)
@@ -78,23 +78,8 @@ def load_documents(root: Path, params: Params) -> tuple[list[Document], list[Bad
     path = root / corpus_cfg["path"]
     fmt = corpus_cfg.get("format", "auto")
     fmt = detect_format(path) if fmt == "auto" and path.exists() else fmt
-    max_chars = int(cfg.get("max_doc_chars", 1_000_000))
-    seen: dict[str, int] = {}
-    docs: list[Document] = []
-    bad: list[BadRow] = []
-    for item in read_corpus(path, corpus_cfg):
-        if isinstance(item, BadRow):
-            bad.append(item)
-        elif item.doc_id in seen:
-            bad.append(BadRow(item.source, item.line, f"duplicate id (first seen at line {seen[item.doc_id]})",
-                              doc_id=item.doc_id, field="id"))
-        elif len(item.text) > max_chars:
-            bad.append(BadRow(item.source, item.line, f"oversize document ({len(item.text)} chars > "
-                              f"chunk.max_doc_chars={max_chars})", doc_id=item.doc_id, field="text"))
-        else:
-            seen[item.doc_id] = item.line
-            docs.append(item)
-    total = len(docs) + len(bad)
+    id_field = "_id" if fmt == "beir" else corpus_cfg.get("id_field", "_id")
+    docs, bad, total = screen_documents(read_corpus(path, corpus_cfg), int(cfg.get("max_doc_chars", 1_000_000)), id_field)
     limit = float(cfg.get("max_bad_fraction", 0.01))
     if not total or len(bad) / total > limit:
         raise ValueError(f"{path}: {len(bad)} of {total} rows are bad (chunk.max_bad_fraction={limit}); "

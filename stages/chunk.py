@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,24 +301,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     chunker = Chunker(model.path / "tokenizer.json", int(cfg["max_tokens"]), int(cfg.get("stride", 0)))
     max_chars = int(cfg.get("max_doc_chars", 1_000_000))
 
-    first_line: dict[str, int] = {}
-    bad: list[BadRow] = []
-    docs: list[Document] = []
-    total = 0
-    for item in progress(read_corpus(corpus_path, corpus_cfg), desc="validate", unit="doc"):
-        total += 1
-        if isinstance(item, BadRow):
-            bad.append(item)
-        elif item.doc_id in first_line:
-            bad.append(BadRow(item.source, item.line, f"duplicate id (first seen at line {first_line[item.doc_id]})",
-                              doc_id=item.doc_id, field=id_field, raw=item.text[:_RAW_PREVIEW]))
-        elif len(item.text) > max_chars:
-            bad.append(BadRow(item.source, item.line, f"oversize document ({len(item.text)} chars > "
-                              f"chunk.max_doc_chars={max_chars})", doc_id=item.doc_id, field="text",
-                              raw=item.text[:_RAW_PREVIEW]))
-        else:
-            first_line[item.doc_id] = item.line
-            docs.append(item)
+    docs, bad, total = screen_documents(progress(read_corpus(corpus_path, corpus_cfg), desc="validate", unit="doc"),
+                                        max_chars, id_field)
     ctx.use_input(corpus_file(corpus_path, fmt), "corpus")
     if total == 0:
         raise CorpusError(f"{corpus_path}: the corpus has no rows")
@@ -335,6 +319,31 @@ def run(ctx: StageContext) -> dict[str, Any]:
     chunks = pa.concat_tables(batches).combine_chunks()
     ctx.write(ctx.path(layout.CHUNKS), "chunks", chunks)
     return {"documents": len(docs) - len(tokenless), "quarantined": len(bad), "chunks": chunks.num_rows}
+
+
+def screen_documents(items: Iterable[Document | BadRow], max_chars: int,
+                     id_field: str = "_id") -> tuple[list[Document], list[BadRow], int]:
+    """The corpus reader's rows split into valid documents and bad rows (the reader's own, plus duplicate ids
+    and oversize texts), and the row count. Shared with re-indexing, which must apply the same rules."""
+    first_line: dict[str, int] = {}
+    bad: list[BadRow] = []
+    docs: list[Document] = []
+    total = 0
+    for item in items:
+        total += 1
+        if isinstance(item, BadRow):
+            bad.append(item)
+        elif item.doc_id in first_line:
+            bad.append(BadRow(item.source, item.line, f"duplicate id (first seen at line {first_line[item.doc_id]})",
+                              doc_id=item.doc_id, field=id_field, raw=item.text[:_RAW_PREVIEW]))
+        elif len(item.text) > max_chars:
+            bad.append(BadRow(item.source, item.line, f"oversize document ({len(item.text)} chars > "
+                              f"chunk.max_doc_chars={max_chars})", doc_id=item.doc_id, field="text",
+                              raw=item.text[:_RAW_PREVIEW]))
+        else:
+            first_line[item.doc_id] = item.line
+            docs.append(item)
+    return docs, bad, total
 
 
 def _split_batch(chunker: Chunker, docs: list[Document]) -> list[tuple[pa.Table, list[BadRow]]]:

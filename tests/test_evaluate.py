@@ -52,8 +52,8 @@ def test_queries_are_read(tmp_path: Path) -> None:
     ("line", "message"),
     [
         ('{"_id": "q2", "text": ', ":2: expected a JSON object with '_id' and 'text'"),
-        ('{"id": "q2", "text": "no _id"}', ":2: expected a JSON object with '_id' and 'text' ('_id')"),
-        ('{"_id": "q2"}', ":2: expected a JSON object with '_id' and 'text' ('text')"),
+        ('{"id": "q2", "text": "no _id"}', ":2: expected a JSON object with '_id' and 'text' (missing '_id')"),
+        ('{"_id": "q2"}', ":2: expected a JSON object with '_id' and 'text' (missing 'text')"),
         ('["q2", "a list"]', ":2: expected a JSON object with '_id' and 'text'"),
         ('{"_id": "q2", "text": "  "}', ":2: field 'text' must be a non-empty string, found '  '"),
         ('{"_id": "q2", "text": null}', ":2: field 'text' must be a non-empty string, found None"),
