@@ -5,7 +5,7 @@ whose params sections an override touches, and every step after them, run again 
 (``benchmarks/out/ablation/<name>``); the outputs of the untouched steps are linked from the base project
 (which must have run: ``dvc repro``). So a ``train.*`` variant retrains and re-indexes the trained systems and
 re-evaluates, while chunks, triples and the zero-shot indexes are shared. Results go to
-``benchmarks/out/ablation.json`` (the report stage shows it) and a table on stdout.
+``benchmarks/results/ablation.json`` (kept in git; the report stage shows it) and a table on stdout.
 
     python benchmarks/ablation.py                       # the default variants below
     python benchmarks/ablation.py --variant neg0 train.negatives=0 --variant ep2 train.dense.epochs=2
@@ -83,9 +83,11 @@ def run_variant(name: str, overrides: dict[str, object], base: Path, params: Par
     started = time.perf_counter()
     for step in steps:
         run_stage(step.stage, root, variant_params, **({"system": step.system} if step.system else {}))
-    metrics = json.loads((root / "artifacts/evaluate/metrics.json").read_text())
+    metrics = json.loads((root / layout.METRICS).read_text())
+    trained = root / layout.TRAIN_METRICS
+    examples = json.loads(trained.read_text())["train"]["examples"] if trained.exists() else None
     return {"name": name, "overrides": overrides, "steps": sorted(keys), "seconds": round(time.perf_counter() - started, 1),
-            "metrics": metrics}
+            "examples": examples, "metrics": metrics}
 
 
 def main() -> None:
@@ -94,18 +96,25 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=None, help="params file (default ROOT/params.yaml)")
     parser.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
                         help="a variant: its name then its overrides (repeatable)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out", help="variant folders go to OUT/ablation")
+    parser.add_argument("--table", type=Path, default=ROOT / "benchmarks/results/ablation.json",
+                        help="results (kept in git; the report stage shows them: params report.ablation)")
     parser.add_argument("--measure", default="nDCG@10")
+    parser.add_argument("--fresh", action="store_true", help="drop the rows of earlier invocations")
     args = parser.parse_args()
     setup_logging("INFO")
     variants = ({v[0]: {k: yaml.safe_load(x) for k, _, x in (item.partition("=") for item in v[1:])}
                  for v in args.variant} if args.variant else DEFAULT_VARIANTS)
     params = Params.load(args.params or args.root / "params.yaml")
-    rows = []
+    # Variants accumulate across invocations (one re-run replaces its own row), so a long ablation can go in parts.
+    table = args.table
+    table.parent.mkdir(parents=True, exist_ok=True)
+    rows = [] if args.fresh or not table.exists() else json.loads(table.read_text())["rows"]
     for name, overrides in variants.items():
         log.info("variant %s: %s", name, overrides or "(base params)")
-        rows.append(run_variant(name, overrides, args.root, params, args.out / "ablation"))
-        (args.out / "ablation.json").write_text(json.dumps({"measure": args.measure, "rows": rows}, indent=2))
+        row = run_variant(name, overrides, args.root, params, args.out / "ablation")
+        rows = [r for r in rows if r["name"] != name] + [row]
+        table.write_text(json.dumps({"measure": args.measure, "rows": rows}, indent=2))
     systems = sorted({s for r in rows for s in r["metrics"]})
     print("variant".ljust(22) + "".join(s[:22].rjust(24) for s in systems))
     for r in rows:

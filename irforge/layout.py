@@ -19,6 +19,7 @@ TRIPLES = f"{ARTIFACTS}/mine/triples.parquet"
 MINE_METRICS = f"{ARTIFACTS}/mine/metrics.json"  # negatives per query, guard drops (DVC metrics)
 MODELS = f"{ARTIFACTS}/train"  # one folder per trained model
 TRAIN_LOG = f"{ARTIFACTS}/train/log.parquet"
+TRAIN_METRICS = f"{ARTIFACTS}/train/metrics.json"  # examples, steps, losses, speed per model (DVC metrics)
 
 
 TRAINED_MODELS = ("dense", "splade")  # what the train stage can produce

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from irforge import layout
+from irforge.judgments import load_queries
 from irforge.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -173,17 +174,42 @@ def training_section(rows: list[dict], folder: Path) -> str:
     return "\n".join(out)
 
 
-def ablation_section(path: Path, main: str) -> str:
-    data = json.loads(path.read_text())
-    rows = data.get("rows", [])
+def ablation_section(path: Path, main: str, folder: Path) -> str:
+    """One row per ablation run: its overrides, training examples and the systems the overrides changed;
+    the systems no run changed (BM25, the zero-shot models) are the reference lines of the figure."""
+    rows = json.loads(path.read_text()).get("rows", [])
     if not rows:
         return ""
-    keys = sorted({k for r in rows for k in r.get("overrides", {})})
-    systems = sorted({s for r in rows for s in r.get("metrics", {})})
-    table = [[r.get("name", ""), *(str(r.get("overrides", {}).get(k, "")) for k in keys),
-              *(f"{r['metrics'][s][main]:.4f}" if s in r.get("metrics", {}) else "" for s in systems)] for r in rows]
-    return (f"<h2>Ablation ({_esc(main)})</h2><p>From {_esc(path.name)}: each row re-runs the pipeline with the "
-            f"params overrides shown.</p>" + _table(["run", *keys, *systems], table))
+    systems = list(dict.fromkeys(s for r in rows for s in r.get("metrics", {})))
+    value = {(r["name"], s): r["metrics"][s][main] for r in rows for s in r.get("metrics", {}) if main in r["metrics"][s]}
+    varying = [s for s in systems if len({round(value[(r["name"], s)], 6) for r in rows if (r["name"], s) in value}) > 1]
+    fixed = {s: value[(rows[0]["name"], s)] for s in systems if s not in varying and (rows[0]["name"], s) in value}
+    table = [[r["name"], "; ".join(f"{k}={v}" for k, v in r.get("overrides", {}).items()) or "(params.yaml)",
+              r.get("examples", ""), *(f"{value[(r['name'], s)]:.4f}" if (r["name"], s) in value else "" for s in varying),
+              r.get("seconds", "")] for r in rows]
+    unchanged = ("Unchanged in every run: " + ", ".join(f"{_esc(s)} {v:.4f}" for s, v in fixed.items()) + ".") if fixed else ""
+    out = [f"<h2>Ablation ({_esc(main)})</h2><p>From {_esc(path.name)} (benchmarks/ablation.py): each run re-executes "
+           f"the stages its params overrides touch, and everything downstream of them. {unchanged}</p>",
+           _table(["run", "overrides", "training examples", *varying, "seconds"], table)]
+    if varying:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(9, 0.3 * len(rows) * len(varying) + 1.5))
+        height = 0.8 / len(varying)
+        for j, system in enumerate(varying):
+            ys = [i + j * height for i in range(len(rows))]
+            ax.barh(ys, [value.get((r["name"], system), 0.0) for r in rows], height=height, label=system)
+        references = {s: v for s, v in fixed.items() if s != "bm25-d2q"}
+        for k, (system, v) in enumerate(sorted(references.items(), key=lambda kv: kv[1])):
+            ax.axvline(v, color="#555", linestyle=(0, (2, 2 + k)), linewidth=1)
+            ax.text(v, -0.6, f"{system} {v:.3f}", rotation=90, va="bottom", ha="right", fontsize=7, color="#555")
+        ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))], [r["name"] for r in rows])
+        ax.invert_yaxis()
+        lo = min(min(value.values()), *references.values()) if references else min(value.values())
+        ax.set_xlim(max(0.0, lo - 0.05), max(value.values()) + 0.02)
+        ax.set_xlabel(f"{main} (dotted lines: systems no run changed)")
+        ax.legend(fontsize=8, loc="lower right")
+        out.append(_figure(fig, folder, "ablation.png"))
+    return "\n".join(out)
 
 
 def filter_section(rows: list[dict], examples: int, seed: int) -> str:
@@ -253,7 +279,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             sections.append(_missing("Training", layout.TRAIN_LOG))
         ablation = ctx.path(cfg["ablation"]) if cfg.get("ablation") else None
         if ablation is not None and ablation.exists():
-            sections.append(ablation_section(ctx.use_input(ablation, "ablation"), main))
+            sections.append(ablation_section(ctx.use_input(ablation, "ablation"), main, folder))
             written.append("ablation")
         if ctx.path(layout.FILTERED).exists():
             sections.append(filter_section(ctx.read(ctx.path(layout.FILTERED), "filtered_queries").to_pylist(),
@@ -275,9 +301,4 @@ def _queries(ctx: StageContext) -> dict[str, str]:
     path = ctx.section("corpus").get("queries")
     if not path or not ctx.path(path).exists():
         return {}
-    queries = {}
-    for line in ctx.use_input(ctx.path(path), "queries").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            obj = json.loads(line)
-            queries[str(obj["_id"])] = obj["text"]
-    return queries
+    return load_queries(ctx.use_input(ctx.path(path), "queries"))

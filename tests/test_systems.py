@@ -103,19 +103,22 @@ def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
                    "filtered_queries", PROVENANCE)
     ablation = root / "ablation.json"
     ablation.write_text(json.dumps({"rows": [
-        {"name": "base", "overrides": {"train.negatives": 1}, "metrics": {"dense": {"nDCG@10": 0.5}}},
-        {"name": "no-negatives", "overrides": {"train.negatives": 0}, "metrics": {"dense": {"nDCG@10": 0.4}}}]}))
+        {"name": "base", "overrides": {"train.negatives": 1}, "examples": 8,
+         "metrics": {"dense": {"nDCG@10": 0.5}, "bm25": {"nDCG@10": 0.3}}},
+        {"name": "no-negatives", "overrides": {"train.negatives": 0}, "examples": 8,
+         "metrics": {"dense": {"nDCG@10": 0.4}, "bm25": {"nDCG@10": 0.3}}}]}))
     summary = run_stage("report", root, params.with_overrides({"report.ablation": str(ablation)}))
     assert summary["sections"] == ["systems", "training", "ablation", "filter"]
     page_path = root / layout.REPORT / "index.html"
     page = _Page()
     page.feed(page_path.read_text(encoding="utf-8"))
-    assert {"measures.png", "latency.png", "wins_losses.png", "training.png"} <= set(page.images)
+    assert {"measures.png", "latency.png", "wins_losses.png", "training.png", "ablation.png"} <= set(page.images)
     for image in page.images:
         assert (page_path.parent / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = page_path.read_text()
     assert "6 of 9 generated queries kept" in text and "source not in top 20" in text
     assert "no-negatives" in text and "rrf(bm25+dense+splade)" in text
+    assert "Unchanged in every run: bm25 0.3000" in text  # the systems no ablation run changed are named once
     assert "http://" not in text and "https://" not in text and "<script" not in text  # static, offline
     assert page.tables >= 5 and "Training" in page.headings
 
