@@ -5,7 +5,8 @@ folders; ``evaluate.fusions`` adds reciprocal-rank fusions of chosen systems. Qu
 time so each system's latency (query encoding included) is measured: mean and p95 per system. Chunk hits are
 aggregated to documents (max score per document), since judgments are per document. Every system is tested
 against ``evaluate.baseline`` (BM25) on per-query ``significance_measure`` with a paired t-test and a paired
-randomisation test.
+randomisation test, and each pair in ``evaluate.compare`` (a trained system and the same system zero-shot)
+with the same tests.
 
 Outputs: ``metrics.json`` (DVC metrics: one block per system), ``systems.csv`` (DVC plots), per-query values
 as Parquet, the runs as Parquet and as TREC run files. A corpus without judgments is fine: the stage says so
@@ -132,6 +133,20 @@ def significance(per_query: dict[str, dict[str, float]], system: str, baseline: 
             "wins": int((diff > 0).sum()), "losses": int((diff < 0).sum())}
 
 
+def compare_pairs(cfg: dict[str, Any], runs: list[str]) -> list[tuple[str, str]]:
+    """``evaluate.compare``: (system, reference) pairs to test against each other; both must be among ``runs``."""
+    pairs = []
+    for pair in cfg.get("compare") or []:
+        if len(pair) != 2:
+            raise ValueError(f"evaluate.compare: {pair} must be a pair [system, reference]")
+        unknown = [name for name in pair if name not in runs]
+        if unknown:
+            raise ValueError(f"evaluate.compare: '{unknown[0]}' is neither in evaluate.systems nor a fusion of "
+                             f"evaluate.fusions (known: {', '.join(runs)})")
+        pairs.append((str(pair[0]), str(pair[1])))
+    return pairs
+
+
 def systems_csv(metrics: dict[str, dict[str, Any]], columns: list[str]) -> str:
     lines = ["system," + ",".join(columns)]
     lines += [system + "," + ",".join(str(values.get(c, "")) for c in columns) for system, values in metrics.items()]
@@ -163,6 +178,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if len(members) < 2 or missing:
             raise ValueError(f"evaluate.fusions: {members} must name 2+ systems listed in evaluate.systems"
                              + (f" ('{missing[0]}' is not)" if missing else ""))
+    pairs = compare_pairs(cfg, [*cfg["systems"], *(fusion_name(m) for m in fusions)])  # fail before any search
     if loaded is None:
         log.warning("the corpus has no queries/qrels (corpus.queries, corpus.qrels): evaluation skipped")
     else:
@@ -192,11 +208,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 for qid, hits in system_run.items() for rank, (doc, s) in enumerate(hits, start=1)
             ]
             log.info("%s: %s", system, "  ".join(f"{m} {v}" for m, v in metrics[system].items()))
+        resamples = int(cfg.get("resamples", 10000))
         if baseline in per_query_main:
             for system in runs:
                 if system != baseline:
-                    test = significance(per_query_main, system, baseline, ctx.seed, int(cfg.get("resamples", 10000)))
+                    test = significance(per_query_main, system, baseline, ctx.seed, resamples)
                     metrics[system].update({f"{k}_vs_{baseline}": v for k, v in test.items()})
+        # The comparison that matters for training: each trained system against the same system zero-shot.
+        for system, reference in pairs:
+            test = significance(per_query_main, system, reference, ctx.seed, resamples)
+            metrics[system].update({f"{k}_vs_{reference}": v for k, v in test.items()})
 
     out = ctx.path(layout.EVALUATION)
     ctx.write(ctx.path(layout.PER_QUERY), "per_query_metrics", pa.Table.from_pylist(per_query_rows, SCHEMAS["per_query_metrics"]))

@@ -1,7 +1,7 @@
 """report: one static HTML page (plus PNG figures beside it) that tells what the pipeline achieved.
 
 Sections, each skipped with a note when its artifact does not exist: the system table (every measure,
-latency, paired significance against BM25), bar charts of the main measures, per-query wins and losses
+latency, paired significance against BM25), trained vs zero-shot (``evaluate.compare``), bar charts of the main measures, per-query wins and losses
 against BM25 (with the biggest gains and losses spelled out), training curves (loss parts, non-zeros and
 FLOPS for SPLADE), the ablation table (``report.ablation``, written by benchmarks/ablation.py), filter pass
 rates and example generated queries with their verdicts. Readable offline: no script, no remote asset.
@@ -105,6 +105,21 @@ def systems_section(metrics: dict[str, dict], measures: list[str], baseline: str
     ax.set_xlabel("mean query latency (ms, encoding included)")
     out.append(_figure(fig, folder, "latency.png"))
     return "\n".join(out)
+
+
+def comparison_section(metrics: dict[str, dict], pairs: list[list[str]], main: str) -> str:
+    """Each trained system against the same system zero-shot (``evaluate.compare``): the comparison that says
+    whether training on the generated queries paid off."""
+    rows = [[system, reference, f"{metrics[system][main]:.4f}", f"{metrics[reference][main]:.4f}",
+             f"{metrics[system].get(f'delta_vs_{reference}', 0.0):+.4f}",
+             f"{metrics[system].get(f'wins_vs_{reference}', '')} / {metrics[system].get(f'losses_vs_{reference}', '')}",
+             metrics[system].get(f"p_randomisation_vs_{reference}", "")]
+            for system, reference in pairs if system in metrics and reference in metrics]
+    if not rows:
+        return ""
+    return ("<h2>Trained vs zero-shot</h2><p>Paired tests on per-query " + _esc(main) + " (evaluate.compare).</p>"
+            + _table(["system", "reference", main, f"reference {main}", "Δ", "queries won / lost", "p (randomisation)"],
+                     rows))
 
 
 def wins_section(per_query: dict[str, dict[str, float]], baseline: str, main: str, queries: dict[str, str],
@@ -263,6 +278,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             order = [s for s in ev.get("systems", []) if s in metrics]
             metrics = {s: metrics[s] for s in order + sorted(set(metrics) - set(order))}
             sections.append(systems_section(metrics, measures, baseline, main, folder))
+            sections.append(comparison_section(metrics, [list(p) for p in ev.get("compare") or []], main))
             written.append("systems")
             per_query: dict[str, dict[str, float]] = {}
             for r in ctx.read(ctx.path(layout.PER_QUERY), "per_query_metrics").to_pylist():

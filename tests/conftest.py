@@ -109,6 +109,7 @@ def tiny_params(corpus: str = "data/tiny", judged: bool = True) -> dict[str, Any
             **yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"],
             "systems": ["bm25"],
             "fusions": [],
+            "compare": [],
             "measures": ["nDCG@10", "RR@10", "R@100"],
             "depth": 100,
             "chunk_factor": 2,

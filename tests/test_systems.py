@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from irforge import layout
@@ -57,6 +58,7 @@ def evaluated(tmp_path_factory, tiny_models) -> tuple[Path, object]:
     params = make_project(root, tiny_models, **_judgments(root), **{
         "train.dense.epochs": 1, "train.splade.epochs": 1, "evaluate.systems": SYSTEMS,
         "evaluate.fusions": [["bm25", "dense-zs"], ["bm25", "dense", "splade"]], "evaluate.resamples": 500,
+        "evaluate.compare": [["dense", "dense-zs"], ["rrf(bm25+dense+splade)", "rrf(bm25+dense-zs)"]],
         "evaluate.depth": 10})
     run_stage("train", root, params)
     for system in SYSTEMS:
@@ -80,10 +82,35 @@ def test_evaluate_compares_every_system_and_fusion(evaluated):
     assert (root / layout.TREC_RUNS / "rrf(bm25+dense-zs).trec").exists()
 
 
+
+def test_evaluate_tests_each_trained_system_against_its_reference(evaluated):
+    root, _ = evaluated
+    metrics = json.loads((root / layout.METRICS).read_text())
+    per_query: dict[str, dict[str, float]] = {}
+    for r in pq.read_table(root / layout.PER_QUERY).to_pylist():
+        if r["measure"] == "nDCG@10":
+            per_query.setdefault(r["system"], {})[r["query_id"]] = r["value"]
+    for system, reference in [("dense", "dense-zs"), ("rrf(bm25+dense+splade)", "rrf(bm25+dense-zs)")]:
+        values = metrics[system]
+        assert {f"delta_vs_{reference}", f"p_randomisation_vs_{reference}", f"wins_vs_{reference}"} <= set(values)
+        diffs = [per_query[system][q] - per_query[reference][q] for q in per_query[reference]]
+        assert values[f"delta_vs_{reference}"] == pytest.approx(np.mean(diffs), abs=1e-4)
+        assert values[f"wins_vs_{reference}"] == sum(d > 0 for d in diffs)
+    assert "delta_vs_dense-zs" not in metrics["splade"]  # only the pairs asked for
+
+
+def test_compare_must_name_systems_that_ran(evaluated):
+    root, params = evaluated
+    with pytest.raises(ValueError, match="evaluate.compare: 'splade-zs' is neither in evaluate.systems"):
+        run_stage("evaluate", root, params.with_overrides({"evaluate.compare": [["splade", "splade-zs"]],
+                                                            "evaluate.systems": ["bm25", "splade"], "evaluate.fusions": []}))
+
+
 def test_missing_index_is_a_clear_error(evaluated, tmp_path):
     root, params = evaluated
     with pytest.raises(FileNotFoundError, match=r"system 'nope' .*irforge run index nope"):
-        run_stage("evaluate", root, params.with_overrides({"evaluate.systems": ["bm25", "nope"], "evaluate.fusions": []}))
+        run_stage("evaluate", root, params.with_overrides({"evaluate.systems": ["bm25", "nope"], "evaluate.fusions": [],
+                                                            "evaluate.compare": []}))
 
 
 def test_fusion_must_name_listed_systems(evaluated):
@@ -118,6 +145,7 @@ def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
     text = page_path.read_text()
     assert "6 of 9 generated queries kept" in text and "source not in top 20" in text
     assert "no-negatives" in text and "rrf(bm25+dense+splade)" in text
+    assert "Trained vs zero-shot" in page.headings  # evaluate.compare pairs, tested against each other
     assert "Unchanged in every run: bm25 0.3000" in text  # the systems no ablation run changed are named once
     assert "http://" not in text and "https://" not in text and "<script" not in text  # static, offline
     assert page.tables >= 5 and "Training" in page.headings
