@@ -222,7 +222,7 @@ def ablation_section(path: Path, main: str, folder: Path) -> str:
         lo = min(min(value.values()), *references.values()) if references else min(value.values())
         ax.set_xlim(max(0.0, lo - 0.05), max(value.values()) + 0.02)
         ax.set_xlabel(f"{main} (dotted lines: systems no run changed)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: bars reach the right edge
         out.append(_figure(fig, folder, "ablation.png"))
     return "\n".join(out)
 
