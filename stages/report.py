@@ -208,7 +208,7 @@ def ablation_section(path: Path, main: str, folder: Path) -> str:
            _table(["run", "overrides", "training examples", *varying, "seconds"], table)]
     if varying:
         plt = _plt()
-        fig, ax = plt.subplots(figsize=(9, 0.3 * len(rows) * len(varying) + 1.5))
+        fig, ax = plt.subplots(figsize=(12, 0.25 * len(rows) * len(varying) + 2))
         height = 0.8 / len(varying)
         for j, system in enumerate(varying):
             ys = [i + j * height for i in range(len(rows))]
