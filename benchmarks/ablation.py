@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from irforge import layout  # noqa: E402
+from irforge.artifacts import write_text_atomic  # noqa: E402
 from irforge.params import Params  # noqa: E402
 from irforge.progress import setup_logging  # noqa: E402
 from irforge.runner import load_stage, run_stage  # noqa: E402
+from stages.report import ablation_rows  # noqa: E402
 from pipelines.experiment import STEPS  # noqa: E402
 
 log = logging.getLogger("ablation")
@@ -108,13 +110,12 @@ def main() -> None:
     params = Params.load(args.params or args.root / "params.yaml")
     # Variants accumulate across invocations (one re-run replaces its own row), so a long ablation can go in parts.
     table = args.table
-    table.parent.mkdir(parents=True, exist_ok=True)
-    rows = [] if args.fresh or not table.exists() else json.loads(table.read_text())["rows"]
+    rows = [] if args.fresh or not table.exists() else ablation_rows(table)
     for name, overrides in variants.items():
         log.info("variant %s: %s", name, overrides or "(base params)")
         row = run_variant(name, overrides, args.root, params, args.out / "ablation")
         rows = [r for r in rows if r["name"] != name] + [row]
-        table.write_text(json.dumps({"measure": args.measure, "rows": rows}, indent=2))
+        write_text_atomic(table, json.dumps({"measure": args.measure, "rows": rows}, indent=2))  # kept in git
     systems = sorted({s for r in rows for s in r["metrics"]})
     print("variant".ljust(22) + "".join(s[:22].rjust(24) for s in systems))
     for r in rows:

@@ -189,10 +189,28 @@ def training_section(rows: list[dict], folder: Path) -> str:
     return "\n".join(out)
 
 
+def ablation_rows(path: Path) -> list[dict]:
+    """The rows of an ablation results file (benchmarks/ablation.py); a malformed one names the row and field."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected an object with a list 'rows'")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            raise ValueError(f"{path}: row {i}: field 'name' must be a string")
+        metrics = row.get("metrics")
+        if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
+            raise ValueError(f"{path}: row {i} ({row['name']}): field 'metrics' must map systems to their measures")
+    return rows
+
+
 def ablation_section(path: Path, main: str, folder: Path) -> str:
     """One row per ablation run: its overrides, training examples and the systems the overrides changed;
     the systems no run changed (BM25, the zero-shot models) are the reference lines of the figure."""
-    rows = json.loads(path.read_text()).get("rows", [])
+    rows = ablation_rows(path)
     if not rows:
         return ""
     systems = list(dict.fromkeys(s for r in rows for s in r.get("metrics", {})))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -149,6 +150,23 @@ def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
     assert "Unchanged in every run: bm25 0.3000" in text  # the systems no ablation run changed are named once
     assert "http://" not in text and "https://" not in text and "<script" not in text  # static, offline
     assert page.tables >= 5 and "Training" in page.headings
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"rows": [{"name": "a", "metrics": {}}, {"metrics": {}}]}', "row 1: field 'name' must be a string"),
+    ('{"rows": [{"name": "a", "metrics": {"dense": 0.4}}]}', "row 0 (a): field 'metrics' must map systems"),
+    ('{"rows": {"name": "a"}}', "expected an object with a list 'rows'"),
+    ('{"rows": [', "not valid JSON"),
+])
+def test_malformed_ablation_file_is_named_with_row_and_field(evaluated, tmp_path, content, message):
+    root, params = evaluated
+    ablation = tmp_path / "ablation.json"
+    ablation.write_text(content)
+    before = (root / layout.REPORT / "index.html").read_bytes() if (root / layout.REPORT / "index.html").exists() else None
+    with pytest.raises(ValueError, match=re.escape(f"{ablation}: ") + ".*" + re.escape(message)):
+        run_stage("report", root, params.with_overrides({"report.ablation": str(ablation)}))
+    if before is not None:  # the report folder is published whole, or not at all
+        assert (root / layout.REPORT / "index.html").read_bytes() == before
 
 
 def test_irforge_report_command_skips_sections_without_artifacts(tmp_path, tiny_models):
