@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from irforge.params import Params
 from irforge.partition import partitions_hint
+from irforge.preload import preload_libraries
 from irforge.runner import run_stage
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ STEPS: tuple[Step, ...] = (
 
 @task(cache_policy=NO_CACHE, retries=0)
 def stage_task(stage: str, system: str | None, root: str, params: Params) -> dict[str, Any]:
+    preload_libraries()  # before any stage imports transformers from a second thread at the same time
     kwargs = {"system": system} if system else {}
     with partitions_hint((params.get("flow") or {}).get("partitions")):
         return run_stage(stage, root, params, **kwargs)
