@@ -1,9 +1,16 @@
-"""The ``irforge`` command line: run a stage, run the whole flow, audit an artifact."""
+"""The ``irforge`` command line: run a stage or the whole flow, generate dvc.yaml, audit, re-index.
+
+One error path: a user error (bad params, a missing file, a full disk, a corrupt artifact) prints one line
+naming the path or key and the cause, and exits 1; ``--verbose`` adds the traceback.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -21,30 +28,26 @@ ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
 RootOpt = Annotated[Path, typer.Option("--root", help="project folder that artifact paths are relative to")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-S", help="override a param, e.g. -S chunk.max_tokens=128")]
 
-
-def _params(params: Path, overrides: list[str] | None):
-    import yaml
-
-    from irforge.params import Params
-
-    parsed = {}
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"expected KEY=VALUE, got '{item}'", param_hint="--set")
-        parsed[key] = yaml.safe_load(value)
-    return Params.load(params, parsed)
+_verbose = False
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(1)
+class UsageError(ValueError):
+    """A command line that cannot be carried out as given."""
+
+
+def _config(root: Path, params: Path, overrides: list[str] | None):
+    from irforge.engine import load_config
+
+    return load_config(root, params, overrides)
 
 
 @app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
-    from irforge.progress import setup_logging
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging, tracebacks on errors")]
+           = False) -> None:
+    from irforge.runtime import setup_logging
 
+    global _verbose
+    _verbose = verbose
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub is contacted only for a hub id the user names
     # TOKENIZERS_PARALLELISM is left unset: "false" made the chunk stage tokenize on one core (2x slower on
     # two), and unset, tokenizers already turns parallelism off by itself in a forked child.
@@ -54,45 +57,63 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug 
 @app.command()
 def run(
     stage: Annotated[str, typer.Argument(help="stage name (see `irforge stages`)")],
-    system: Annotated[str | None, typer.Argument(help="system, for stages that build one of several")] = None,
+    variant: Annotated[str | None, typer.Argument(help="variant, for stages that run once per system/model")] = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
     set_: SetOpt = None,
 ) -> None:
     """Run one stage (this is what each `dvc.yaml` stage calls)."""
-    from irforge.runner import run_stage
+    from irforge.engine import run_stage
+    from irforge.engine.dvc import staleness
 
-    kwargs = {"system": system} if system else {}
-    try:
-        run_stage(stage, root, _params(params, set_), **kwargs)
-    except (ValueError, KeyError, LookupError, FileNotFoundError) as e:
-        _fail(str(e).strip("'\""))
+    config = _config(root, params, set_)
+    if not set_ and (root / "dvc.yaml").exists():
+        stale = staleness(root, config)
+        if stale:
+            raise UsageError(f"{root / 'dvc.yaml'} does not match the stage declarations and {params} ({stale}); "
+                             "run `irforge dag --write`, then `dvc repro`")
+    run_stage(stage, root, config, variant)
 
 
 @app.command()
-def report(
-    params: ParamsOpt = Path("params.yaml"),
-    root: RootOpt = Path("."),
-    set_: SetOpt = None,
-) -> None:
+def report(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path("."), set_: SetOpt = None) -> None:
     """Write the HTML report (artifacts/report/index.html) from whatever artifacts exist."""
-    from irforge.runner import run_stage
+    from irforge.engine import run_stage
 
-    try:
-        summary = run_stage("report", root, _params(params, set_))
-    except (ValueError, KeyError, LookupError, FileNotFoundError) as e:
-        _fail(str(e).strip("'\""))
+    summary = run_stage("report", root, _config(root, params, set_))
     typer.echo(Path(root) / summary["report"])
 
 
 @app.command()
-def stages() -> None:
-    """List the stages and the params sections each one reads."""
-    from irforge.runner import STAGES, load_stage
+def stages(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """List the stage runs in DAG order: params sections read, inputs, outputs."""
+    from irforge.engine.dag import describe
 
-    for name in STAGES:
-        stage = load_stage(name).STAGE
-        typer.echo(f"{name:<12} v{stage.version}  params: {', '.join(stage.params)}")
+    for row in describe(_config(root, params, None)):
+        typer.echo(f"{row['key']:<16} v{row['version']}  params: {', '.join(row['params'])}")
+        typer.echo(f"{'':<16} reads: {', '.join(row['inputs']) or '-'}  writes: {', '.join(row['outputs'])}")
+
+
+@app.command()
+def dag(
+    write: Annotated[bool, typer.Option("--write", help="write dvc.yaml from the stage declarations")] = False,
+    check: Annotated[bool, typer.Option("--check", help="exit 1 when dvc.yaml is stale")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Print dvc.yaml as generated from the stage declarations and params.yaml; --write it, or --check it."""
+    from irforge.engine import dvc
+
+    config = _config(root, params, None)
+    if write:
+        typer.echo(f"wrote {dvc.write(root, config)}")
+    elif check:
+        stale = dvc.staleness(root, config)
+        if stale:
+            raise UsageError(f"{root / 'dvc.yaml'} is stale ({stale}); run `irforge dag --write`")
+        typer.echo("dvc.yaml is up to date")
+    else:
+        typer.echo(dvc.render(dvc.generate(config)), nl=False)
 
 
 @app.command()
@@ -101,7 +122,7 @@ def flow(
     root: RootOpt = Path("."),
     set_: SetOpt = None,
     dask: Annotated[str | None, typer.Option("--dask", help="Dask scheduler address, e.g. tcp://host:8786 "
-                                             "(default: flow.dask_address; none: run locally)")] = None,
+                                             "(default: runtime.dask_address; none: run locally)")] = None,
 ) -> None:
     """Run the whole experiment as a Prefect flow (the same stage functions `dvc repro` runs)."""
     from pipelines.experiment import run_experiment
@@ -120,17 +141,15 @@ def audit(
                                               "(chunk, generator, prompt, filter ranks, negatives)")] = None,
 ) -> None:
     """Print an artifact's provenance and walk its inputs back to the raw corpus; `--validate` checks a whole run."""
-    from irforge.audit import audit_command, query_story, render_query_story
+    from irforge.ops.audit import audit_command, query_story, render_query_story
 
-    try:
-        if query is not None:
-            if path is None:
-                _fail("--query needs a triples or filtered_queries artifact path")
-            typer.echo(render_query_story(query_story(path, query, root)))
-            return
-        ok = audit_command(path, root, validate, html, _params(params, None))
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+    if query is not None:
+        if path is None:
+            raise UsageError("--query needs a triples or filtered_queries artifact path")
+        typer.echo(render_query_story(query_story(path, query, root)))
+        return
+    text, ok = audit_command(path, root, validate, html, _config(root, params, None))
+    typer.echo(text)
     if not ok:
         raise typer.Exit(1)
 
@@ -144,15 +163,10 @@ def reindex(
     set_: SetOpt = None,
 ) -> None:
     """Refresh the served index from the current corpus (only changed documents) and switch to it atomically."""
-    import json
-
     from pipelines.reindex import reindex as reindex_flow
 
-    try:
-        result = reindex_flow(params_path=str(params), root=str(root), system=system, full=full,
-                              overrides=list(set_ or []))
-    except (ValueError, KeyError, LookupError, FileNotFoundError, RuntimeError) as e:
-        _fail(str(e).strip("'\""))
+    result = reindex_flow(params_path=str(params), root=str(root), system=system, full=full,
+                          overrides=list(set_ or []))
     typer.echo(json.dumps(result, indent=2, sort_keys=True))
 
 
@@ -164,19 +178,16 @@ def rollback(
     root: RootOpt = Path("."),
 ) -> None:
     """Serve an earlier index version (atomic switch); `--list` shows the kept versions."""
-    from irforge import serving
+    from irforge.ops import serving
 
-    try:
-        if not list_:
-            typer.echo(f"{system}: now serving {serving.rollback(root, system, to)}")
-        current = serving.served_version(root, system)
-        for version in serving.versions(root, system):
-            m = serving.manifest(root, system, version)
-            typer.echo(f"{'*' if version == current else ' '} {version}  {m['created_at']}  {m['mode']:<11} "
-                       f"{m['chunks']} chunks  changes {m['changes']}  metrics {m.get('metrics')}"
-                       + (f"  HELD: {m['held']}" if m.get("held") else ""))
-    except serving.ServeError as e:
-        _fail(str(e))
+    if not list_:
+        typer.echo(f"{system}: now serving {serving.rollback(root, system, to)}")
+    current = serving.served_version(root, system)
+    for version in serving.versions(root, system):
+        m = serving.manifest(root, system, version)
+        typer.echo(f"{'*' if version == current else ' '} {version}  {m['created_at']}  {m['mode']:<11} "
+                   f"{m['chunks']} chunks  changes {m['changes']}  metrics {m.get('metrics')}"
+                   + (f"  HELD: {m['held']}" if m.get("held") else ""))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -185,14 +196,43 @@ def pyserini(
     module: Annotated[str, typer.Argument(help="pyserini module, e.g. pyserini.search.lucene")],
 ) -> None:
     """Run a pyserini command line with the JDK set up (instead of `python -m pyserini...`)."""
-    from irforge.java import run_pyserini_module
+    from irforge.retrieval import run_pyserini_module
 
     run_pyserini_module(module, list(ctx.args))
 
 
+def describe_error(error: BaseException) -> str:
+    """One line for a user: the message (which names the file, key or row), or the OS error and its path."""
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    message = str(error).strip() or type(error).__name__
+    if not isinstance(error, ValueError | LookupError | OSError | RuntimeError):
+        return f"{type(error).__name__}: {message} (unexpected: run with --verbose for the traceback and report it)"
+    return message
+
+
 def main() -> None:
-    app(prog_name="irforge")
+    import click
+
+    try:
+        app(prog_name="irforge", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        typer.secho("aborted", fg="red", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the one error path: a line, the traceback only when asked
+        if _verbose:
+            traceback.print_exc()
+        logging.shutdown()
+        typer.secho(f"error: {describe_error(e)}", fg="red", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

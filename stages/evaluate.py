@@ -15,136 +15,96 @@ and writes empty outputs, so the DAG still completes.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, model_validator
 
-from irforge import indexes, layout
-from irforge.judgments import JudgmentsError, load_qrels, load_queries
-from irforge.retrieval import BM25Retriever, Run, chunks_to_docs, reciprocal_rank_fusion
-from irforge.schemas import SCHEMAS
-from irforge.stage import Stage, StageContext
+from irforge.config import Section
+from irforge.contract import ARTIFACTS, SCHEMAS, Metrics, Output, Stage
+from irforge.corpus import qrels_of, queries_of
+from irforge.engine import StageContext
+from irforge.evaluation import DEFAULT_MEASURES, score, search_timed, significance
+from irforge.retrieval import Run, chunks_to_docs, open_system, reciprocal_rank_fusion
 
 log = logging.getLogger(__name__)
-
-STAGE = Stage(name="evaluate", version="2", params=("seed", "corpus", "bm25", "evaluate"))
-
-DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000", "AP")
-
-
-def judgments(ctx: StageContext) -> tuple[dict[str, str], dict[str, dict[str, int]]] | None:
-    """The evaluation queries (only those with judgments) and qrels, or None when the corpus has none."""
-    cfg = ctx.section("corpus")
-    if not cfg.get("queries") or not cfg.get("qrels"):
-        return None
-    qpath, rpath = ctx.path(cfg["queries"]), ctx.path(cfg["qrels"])
-    for key, path in (("queries", qpath), ("qrels", rpath)):
-        if not path.exists():  # a typo must not pass for "no judgments"
-            raise JudgmentsError(f"{path}: corpus.{key} not found (set corpus.queries and corpus.qrels to null "
-                                 "for a corpus without judgments)")
-    queries, qrels = load_queries(ctx.use_input(qpath, "queries")), load_qrels(ctx.use_input(rpath, "qrels"))
-    return {q: t for q, t in queries.items() if q in qrels}, qrels
-
-
-def score(run: Run, qrels: dict[str, dict[str, int]], measures: list[str]) -> tuple[dict[str, float], list[dict]]:
-    """Mean and per-query values of ``measures`` (ir-measures names) for a document-level run."""
-    import ir_measures
-
-    parsed = [ir_measures.parse_measure(m) for m in measures]
-    run_dict = {qid: {doc: score for doc, score in hits} for qid, hits in run.items()}
-    per_query = [
-        {"query_id": m.query_id, "measure": str(m.measure), "value": float(m.value)}
-        for m in ir_measures.iter_calc(parsed, qrels, run_dict)
-    ]
-    means = {str(m): v for m, v in ir_measures.calc_aggregate(parsed, qrels, run_dict).items()}
-    return {m: means[str(p)] for m, p in zip(measures, parsed, strict=True)}, per_query
-
-
-def open_system(ctx: StageContext, system: str):
-    """The retriever of one system; a system without its index is an error that says how to build it."""
-    index = ctx.path(layout.index_dir(system))
-    if not index.exists():
-        raise FileNotFoundError(f"evaluate: system '{system}' (evaluate.systems) has no index at {index}; "
-                                f"build it with `irforge run index {system}` or `dvc repro`")
-    ctx.use_input(index, "index")
-    if system in ("bm25", "bm25-d2q"):
-        bm25 = ctx.section("bm25")
-        return BM25Retriever(index, k1=float(bm25["k1"]), b=float(bm25["b"]))
-    if (index / indexes.SYSTEM_FILE).exists():
-        model = indexes.read_system(index)["model"]
-        if indexes.model_name_in(ctx.root, model) != model:
-            ctx.use_input(ctx.path(model), "model")
-        return indexes.open_retriever(index, ctx.root, threads=int(ctx.section("evaluate").get("threads", 1)))
-    raise ValueError(f"evaluate: unknown system '{system}' ({index} is neither a BM25 nor a neural index)")
 
 
 def fusion_name(members: list[str]) -> str:
     return "rrf(" + "+".join(members) + ")"
 
 
-@contextlib.contextmanager
-def _quiet_bars():
-    """No progress bars while queries are encoded one at a time (a bar per query is noise)."""
-    previous = os.environ.get("IRFORGE_PROGRESS")
-    os.environ["IRFORGE_PROGRESS"] = "0"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("IRFORGE_PROGRESS", None)
-        else:
-            os.environ["IRFORGE_PROGRESS"] = previous
+class EvaluateConfig(Section):
+    # Systems to compare; each is an index of index.systems (artifacts/index/<system>).
+    systems: list[str] = Field(["bm25", "bm25-d2q", "dense-zs", "dense", "splade-zs", "splade"], min_length=1)
+    # Reciprocal-rank fusions (RRF) of systems listed above.
+    fusions: list[list[str]] = [["bm25", "dense-zs"], ["bm25", "dense"], ["bm25", "splade-zs"], ["bm25", "splade"],
+                                ["bm25", "dense-zs", "splade-zs"], ["bm25", "dense", "splade"]]
+    # Paired tests of [system, reference]: each trained system against the same system zero-shot.
+    compare: list[list[str]] = [["dense", "dense-zs"], ["splade", "splade-zs"],
+                                ["rrf(bm25+dense)", "rrf(bm25+dense-zs)"],
+                                ["rrf(bm25+dense+splade)", "rrf(bm25+dense-zs+splade-zs)"]]
+    rrf_k: int = Field(60, ge=0)  # RRF constant: score = sum 1 / (rrf_k + rank)
+    measures: list[str] = Field(list(DEFAULT_MEASURES), min_length=1)  # ir-measures names
+    depth: int = Field(1000, ge=1)  # documents per query in the run
+    chunk_factor: int = Field(2, ge=1)  # chunk hits fetched per document kept, before max-aggregation
+    baseline: str = "bm25"  # every other system is tested against this one
+    significance_measure: str = "nDCG@10"  # per-query measure the paired tests compare
+    resamples: int = Field(10000, ge=1)  # paired randomisation test resamples
+
+    @model_validator(mode="after")
+    def _names_are_known(self) -> EvaluateConfig:
+        for members in self.fusions:
+            missing = [m for m in members if m not in self.systems]
+            if len(members) < 2 or missing:
+                raise ValueError(f"evaluate.fusions: {members} must name 2+ systems listed in evaluate.systems"
+                                 + (f" ('{missing[0]}' is not)" if missing else ""))
+        runs = [*self.systems, *(fusion_name(m) for m in self.fusions)]
+        for pair in self.compare:
+            if len(pair) != 2:
+                raise ValueError(f"evaluate.compare: {pair} must be a pair [system, reference]")
+            unknown = [name for name in pair if name not in runs]
+            if unknown:
+                raise ValueError(f"evaluate.compare: '{unknown[0]}' is neither in evaluate.systems nor a fusion of "
+                                 f"evaluate.fusions (known: {', '.join(runs)})")
+        if self.significance_measure not in self.measures:
+            raise ValueError(f"evaluate.significance_measure '{self.significance_measure}' must be one of "
+                             f"evaluate.measures ({', '.join(self.measures)})")
+        return self
 
 
-def search_timed(retriever, queries: dict[str, str], k: int) -> tuple[Run, list[float]]:
-    """Search query by query (encoding included), so each query's latency is what a user would wait."""
-    run: Run = {}
-    latencies: list[float] = []
-    with _quiet_bars():
-        for qid, text in queries.items():
-            started = time.perf_counter()
-            run.update(retriever.search({qid: text}, k))
-            latencies.append(time.perf_counter() - started)
-    return run, latencies
+def evaluated_indexes(config: Any, variant: str | None) -> list[str]:
+    """The index of every evaluated system, and the trained model its queries are encoded with."""
+    systems = config.section("evaluate").systems
+    specs = config.section("index").systems
+    unknown = [s for s in systems if s not in specs]
+    if unknown:
+        raise ValueError(f"evaluate.systems: '{unknown[0]}' is not a system of index.systems "
+                         f"(known: {', '.join(specs)})")
+    models = [specs[s].model for s in systems if specs[s].model and specs[s].model.startswith(ARTIFACTS + "/")]
+    return [*(f"index/{s}" for s in systems), *models]
 
 
-def significance(per_query: dict[str, dict[str, float]], system: str, baseline: str, seed: int,
-                 resamples: int) -> dict[str, float]:
-    """Paired tests of ``system`` against ``baseline`` on per-query values: t-test and randomisation test."""
-    from scipy import stats
-
-    qids = sorted(per_query[baseline])
-    a = np.array([per_query[system].get(q, 0.0) for q in qids])
-    b = np.array([per_query[baseline][q] for q in qids])
-    diff = a - b
-    if not np.any(diff):
-        return {"delta": 0.0, "p_ttest": 1.0, "p_randomisation": 1.0, "wins": 0, "losses": 0}
-    t = stats.ttest_rel(a, b)
-    perm = stats.permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
-                                  n_resamples=resamples, rng=np.random.default_rng(seed))
-    return {"delta": round(float(diff.mean()), 4), "p_ttest": float(f"{t.pvalue:.3g}"),
-            "p_randomisation": float(f"{perm.pvalue:.3g}"),
-            "wins": int((diff > 0).sum()), "losses": int((diff < 0).sum())}
-
-
-def compare_pairs(cfg: dict[str, Any], runs: list[str]) -> list[tuple[str, str]]:
-    """``evaluate.compare``: (system, reference) pairs to test against each other; both must be among ``runs``."""
-    pairs = []
-    for pair in cfg.get("compare") or []:
-        if len(pair) != 2:
-            raise ValueError(f"evaluate.compare: {pair} must be a pair [system, reference]")
-        unknown = [name for name in pair if name not in runs]
-        if unknown:
-            raise ValueError(f"evaluate.compare: '{unknown[0]}' is neither in evaluate.systems nor a fusion of "
-                             f"evaluate.fusions (known: {', '.join(runs)})")
-        pairs.append((str(pair[0]), str(pair[1])))
-    return pairs
+STAGE = Stage(
+    name="evaluate",
+    version="3",
+    params=("seed", "bm25", "evaluate"),
+    config=EvaluateConfig,
+    inputs=("queries", "qrels", evaluated_indexes),
+    outputs=(
+        Output("per_query", "per_query.parquet", "per_query_metrics", description="one row per system, query, measure"),
+        Output("runs", "runs.parquet", "run", description="the ranked lists"),
+        Output("trec_runs", "trec", "folder", description="one TREC run file per system"),
+        Output("systems_table", "systems.csv", "csv", cache=False, description="one row per system (dvc plots)"),
+        Metrics(),
+    ),
+    plots=({"nDCG@10 per system": {"template": "bar_horizontal", "x": "nDCG@10",
+                                   "y": {"artifacts/evaluate/systems.csv": "system"}}},
+           {"Latency per system": {"template": "bar_horizontal", "x": "latency_mean_ms",
+                                   "y": {"artifacts/evaluate/systems.csv": "system"}}}),
+)
 
 
 def systems_csv(metrics: dict[str, dict[str, Any]], columns: list[str]) -> str:
@@ -161,39 +121,32 @@ def trec_lines(system: str, run: Run) -> str:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    cfg = ctx.section("evaluate")
-    measures = list(cfg.get("measures", DEFAULT_MEASURES))
-    depth = int(cfg.get("depth", 1000))
-    main_measure = cfg.get("significance_measure", measures[0])
-    baseline = cfg.get("baseline", "bm25")
-    loaded = judgments(ctx)
+    cfg: EvaluateConfig = ctx.section("evaluate")
+    bm25 = ctx.section("bm25")
+    measures, depth, main, baseline = cfg.measures, cfg.depth, cfg.significance_measure, cfg.baseline
+    qrels = qrels_of(ctx.read("qrels"))
+    queries = {q: t for q, t in queries_of(ctx.read("queries")).items() if q in qrels}
     metrics: dict[str, Any] = {}
     per_query_rows: list[dict] = []
     run_rows: list[dict] = []
     runs: dict[str, Run] = {}
     latencies: dict[str, np.ndarray] = {}
-    fusions = [list(f) for f in cfg.get("fusions") or []]
-    for members in fusions:
-        missing = [m for m in members if m not in cfg["systems"]]
-        if len(members) < 2 or missing:
-            raise ValueError(f"evaluate.fusions: {members} must name 2+ systems listed in evaluate.systems"
-                             + (f" ('{missing[0]}' is not)" if missing else ""))
-    pairs = compare_pairs(cfg, [*cfg["systems"], *(fusion_name(m) for m in fusions)])  # fail before any search
-    if loaded is None:
+    if not qrels:
         log.warning("the corpus has no queries/qrels (corpus.queries, corpus.qrels): evaluation skipped")
     else:
-        queries, qrels = loaded
-        log.info("evaluating %d judged queries on %s", len(queries), ", ".join(cfg["systems"]))
-        retrievers = {system: open_system(ctx, system) for system in cfg["systems"]}  # fail before any search
+        log.info("evaluating %d judged queries on %s", len(queries), ", ".join(cfg.systems))
+        # Every index opens before any search: a missing one fails fast. Queries are encoded one at a time with
+        # runtime.query_threads, so latency is what one user waits.
+        retrievers = {s: open_system(ctx.input_path(f"index/{s}"), ctx, bm25.k1, bm25.b,
+                                     threads=ctx.runtime.query_threads) for s in cfg.systems}
         for system, retriever in retrievers.items():
             # Fetch extra chunk hits so that `depth` documents remain after max-aggregation.
-            chunk_hits, seconds = search_timed(retriever, queries, k=depth * int(cfg.get("chunk_factor", 2)))
+            chunk_hits, seconds = search_timed(retriever, queries, k=depth * cfg.chunk_factor)
             retriever.close()
             runs[system] = {qid: chunks_to_docs(hits, depth) for qid, hits in chunk_hits.items()}
             latencies[system] = np.array(seconds)
-        for members in fusions:
-            runs[fusion_name(members)] = reciprocal_rank_fusion([runs[m] for m in members], k=int(cfg.get("rrf_k", 60)),
-                                                                depth=depth)
+        for members in cfg.fusions:
+            runs[fusion_name(members)] = reciprocal_rank_fusion([runs[m] for m in members], k=cfg.rrf_k, depth=depth)
             latencies[fusion_name(members)] = sum(latencies[m] for m in members)  # members run one after the other
         per_query_main: dict[str, dict[str, float]] = {}
         for system, system_run in runs.items():
@@ -201,33 +154,29 @@ def run(ctx: StageContext) -> dict[str, Any]:
             metrics[system] = {m: round(v, 4) for m, v in means.items()}
             metrics[system]["latency_mean_ms"] = round(float(latencies[system].mean() * 1000), 2)
             metrics[system]["latency_p95_ms"] = round(float(np.percentile(latencies[system], 95) * 1000), 2)
-            per_query_main[system] = {r["query_id"]: r["value"] for r in per_query if r["measure"] == main_measure}
+            per_query_main[system] = {r["query_id"]: r["value"] for r in per_query if r["measure"] == main}
             per_query_rows += [{"system": system, **row} for row in per_query]
             run_rows += [
                 {"system": system, "query_id": qid, "doc_id": doc, "rank": rank, "score": s}
                 for qid, hits in system_run.items() for rank, (doc, s) in enumerate(hits, start=1)
             ]
             log.info("%s: %s", system, "  ".join(f"{m} {v}" for m, v in metrics[system].items()))
-        resamples = int(cfg.get("resamples", 10000))
         if baseline in per_query_main:
             for system in runs:
                 if system != baseline:
-                    test = significance(per_query_main, system, baseline, ctx.seed, resamples)
+                    test = significance(per_query_main, system, baseline, ctx.seed, cfg.resamples)
                     metrics[system].update({f"{k}_vs_{baseline}": v for k, v in test.items()})
         # The comparison that matters for training: each trained system against the same system zero-shot.
-        for system, reference in pairs:
-            test = significance(per_query_main, system, reference, ctx.seed, resamples)
+        for system, reference in cfg.compare:
+            test = significance(per_query_main, system, reference, ctx.seed, cfg.resamples)
             metrics[system].update({f"{k}_vs_{reference}": v for k, v in test.items()})
 
-    out = ctx.path(layout.EVALUATION)
-    ctx.write(ctx.path(layout.PER_QUERY), "per_query_metrics", pa.Table.from_pylist(per_query_rows, SCHEMAS["per_query_metrics"]))
-    ctx.write(ctx.path(layout.RUNS), "run", pa.Table.from_pylist(run_rows, SCHEMAS["run"]))
+    ctx.write("per_query", pa.Table.from_pylist(per_query_rows, SCHEMAS["per_query_metrics"]))
+    ctx.write("runs", pa.Table.from_pylist(run_rows, SCHEMAS["run"]))
     # One folder artifact, replaced whole: a system dropped from evaluate.systems leaves no stale run behind.
-    with ctx.publish_dir(ctx.path(layout.TREC_RUNS)) as trec:
+    with ctx.publish("trec_runs") as trec:
         for system, system_run in runs.items():
             (trec / f"{system}.trec").write_text(trec_lines(system, system_run), encoding="utf-8")
-    ctx.write_text(ctx.path(layout.METRICS), json.dumps(metrics, indent=2, sort_keys=True) + "\n", provenance=False)
-    columns = [*measures, "latency_mean_ms", "latency_p95_ms"]
-    ctx.write_text(ctx.path(layout.SYSTEMS_TABLE), systems_csv(metrics, columns), provenance=False)
-    log.info("wrote %s", out)
+    ctx.metrics(metrics)
+    ctx.write_text("systems_table", systems_csv(metrics, [*measures, "latency_mean_ms", "latency_p95_ms"]))
     return {"systems": list(metrics), "metrics": metrics}

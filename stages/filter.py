@@ -23,30 +23,77 @@ Every input row is in the output with the source chunk's rank under each retriev
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, model_validator
 
-from irforge import layout
-from irforge.encoding import DenseEncoder, text_key
+from irforge.config import Section
+from irforge.contract import SCHEMAS, Metrics, Output, Stage
+from irforge.corpus import queries_of
+from irforge.engine import StageContext
+from irforge.models import text_key
 from irforge.retrieval import DenseRetriever, Hits, bm25_search, doc_id_of, rank_of
-from irforge.schemas import SCHEMAS
-from irforge.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage(name="filter", version="1", params=("corpus", "bm25", "encoder", "filter"))
-
-SOURCES = {"synthesize": layout.SYNTHETIC, "doc2query": layout.DOC2QUERY}
+SOURCES = {"synthesize": "synthetic_queries", "doc2query": "doc2query_queries"}  # source -> artifact
 RETRIEVERS = ("bm25", "dense")
 REASONS = ("cleaning", "unknown_chunk", "empty_text", "leakage", "round_trip", "too_easy", "low_score")
 _WORD = re.compile(r"\w+")
+
+
+class TooEasyConfig(Section):
+    enabled: bool = True  # reject queries whose source wins by a landslide (see docs/filtermine.md)
+    retriever: Literal["bm25", "dense"] = "bm25"  # whose scores decide
+    margin: float = Field(0.5, ge=0, le=1)  # relative gap (s1 - s2) / s1 to the best chunk of another document
+
+
+class LeakageConfig(Section):
+    jaccard: float | None = Field(0.8, ge=0, le=1)  # word-set Jaccard to an evaluation query at/above = leak
+    cosine: float | None = Field(0.95, ge=-1, le=1)  # dense cosine to an evaluation query at/above = leak
+
+
+class FilterConfig(Section):
+    sources: list[Literal["synthesize", "doc2query"]] = Field(["synthesize"], min_length=1)
+    round_trip: bool = True  # false = keep queries whatever their source's rank (ablation: filter off)
+    retrievers: list[Literal["bm25", "dense"]] = Field(["bm25", "dense"], min_length=1)
+    combine: Literal["any", "all"] = "any"  # keep when the source is in the top k of any / all retrievers
+    k: int = Field(20, ge=1)  # round-trip cut-off
+    depth: int | None = Field(100, ge=1)  # ranks recorded up to this depth (null rank = deeper)
+    too_easy: TooEasyConfig = TooEasyConfig()
+    keep_fraction: float = Field(1.0, gt=0, le=1)  # InPars score filter: keep the top fraction by mean log-prob
+    fraction_per: Literal["template", "generator", "all"] = "template"  # rank log-probs within each ...
+    leakage: LeakageConfig = LeakageConfig()
+
+    @model_validator(mode="after")
+    def _too_easy_retriever_is_used(self) -> FilterConfig:
+        if self.too_easy.enabled and self.too_easy.retriever not in self.retrievers:
+            raise ValueError(f"filter.too_easy.retriever '{self.too_easy.retriever}' must be one of filter.retrievers")
+        return self
+
+
+def generated_sources(config: Any, variant: str | None) -> list[str]:
+    return [SOURCES[s] for s in config.section("filter").sources]
+
+
+STAGE = Stage(
+    name="filter",
+    version="2",
+    params=("bm25", "encoder", "filter"),
+    config=FilterConfig,
+    inputs=("chunks", "index/bm25", "queries", generated_sources),
+    outputs=(
+        Output("filtered_queries", "queries.parquet", "filtered_queries",
+               description="every generated query with its verdict, reason and round-trip ranks"),
+        Metrics(),
+    ),
+)
 
 
 def words(text: str) -> frozenset[str]:
@@ -92,27 +139,10 @@ def top_fraction(rows: list[dict[str, Any]], candidates: list[int], fraction: fl
     return keep
 
 
-def load_eval_queries(ctx: StageContext) -> dict[str, str]:
-    path = ctx.section("corpus").get("queries")
-    if not path or not ctx.path(path).exists():
-        return {}
-    queries: dict[str, str] = {}
-    with open(ctx.use_input(ctx.path(path), "queries"), encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                queries[str(obj["_id"])] = str(obj["text"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{line_no}: expected a JSON object with '_id' and 'text' ({e})") from e
-    return queries
-
-
-def leakage_reasons(texts: list[str], eval_queries: dict[str, str], cfg: dict[str, Any],
+def leakage_reasons(texts: list[str], eval_queries: dict[str, str], cfg: LeakageConfig,
                     cosines: np.ndarray | None) -> list[str | None]:
     """Per text: None, or 'leakage: ...' naming the evaluation query it duplicates."""
-    threshold = cfg.get("jaccard")
+    threshold = cfg.jaccard
     eval_ids = list(eval_queries)
     eval_words = [words(eval_queries[q]) for q in eval_ids]
     out: list[str | None] = []
@@ -124,21 +154,12 @@ def leakage_reasons(texts: list[str], eval_queries: dict[str, str], cfg: dict[st
             if sim == 1.0 or (threshold is not None and sim >= float(threshold)):
                 reason = f"leakage: eval query {eval_ids[j]} (word jaccard {sim:.2f})"
                 break
-        if reason is None and cosines is not None and cfg.get("cosine") is not None:
+        if reason is None and cosines is not None and cfg.cosine is not None:
             j = int(np.argmax(cosines[i]))
-            if cosines[i, j] >= float(cfg["cosine"]):
+            if cosines[i, j] >= cfg.cosine:
                 reason = f"leakage: eval query {eval_ids[j]} (dense cosine {cosines[i, j]:.3f})"
         out.append(reason)
     return out
-
-
-def read_generated(ctx: StageContext, sources: list[str]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for source in sources:
-        if source not in SOURCES:
-            raise ValueError(f"filter.sources: unknown source '{source}' (known: {', '.join(SOURCES)})")
-        rows.extend(ctx.read(ctx.path(SOURCES[source]), "generated_queries").to_pylist())
-    return rows
 
 
 def pass_rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -159,27 +180,14 @@ def pass_rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    cfg, enc_cfg, bm25_cfg = ctx.section("filter"), ctx.section("encoder"), ctx.section("bm25")
-    retrievers = list(cfg.get("retrievers", RETRIEVERS))
-    unknown = [r for r in retrievers if r not in RETRIEVERS]
-    if unknown or not retrievers:
-        raise ValueError(f"filter.retrievers: expected a non-empty subset of {list(RETRIEVERS)}, got {retrievers}")
-    combine = cfg.get("combine", "any")
-    if combine not in ("any", "all"):
-        raise ValueError(f"filter.combine must be 'any' or 'all', got '{combine}'")
-    k, depth = int(cfg["k"]), max(int(cfg.get("depth", cfg["k"])), int(cfg["k"]), 2)
-    fraction, per = float(cfg.get("keep_fraction", 1.0)), cfg.get("fraction_per", "template")
-    if not 0 < fraction <= 1:
-        raise ValueError(f"filter.keep_fraction must be in (0, 1], got {fraction}")
-    if per not in ("template", "generator", "all"):
-        raise ValueError(f"filter.fraction_per must be template, generator or all, got '{per}'")
-    easy_cfg, leak_cfg = cfg.get("too_easy") or {}, cfg.get("leakage") or {}
-    easy_retriever = easy_cfg.get("retriever", "bm25")
-    if easy_cfg.get("enabled") and easy_retriever not in retrievers:
-        raise ValueError(f"filter.too_easy.retriever '{easy_retriever}' must be one of filter.retrievers")
+    cfg: FilterConfig = ctx.section("filter")
+    enc_cfg, bm25 = ctx.section("encoder"), ctx.section("bm25")
+    retrievers, combine, k = cfg.retrievers, cfg.combine, cfg.k
+    depth = max(cfg.depth or k, k, 2)
+    easy, leak = cfg.too_easy, cfg.leakage
 
-    rows = read_generated(ctx, list(cfg.get("sources", ["synthesize"])))
-    chunks = ctx.read(ctx.path(layout.CHUNKS), "chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
+    rows = [r for source in cfg.sources for r in ctx.read(SOURCES[source]).to_pylist()]
+    chunks = ctx.read("chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
     known = {c["chunk_id"] for c in chunks}
 
     reason: list[str | None] = [None] * len(rows)
@@ -196,21 +204,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     hits: dict[str, dict[str, Hits]] = {}
     encoder = None
-    eval_queries = load_eval_queries(ctx)
-    need_dense = "dense" in retrievers or (eval_queries and leak_cfg.get("cosine") is not None)
-    if need_dense:
-        encoder = DenseEncoder.from_params(enc_cfg, ctx.path(layout.CACHE))
-        ctx.use_model(encoder.model_info.record)
+    eval_queries = queries_of(ctx.read("queries"))
+    if "dense" in retrievers or (eval_queries and leak.cosine is not None):
+        encoder = ctx.dense_encoder(enc_cfg.model, enc_cfg.max_length, enc_cfg.precision)
     if "bm25" in retrievers:
-        index = ctx.use_input(ctx.path(layout.index_dir("bm25")), "index")
-        hits["bm25"] = bm25_search(index, queries, depth, bm25_cfg, threads=cfg.get("threads"))
+        hits["bm25"] = bm25_search(ctx.input_path("index/bm25"), queries, depth, bm25.k1, bm25.b, threads=ctx.threads)
     query_vectors = None
     if encoder is not None:
         query_vectors = encoder.encode_cached([rows[i]["query_id"] for i in searchable],
                                               [text_key(rows[i]["text"]) for i in searchable],
                                               list(queries.values()), desc="encode queries")
     if "dense" in retrievers:
-        dense = DenseRetriever.from_chunks(encoder, chunks, threads=enc_cfg.get("threads"))
+        dense = DenseRetriever.from_chunks(encoder, chunks, threads=ctx.threads)
         scores, positions = dense.search_vectors(query_vectors, depth)
         hits["dense"] = {key: [(dense.ids[p], float(s)) for p, s in zip(positions[n], scores[n], strict=True) if p >= 0]
                          for n, key in enumerate(queries)}
@@ -222,30 +227,28 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     if eval_queries:
         cosines = None
-        if encoder is not None and leak_cfg.get("cosine") is not None:
+        if encoder is not None and leak.cosine is not None:
             eval_vectors = encoder.encode_queries(eval_queries, desc="encode eval queries")
             cosines = query_vectors @ eval_vectors.T
         open_rows = [n for n, i in enumerate(searchable) if reason[i] is None]
-        verdicts = leakage_reasons([rows[searchable[n]]["text"] for n in open_rows], eval_queries, leak_cfg,
+        verdicts = leakage_reasons([rows[searchable[n]]["text"] for n in open_rows], eval_queries, leak,
                                    None if cosines is None else cosines[open_rows])
         for n, verdict in zip(open_rows, verdicts, strict=True):
             reason[searchable[n]] = verdict
 
-    round_trip = bool(cfg.get("round_trip", True))  # off only for ablations: ranks are still recorded
     for i in searchable:
         if reason[i] is not None:
             continue
-        if round_trip and not round_trip_ok({r: ranks[r][i] for r in retrievers}, k, combine):
+        if cfg.round_trip and not round_trip_ok({r: ranks[r][i] for r in retrievers}, k, combine):
             reason[i] = f"round_trip: source not in top {k} ({combine} of {', '.join(retrievers)})"
-        elif easy_cfg.get("enabled") and is_too_easy(hits[easy_retriever][str(i)], ranks[easy_retriever][i],
-                                                     float(easy_cfg["margin"])):
-            reason[i] = f"too_easy: rank 1 under {easy_retriever} with margin >= {easy_cfg['margin']}"
+        elif easy.enabled and is_too_easy(hits[easy.retriever][str(i)], ranks[easy.retriever][i], easy.margin):
+            reason[i] = f"too_easy: rank 1 under {easy.retriever} with margin >= {easy.margin}"
 
     survivors = [i for i in range(len(rows)) if reason[i] is None]
-    keep = top_fraction(rows, survivors, fraction, per)
+    keep = top_fraction(rows, survivors, cfg.keep_fraction, cfg.fraction_per)
     for i in survivors:
         if i not in keep:
-            reason[i] = f"low_score: below the top {fraction:g} by mean_logprob per {per}"
+            reason[i] = f"low_score: below the top {cfg.keep_fraction:g} by mean_logprob per {cfg.fraction_per}"
 
     out_rows = [{
         "query_id": r["query_id"], "chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "text": r["text"],
@@ -253,12 +256,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "mean_logprob": r["mean_logprob"], "rank_bm25": ranks["bm25"][i], "rank_dense": ranks["dense"][i],
         "kept": reason[i] is None, "reason": reason[i],
     } for i, r in enumerate(rows)]
-    ctx.write(ctx.path(layout.FILTERED), "filtered_queries", pa.Table.from_pylist(out_rows, SCHEMAS["filtered_queries"]))
+    ctx.write("filtered_queries", pa.Table.from_pylist(out_rows, SCHEMAS["filtered_queries"]))
     metrics = {"filter": pass_rates(out_rows)}
     if encoder is not None:
         log.info("encoder cache: %d hits, %d misses", encoder.cache_hits, encoder.cache_misses)
-    ctx.write_text(ctx.path(layout.FILTER_METRICS), json.dumps(metrics, indent=2, sort_keys=True) + "\n",
-                   provenance=False)
+    ctx.metrics(metrics)
     m = metrics["filter"]
     return {"input": m["input"], "kept": m["kept"], "pass_rate": m["pass_rate"], "rejected": m["rejected"],
             "metrics": metrics}

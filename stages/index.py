@@ -1,120 +1,141 @@
-"""index: build one retrieval system's index from the chunks.
+"""index: build one retrieval system's index (one `index-<system>` run per system of ``index.systems``).
 
-Lucene systems: ``bm25`` (Lucene over title + chunk text) and ``bm25-d2q`` (the same, with the doc2query
-expansion appended: the docTTTTTquery recipe). Neural systems are declared in ``index.systems``: each names
-its kind and model, e.g. ``dense-zs`` (zero-shot MiniLM) and ``dense`` (the trained one) as faiss indexes
-(``kind: faiss``; flat by default, HNSW or IVF-PQ via ``index.faiss``), ``splade-zs`` and ``splade`` as
-Lucene impact indexes of quantised SPLADE weights (``kind: impact``). Each index is a folder artifact
-published atomically, with its provenance and a ``system.json`` (kind, model, query settings) inside, so the
-evaluate stage can open any system from its folder alone.
+Each system names its kind: ``bm25`` (Lucene over the chunks; ``expansions: doc2query`` appends the
+doc2query queries: the docTTTTTquery recipe), ``faiss`` (dense vectors of ``model``; flat by default, HNSW or
+IVF-PQ via ``index.faiss``) or ``impact`` (quantised SPLADE weights of ``model`` in a Lucene impact index). A
+model is a ``pkg:`` name, a folder, a hub id, or a trained model's folder under ``artifacts/`` (then this
+system waits for the stage that trains it). Each index is a folder published atomically, with provenance
+and a ``system.json`` (kind, model, query settings) inside, so any system opens from its folder alone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
-from irforge import indexes, layout
-from irforge.progress import progress
-from irforge.retrieval import build_lucene_index
-from irforge.stage import Stage, StageContext
+from pydantic import Field
+
+from irforge.config import Section
+from irforge.contract import ARTIFACTS, Output, Stage
+from irforge.corpus import lucene_contents, passage_text
+from irforge.engine import StageContext
+from irforge.retrieval import build_faiss, build_impact_index, build_lucene_index, save_faiss, write_system
+from irforge.runtime import progress
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage(name="index", version="2", params=("seed", "index"))
+
+class FaissConfig(Section):
+    type: Literal["flat", "hnsw", "ivfpq"] = "flat"  # flat (exact) | hnsw | ivfpq (large corpora)
+    hnsw_m: int = Field(32, ge=2)  # hnsw: graph links per vector
+    ivf_lists: int = Field(0, ge=0)  # ivfpq: coarse cells (0 = about sqrt(number of passages))
+    pq_m: int = Field(16, ge=1)  # ivfpq: sub-quantisers (must divide the vector dimension)
+    pq_bits: int = Field(8, ge=1, le=16)  # ivfpq: bits per sub-quantiser code
 
 
-def lucene_contents(title: str, text: str, expansion: str = "") -> str:
-    return "\n".join(part for part in (title, text, expansion) if part)
+class SystemSpec(Section):
+    kind: Literal["bm25", "faiss", "impact"]
+    model: str | None = None  # faiss / impact: the model encoding passages and queries
+    expansions: Literal["doc2query"] | None = None  # bm25: append these generated queries to each chunk
+    faiss: FaissConfig | None = None  # faiss: overrides index.faiss for this system
 
 
-def _bm25(ctx: StageContext) -> Iterator[tuple[str, str]]:
-    chunks = ctx.read(ctx.path(layout.CHUNKS), "chunks", ["chunk_id", "title", "text"]).to_pylist()
-    for row in progress(chunks, desc="index bm25", unit="chunk"):
-        yield row["chunk_id"], lucene_contents(row["title"], row["text"])
+class IndexConfig(Section):
+    systems: dict[str, SystemSpec] = {
+        "bm25": SystemSpec(kind="bm25"),
+        "bm25-d2q": SystemSpec(kind="bm25", expansions="doc2query"),
+        "dense-zs": SystemSpec(kind="faiss", model="pkg:all-minilm-l6-v2"),
+        "dense": SystemSpec(kind="faiss", model=f"{ARTIFACTS}/train/dense"),
+        "splade-zs": SystemSpec(kind="impact", model="pkg:splade-tiny"),
+        "splade": SystemSpec(kind="impact", model=f"{ARTIFACTS}/train/splade"),
+    }
+    max_length: int = Field(256, gt=0)  # passage tokens read by neural encoders
+    query_max_length: int = Field(64, gt=0)  # query tokens read at search time
+    impact_scale: float = Field(100, gt=0)  # SPLADE weight -> integer impact: round(weight * scale)
+    faiss: FaissConfig = FaissConfig()
 
 
-def _bm25_d2q(ctx: StageContext) -> Iterator[tuple[str, str]]:
-    rows = ctx.read(ctx.path(layout.EXPANDED), "expanded_chunks").to_pylist()
-    for row in progress(rows, desc="index bm25-d2q", unit="chunk"):
-        yield row["chunk_id"], lucene_contents(row["title"], row["text"], row["expansion"])
+def systems(config: Any) -> list[str]:
+    return list(config.section("index").systems)
 
 
-LUCENE_SYSTEMS: dict[str, Callable[[StageContext], Iterator[tuple[str, str]]]] = {
-    "bm25": _bm25,
-    "bm25-d2q": _bm25_d2q,
-}
+def system_inputs(config: Any, system: str | None) -> list[str]:
+    """What one system's index is built from: the chunks, plus expansions or a trained model."""
+    spec: SystemSpec = config.section("index").systems[system]
+    inputs = ["expanded_chunks" if spec.expansions == "doc2query" else "chunks"]
+    if spec.model and spec.model.startswith(ARTIFACTS + "/"):
+        inputs.append(spec.model)  # a trained model: the train stage's output at that path
+    return inputs
+
+
+STAGE = Stage(
+    name="index",
+    version="3",
+    params=("seed", "index"),
+    config=IndexConfig,
+    variants=systems,
+    inputs=(system_inputs,),
+    outputs=(Output("index/{variant}", "{variant}", "folder", description="one system's index"),),
+)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg: IndexConfig = ctx.section("index")
+    system = ctx.variant
+    spec = cfg.systems[system]
+    if spec.kind != "bm25" and not spec.model:
+        raise ValueError(f"index.systems.{system}: kind '{spec.kind}' needs a model")
+    if spec.kind == "bm25":
+        return _bm25(ctx, system, spec)
+    if spec.kind == "faiss":
+        return _faiss(ctx, system, spec, cfg)
+    return _impact(ctx, system, spec, cfg)
+
+
+def _bm25(ctx: StageContext, system: str, spec: SystemSpec) -> dict[str, Any]:
+    def contents() -> Iterator[tuple[str, str]]:
+        if spec.expansions:
+            rows = ctx.read("expanded_chunks").to_pylist()
+        else:
+            rows = ctx.read("chunks", ["chunk_id", "title", "text"]).to_pylist()
+        for row in progress(rows, desc=f"index {system}", unit="chunk"):
+            yield row["chunk_id"], lucene_contents(row["title"], row["text"], row.get("expansion", ""))
+
+    with ctx.publish("index/{variant}") as tmp:
+        n = build_lucene_index(contents(), tmp, threads=ctx.threads)
+        write_system(tmp, {"kind": "bm25", "expansions": spec.expansions})
+    log.info("indexed %d chunks into %s", n, ctx.output("index/{variant}").path)
+    return {"system": system, "documents": n}
 
 
 def _passages(ctx: StageContext) -> tuple[list[str], list[str]]:
-    chunks = ctx.read(ctx.path(layout.CHUNKS), "chunks", ["chunk_id", "title", "text"]).to_pylist()
-    return [c["chunk_id"] for c in chunks], [indexes.passage_text(c["title"], c["text"]) for c in chunks]
+    chunks = ctx.read("chunks", ["chunk_id", "title", "text"]).to_pylist()
+    return [c["chunk_id"] for c in chunks], [passage_text(c["title"], c["text"]) for c in chunks]
 
 
-def _model(ctx: StageContext, name: str) -> str:
-    """The model to encode with; a trained model folder under the project is recorded as an input too."""
-    resolved = indexes.model_name_in(ctx.root, name)
-    if resolved != name:
-        ctx.use_input(ctx.path(name), "model")
-    return resolved
-
-
-def _faiss(ctx: StageContext, system: str, spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
-    from irforge.encoding import DenseEncoder
-
-    fcfg = {**cfg.get("faiss", {}), **spec.get("faiss", {})}
+def _faiss(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -> dict[str, Any]:
+    fcfg = spec.faiss or cfg.faiss
     ids, texts = _passages(ctx)
-    encoder = DenseEncoder(_model(ctx, spec["model"]), ctx.path(layout.CACHE), max_length=int(cfg["max_length"]),
-                           batch_size=int(cfg["batch_size"]), threads=int(cfg.get("threads", 2)))
-    ctx.use_model(encoder.model_info.record)
+    encoder = ctx.dense_encoder(spec.model, cfg.max_length)
     vectors = encoder.encode(texts, desc=f"encode {system}")
-    kind = fcfg.get("type", "flat")
-    index = indexes.build_faiss(vectors, kind, hnsw_m=int(fcfg.get("hnsw_m", 32)),
-                                ivf_lists=int(fcfg.get("ivf_lists", 0)), pq_m=int(fcfg.get("pq_m", 16)),
-                                pq_bits=int(fcfg.get("pq_bits", 8)), seed=ctx.seed,
-                                threads=int(cfg.get("threads", 2)))
-    with ctx.publish_dir(ctx.path(layout.index_dir(system))) as tmp:
-        indexes.save_faiss(index, ids, tmp)
-        indexes.write_system(tmp, {"kind": "faiss", "faiss_type": kind, "model": spec["model"],
-                                   "dim": int(vectors.shape[1]), "query_max_length": int(cfg["query_max_length"])})
-    return {"system": system, "documents": len(ids), "faiss": kind}
+    index = build_faiss(vectors, fcfg.type, hnsw_m=fcfg.hnsw_m, ivf_lists=fcfg.ivf_lists, pq_m=fcfg.pq_m,
+                        pq_bits=fcfg.pq_bits, seed=ctx.seed, threads=ctx.threads)
+    with ctx.publish("index/{variant}") as tmp:
+        save_faiss(index, ids, tmp)
+        write_system(tmp, {"kind": "faiss", "faiss_type": fcfg.type, "model": spec.model,
+                           "dim": int(vectors.shape[1]), "query_max_length": cfg.query_max_length})
+    return {"system": system, "documents": len(ids), "faiss": fcfg.type}
 
 
-def _impact(ctx: StageContext, system: str, spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
-    from irforge.splade import SpladeEncoder
-
+def _impact(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -> dict[str, Any]:
     ids, texts = _passages(ctx)
-    scale = float(cfg["impact_scale"])
-    encoder = SpladeEncoder(_model(ctx, spec["model"]), ctx.path(layout.CACHE), max_length=int(cfg["max_length"]),
-                            batch_size=int(cfg["batch_size"]), threads=int(cfg.get("threads", 2)))
-    ctx.use_model(encoder.model_info.record)
-    vectors = encoder.encode(texts, scale, desc=f"encode {system}")
+    encoder = ctx.splade_encoder(spec.model, cfg.max_length)
+    vectors = encoder.encode(texts, cfg.impact_scale, desc=f"encode {system}")
     postings = sum(len(v) for v in vectors)
-    with ctx.publish_dir(ctx.path(layout.index_dir(system))) as tmp:
-        n = indexes.build_impact_index(zip(ids, vectors, strict=True), tmp, threads=int(cfg.get("threads", 2)))
-        indexes.write_system(tmp, {"kind": "impact", "model": spec["model"], "scale": scale,
-                                   "query_max_length": int(cfg["query_max_length"])})
+    with ctx.publish("index/{variant}") as tmp:
+        n = build_impact_index(zip(ids, vectors, strict=True), tmp, threads=ctx.threads)
+        write_system(tmp, {"kind": "impact", "model": spec.model, "scale": cfg.impact_scale,
+                           "query_max_length": cfg.query_max_length})
     log.info("%s: %.1f terms per passage on average", system, postings / max(1, n))
     return {"system": system, "documents": n, "terms_per_passage": round(postings / max(1, n), 1)}
-
-
-NEURAL_KINDS = {"faiss": _faiss, "impact": _impact}
-
-
-def run(ctx: StageContext, system: str = "bm25") -> dict[str, Any]:
-    cfg = ctx.section("index")
-    neural = cfg.get("systems") or {}
-    if system in LUCENE_SYSTEMS:
-        docs = LUCENE_SYSTEMS[system](ctx)
-        with ctx.publish_dir(ctx.path(layout.index_dir(system))) as tmp:
-            n = build_lucene_index(docs, tmp, threads=int(cfg.get("threads", 2)))
-        log.info("indexed %d chunks into %s", n, layout.index_dir(system))
-        return {"system": system, "documents": n}
-    if system not in neural:
-        known = [*LUCENE_SYSTEMS, *neural]
-        raise ValueError(f"index: unknown system '{system}' (known: {', '.join(known)}; neural ones in index.systems)")
-    spec = neural[system]
-    if spec.get("kind") not in NEURAL_KINDS:
-        raise ValueError(f"index.systems.{system}.kind must be one of {', '.join(NEURAL_KINDS)}, got {spec.get('kind')!r}")
-    return NEURAL_KINDS[spec["kind"]](ctx, system, spec, cfg)

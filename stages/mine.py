@@ -14,24 +14,50 @@ A query left with fewer candidates keeps what there is (an empty list: in-batch 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, field_validator
 
-from irforge import layout
-from irforge.encoding import DenseEncoder, text_key
+from irforge.config import Pair, Section
+from irforge.contract import SCHEMAS, Metrics, Output, Stage
+from irforge.engine import StageContext
+from irforge.models import text_key
 from irforge.retrieval import DenseRetriever, Hits, bm25_search, doc_id_of
-from irforge.schemas import SCHEMAS
-from irforge.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage(name="mine", version="1", params=("seed", "bm25", "encoder", "mine"))
-
 RETRIEVERS = ("bm25", "dense")
+
+
+class MineConfig(Section):
+    retrievers: list[Literal["bm25", "dense"]] = Field(["bm25", "dense"], min_length=1)  # candidate sources
+    window: Pair = (10, 100)  # 1-based ranks (inclusive) negatives are sampled from; skips near-duplicates
+    n_negatives: int = Field(4, ge=0)  # negatives per query (fewer when the window holds fewer)
+    exclude_same_doc: bool = True  # never use another chunk of the positive's document as a negative
+    false_negative_ratio: float | None = Field(0.95, gt=0)  # drop candidates scoring > ratio x the positive
+
+    @field_validator("window")
+    @classmethod
+    def _ordered(cls, window: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= window[0] <= window[1]:
+            raise ValueError(f"mine.window must be [lo, hi] with 1 <= lo <= hi, got {list(window)}")
+        return window
+
+
+STAGE = Stage(
+    name="mine",
+    version="2",
+    params=("seed", "bm25", "encoder", "mine"),
+    config=MineConfig,
+    inputs=("chunks", "index/bm25", "filtered_queries"),
+    outputs=(
+        Output("triples", "triples.parquet", "triples", description="query, positive, hard negatives"),
+        Metrics(),
+    ),
+)
 
 
 def candidates(hits: dict[str, Hits], positive: str, window: tuple[int, int], exclude_same_doc: bool,
@@ -60,36 +86,30 @@ def sample(found: dict[str, dict[str, Any]], n: int, seed: int, query_id: str) -
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    cfg, enc_cfg, bm25_cfg = ctx.section("mine"), ctx.section("encoder"), ctx.section("bm25")
-    retrievers = list(cfg.get("retrievers", RETRIEVERS))
-    if not retrievers or any(r not in RETRIEVERS for r in retrievers):
-        raise ValueError(f"mine.retrievers: expected a non-empty subset of {list(RETRIEVERS)}, got {retrievers}")
-    lo, hi = (int(x) for x in cfg["window"])
-    if not 1 <= lo <= hi:
-        raise ValueError(f"mine.window must be [lo, hi] with 1 <= lo <= hi, got {cfg['window']}")
-    n, ratio = int(cfg["n_negatives"]), cfg.get("false_negative_ratio")
-    exclude_same_doc = bool(cfg.get("exclude_same_doc", True))
+    cfg: MineConfig = ctx.section("mine")
+    enc_cfg, bm25 = ctx.section("encoder"), ctx.section("bm25")
+    retrievers = cfg.retrievers
+    lo, hi = cfg.window
+    n, ratio = cfg.n_negatives, cfg.false_negative_ratio
 
-    filtered = ctx.read(ctx.path(layout.FILTERED), "filtered_queries").to_pylist()
+    filtered = ctx.read("filtered_queries").to_pylist()
     queries = [r for r in filtered if r["kept"]]
-    chunks = ctx.read(ctx.path(layout.CHUNKS), "chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
+    chunks = ctx.read("chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
     known = {c["chunk_id"] for c in chunks}
     missing = next((q for q in queries if q["chunk_id"] not in known), None)
     if missing:
-        raise ValueError(f"{layout.FILTERED}: query {missing['query_id']} has chunk_id '{missing['chunk_id']}', "
-                         f"which is not in {layout.CHUNKS} (re-run filter after chunk)")
+        raise ValueError(f"{ctx.output('triples').path}: query {missing['query_id']} has chunk_id "
+                         f"'{missing['chunk_id']}', which is not a chunk (re-run filter after chunk)")
     search = {str(i): q["text"] for i, q in enumerate(queries)}
 
     hits: dict[str, dict[str, Hits]] = {}
     if "bm25" in retrievers:
-        index = ctx.use_input(ctx.path(layout.index_dir("bm25")), "index")
-        hits["bm25"] = bm25_search(index, search, hi, bm25_cfg, threads=cfg.get("threads"))
+        hits["bm25"] = bm25_search(ctx.input_path("index/bm25"), search, hi, bm25.k1, bm25.b, threads=ctx.threads)
     dense = None
     query_vectors = np.zeros((len(queries), 0), dtype=np.float32)
     if "dense" in retrievers or ratio is not None:
-        encoder = DenseEncoder.from_params(enc_cfg, ctx.path(layout.CACHE))
-        ctx.use_model(encoder.model_info.record)
-        dense = DenseRetriever.from_chunks(encoder, chunks, threads=enc_cfg.get("threads"))
+        encoder = ctx.dense_encoder(enc_cfg.model, enc_cfg.max_length, enc_cfg.precision)
+        dense = DenseRetriever.from_chunks(encoder, chunks, threads=ctx.threads)
         query_vectors = encoder.encode_cached([q["query_id"] for q in queries], [text_key(q["text"]) for q in queries],
                                               [q["text"] for q in queries], desc="encode queries")
         log.info("encoder cache: %d hits, %d misses", encoder.cache_hits, encoder.cache_misses)
@@ -101,13 +121,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     guarded = short = pooled = 0
     for i, q in enumerate(queries):
-        found = candidates({r: hits[r][str(i)] for r in retrievers}, q["chunk_id"], (lo, hi), exclude_same_doc,
+        found = candidates({r: hits[r][str(i)] for r in retrievers}, q["chunk_id"], (lo, hi), cfg.exclude_same_doc,
                            retrievers)
         pooled += len(found)
         if ratio is not None and found:
             ids = sorted(found)
             cand = dense.vectors[[dense.position[c] for c in ids]] @ query_vectors[i]
-            limit = float(ratio) * float(dense.vectors[dense.position[q["chunk_id"]]] @ query_vectors[i])
+            limit = ratio * float(dense.vectors[dense.position[q["chunk_id"]]] @ query_vectors[i])
             for chunk_id, score in zip(ids, cand, strict=True):
                 if score > limit:
                     del found[chunk_id]
@@ -117,7 +137,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         rows.append({"query_id": q["query_id"], "query": q["text"], "positive_id": q["chunk_id"],
                      "generator": q["generator"], "template": q["template"], "negatives": negatives})
 
-    ctx.write(ctx.path(layout.TRIPLES), "triples", pa.Table.from_pylist(rows, SCHEMAS["triples"]))
+    ctx.write("triples", pa.Table.from_pylist(rows, SCHEMAS["triples"]))
     n_neg = [len(r["negatives"]) for r in rows]
     sources = [neg["source"] for r in rows for neg in r["negatives"]]
     metrics = {"mine": {
@@ -128,6 +148,5 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "false_negatives_dropped": guarded,
         "negatives_by_source": {r: sources.count(r) for r in retrievers},
     }}
-    ctx.write_text(ctx.path(layout.MINE_METRICS), json.dumps(metrics, indent=2, sort_keys=True) + "\n",
-                   provenance=False)
+    ctx.metrics(metrics)
     return {"triples": len(rows), "false_negatives_dropped": guarded, "short": short, "metrics": metrics}

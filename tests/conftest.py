@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from irforge.params import Params
+from irforge.config import Config, Params
 
 # Set at import, before any fixture (session-scoped ones included) runs a stage: no progress bars in test
 # logs, a pinned clock so artifacts are byte-identical, and no model hub.
@@ -104,7 +104,8 @@ def tiny_params(corpus: str = "data/tiny", judged: bool = True) -> dict[str, Any
             "max_bad_fraction": 0.01,
         },
         "bm25": {"k1": 0.9, "b": 0.4},
-        "index": {"threads": 1},
+        "index": {"systems": {"bm25": {"kind": "bm25"}}},
+        "runtime": {**yaml.safe_load((REPO / "params.yaml").read_text())["runtime"], "threads": 1},
         "evaluate": {
             **yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"],
             "systems": ["bm25"],
@@ -128,6 +129,12 @@ class Project:
         return Params.load(self.root / "params.yaml")
 
     @property
+    def config(self) -> Config:
+        from irforge.engine import validate
+
+        return validate(self.params)
+
+    @property
     def corpus(self) -> Path:
         return self.root / self.params.section("corpus")["path"]
 
@@ -137,10 +144,10 @@ class Project:
         data.update(sections)
         (self.root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
-    def run(self, stage: str, **kwargs: Any) -> dict[str, Any]:
-        from irforge.runner import run_stage
+    def run(self, stage: str, variant: str | None = None) -> dict[str, Any]:
+        from irforge.engine import run_stage
 
-        return run_stage(stage, self.root, self.params, **kwargs)
+        return run_stage(stage, self.root, self.config, variant)
 
 
 def make_project(root: Path, judged: bool = True) -> Project:
@@ -164,10 +171,11 @@ def project(tmp_path: Path) -> Project:
 
 @pytest.fixture(scope="session")
 def evaluated_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """A project that has run chunk -> index bm25 -> evaluate once (shared, read-only: copy it to modify)."""
+    """A project that has run chunk, judgments -> index bm25 -> evaluate once (shared, read-only: copy it to modify)."""
     project = make_project(tmp_path_factory.mktemp("evaluated") / "project")
     project.run("chunk")
-    project.run("index", system="bm25")
+    project.run("judgments")
+    project.run("index", "bm25")
     project.run("evaluate")
     return project
 

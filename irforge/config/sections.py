@@ -1,0 +1,223 @@
+"""Typed params: one frozen, validated model per params.yaml section, holding the only defaults.
+
+A stage declares the model of its own section next to its code (``STAGE = Stage(..., config=FilterConfig)``);
+the sections several stages share (corpus, bm25, encoder), the operations sections (reindex) and the
+untracked ``runtime`` section are declared here. :meth:`Config.validate` checks every section before any
+stage work starts: an unknown key, a wrong type or an out-of-range value is a :class:`ParamsError` that
+names the key, the value, what was expected, and the closest known key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from irforge.config.params import Params, ParamsError
+
+# YAML gives lists; a pair such as a rank window is still read as a tuple.
+Pair = Annotated[tuple[int, int], Field(strict=False)]
+
+
+class Section(BaseModel):
+    """A params section: unknown keys are errors, types are strict (``true`` is not an integer), frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def as_params(self) -> dict[str, Any]:
+        """The section with every default filled in: what provenance records and hashes."""
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- shared sections
+
+
+class CorpusConfig(Section):
+    path: str = Field("data/cranfield", min_length=1)  # BEIR folder, .jsonl, .parquet or a folder of documents
+    format: Literal["auto", "beir", "jsonl", "parquet", "folder"] = "auto"
+    id_field: str = "_id"
+    title_field: str = "title"
+    text_field: str = "text"
+    queries: str | None = None  # judged queries (BEIR queries.jsonl); null: the corpus has no judgments
+    qrels: str | None = None  # BEIR qrels TSV
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> CorpusConfig:
+        if (self.queries is None) != (self.qrels is None):
+            given, missing = ("queries", "qrels") if self.qrels is None else ("qrels", "queries")
+            raise ValueError(f"corpus.{given} is set but corpus.{missing} is null: set both, or both to null")
+        return self
+
+
+class Bm25Config(Section):
+    k1: float = Field(0.9, ge=0)
+    b: float = Field(0.4, ge=0, le=1)
+
+
+class EncoderConfig(Section):
+    """The shared dense encoder of the stages that embed (filter, mine)."""
+
+    model: str = "pkg:all-minilm-l6-v2"
+    max_length: int = Field(256, gt=0)
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+
+
+class ReindexConfig(Section):
+    system: str = "bm25"
+    cron: str = "0 3 * * *"
+    keep: int = Field(3, ge=1)
+    full_every: int = Field(20, ge=0)
+    eval_depth: int = Field(100, gt=0)
+    measures: list[str] = ["nDCG@10", "R@100"]
+    gate_measure: str | None = "nDCG@10"
+    max_metric_drop: float | None = Field(0.02, ge=0)
+
+
+class RuntimeConfig(Section):
+    """How to run, not what to compute: no stage reads this section through DVC, so changing it re-runs
+    nothing and leaves provenance alone. Batch sizes here only change speed, never a result."""
+
+    threads: int | Literal["auto"] = "auto"  # torch / faiss / Lucene threads per stage; auto: the cores we may use
+    query_threads: int = Field(1, ge=1)  # evaluate: query encoding threads (latency is per query)
+    encode_batch_size: int = Field(32, gt=0)  # texts per encoder forward pass
+    cache_dir: str = ".irforge-cache"  # row caches (generated queries, vectors); outside DVC's outputs
+    reuse_vectors: bool = True  # read cached vectors (off: always re-encode)
+    dask_address: str | None = None  # `irforge flow` on this Dask scheduler (e.g. tcp://host:8786)
+    partitions: int = Field(0, ge=0)  # shards per mapped stage on Dask (0 = two per worker)
+
+    @property
+    def n_threads(self) -> int:
+        if self.threads == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        if self.threads < 1:
+            raise ParamsError(f"runtime.threads: {self.threads} is invalid: expected 'auto' or an integer >= 1")
+        return self.threads
+
+
+# Sections every project has, whichever stages run. ``seed`` is a top-level integer, not a mapping.
+CORE_SECTIONS: dict[str, type[Section]] = {
+    "corpus": CorpusConfig,
+    "bm25": Bm25Config,
+    "encoder": EncoderConfig,
+    "reindex": ReindexConfig,
+    "runtime": RuntimeConfig,
+}
+UNTRACKED = ("runtime",)  # sections DVC never tracks
+
+
+class Config:
+    """Every params section, validated; ``config.section("filter")`` is the section's frozen model."""
+
+    def __init__(self, params: Params, sections: dict[str, Section], seed: int):
+        self.params = params
+        self._sections = sections
+        self.seed = seed
+
+    @classmethod
+    def validate(cls, params: Params, models: dict[str, type[Section]]) -> Config:
+        """Check every section of ``params`` against ``models`` (name -> section model); all errors at once."""
+        problems: list[str] = []
+        known = {"seed", *models}
+        for name in params.data:
+            if name not in known:
+                problems.append(f"{name}: unknown params section{_did_you_mean(name, known)}")
+        seed = params.data.get("seed", 13)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            problems.append(f"seed: {seed!r} is invalid: expected an integer")
+        sections: dict[str, Section] = {}
+        for name, model in models.items():
+            raw = params.data.get(name)
+            if raw is None:
+                raw = {}
+            if not isinstance(raw, dict):
+                problems.append(f"{name}: {raw!r} is invalid: expected a mapping of keys")
+                continue
+            try:
+                sections[name] = model.model_validate(raw)
+            except ValidationError as e:
+                problems += _describe_all(name, model, e.errors())
+        if problems:
+            raise ParamsError(f"{params.source}: " + ("\n  ".join(["invalid params:", *problems])
+                                                     if len(problems) > 1 else problems[0]))
+        return cls(params, sections, int(seed))
+
+    def section(self, name: str) -> Any:
+        if name == "seed":
+            return self.seed
+        if name not in self._sections:
+            raise ParamsError(f"{self.params.source}: no params section '{name}'")
+        return self._sections[name]
+
+    def as_params(self, name: str) -> Any:
+        return self.seed if name == "seed" else self._sections[name].as_params()
+
+    @property
+    def runtime(self) -> RuntimeConfig:
+        return self._sections["runtime"]
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("_sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(name)
+
+
+def _did_you_mean(key: str, known: Any) -> str:
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The section model that holds the key at ``loc`` (for the list of keys it knows)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return None
+        current = current.model_fields[part].annotation
+        if hasattr(current, "__args__") and not (isinstance(current, type) and issubclass(current, BaseModel)):
+            inner = [a for a in current.__args__ if isinstance(a, type) and issubclass(a, BaseModel)]
+            current = inner[-1] if inner else None  # dict[str, Model] / Model | None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+_SCALAR_TAGS = {"int", "str", "float", "bool", "none", "list", "dict"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic names the member of a union an error came from in ``loc`` (``int``, ``literal['auto']``, a model)."""
+    text = str(part)
+    return text in _SCALAR_TAGS or "[" in text or (text[:1].isupper() and text.endswith("Config"))
+
+
+def _describe_all(section: str, model: type[BaseModel], errors: list[dict[str, Any]]) -> list[str]:
+    """One line per offending key; the errors of a union's members are joined into one expectation."""
+    grouped: dict[tuple, list[dict[str, Any]]] = {}
+    for err in errors:
+        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+        grouped.setdefault(loc, []).append({**err, "loc": loc})
+    lines = []
+    for group in grouped.values():
+        if len(group) == 1:
+            lines.append(_describe(section, model, group[0]))
+            continue
+        expected = " or ".join(dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in group))
+        lines.append(_describe(section, model, {**group[0], "msg": f"Input should be {expected}"}))
+    return lines
+
+
+def _describe(section: str, model: type[BaseModel], err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join([section, *(str(p) for p in loc)])
+    if err["type"] == "extra_forbidden":
+        holder = _model_at(model, loc)
+        known = list(holder.model_fields) if holder else []
+        hint = _did_you_mean(loc[-1], known) or (f" (known: {', '.join(known)})" if known else "")
+        return f"{key}: unknown key{hint}"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" or "input" not in err:
+        return f"{key}: {message}"
+    value = err["input"]
+    shown = repr(value) if not isinstance(value, dict | list) or len(repr(value)) < 60 else type(value).__name__
+    return f"{key}: {shown} is invalid: {message[0].lower() + message[1:]}"

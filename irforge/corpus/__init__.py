@@ -1,0 +1,23 @@
+"""The corpus: reading documents in any supported layout, screening bad rows, cutting passages, the one
+definition of a passage's text, and the collection's judgments (queries and qrels)."""
+
+from irforge.corpus.chunking import Chunker, sentence_starts, split_windows
+from irforge.corpus.judgments import JudgmentsError, load_qrels, load_queries, qrels_of, queries_of, read_json_lines
+from irforge.corpus.readers import (
+    BadRow,
+    CorpusError,
+    Document,
+    LoadedCorpus,
+    corpus_file,
+    detect_format,
+    load_documents,
+    read_corpus,
+    screen_documents,
+)
+from irforge.corpus.text import encoder_text, lucene_contents, passage_text, sha256_text
+
+__all__ = [
+    "BadRow", "Chunker", "CorpusError", "Document", "JudgmentsError", "LoadedCorpus", "corpus_file", "detect_format",
+    "encoder_text", "load_documents", "load_qrels", "load_queries", "lucene_contents", "passage_text", "qrels_of", "queries_of",
+    "read_corpus", "read_json_lines", "screen_documents", "sentence_starts", "sha256_text", "split_windows",
+]

@@ -1,0 +1,78 @@
+"""Reading BEIR queries (JSONL) and qrels (TSV): shared by evaluate (test judgments) and by the stages that
+must keep test queries out of prompts or use training judgments as few-shot examples."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class JudgmentsError(ValueError):
+    pass
+
+
+def read_json_lines(path: Path, required: tuple[str, ...], error: type[Exception] = ValueError) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; a line that is not a JSON object with the
+    ``required`` keys is an ``error`` naming the file and line."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{path}:{line_no}: expected a JSON object with {_keys(required)} "
+                            f"(invalid JSON: {e.msg} at character {e.pos + 1})") from e
+            if not isinstance(obj, dict):
+                raise error(f"{path}:{line_no}: expected a JSON object with {_keys(required)}, "
+                            f"found {type(obj).__name__}")
+            missing = [key for key in required if key not in obj]
+            if missing:
+                raise error(f"{path}:{line_no}: expected a JSON object with {_keys(required)} "
+                            f"(missing {_keys(tuple(missing))})")
+            yield line_no, obj
+
+
+def _keys(names: tuple[str, ...]) -> str:
+    return " and ".join(f"'{n}'" for n in names)
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for line_no, obj in read_json_lines(path, ("_id", "text"), JudgmentsError):
+        text = obj["text"]
+        if not isinstance(text, str) or not text.strip():
+            raise JudgmentsError(f"{path}:{line_no}: field 'text' must be a non-empty string, found {text!r}")
+        queries[str(obj["_id"])] = text
+    return queries
+
+
+def load_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """BEIR qrels: TSV ``query-id  corpus-id  score`` with a header line."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        for line_no, row in enumerate(csv.reader(f, delimiter="\t"), start=1):
+            if not row or (line_no == 1 and row[0] == "query-id"):
+                continue
+            if len(row) != 3:
+                raise JudgmentsError(f"{path}:{line_no}: expected 3 tab-separated fields, found {len(row)}")
+            try:
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+            except ValueError as e:
+                raise JudgmentsError(f"{path}:{line_no}: field 'score' is not an integer: {row[2]!r}") from e
+    return qrels
+
+
+def queries_of(table) -> dict[str, str]:
+    """A ``queries`` artifact (pyarrow table) as ``{query_id: text}``."""
+    return dict(zip(table.column("query_id").to_pylist(), table.column("text").to_pylist(), strict=True))
+
+
+def qrels_of(table) -> dict[str, dict[str, int]]:
+    """A ``qrels`` artifact as ``{query_id: {doc_id: grade}}``."""
+    qrels: dict[str, dict[str, int]] = {}
+    for q, d, g in zip(*(table.column(c).to_pylist() for c in ("query_id", "doc_id", "grade")), strict=True):
+        qrels.setdefault(q, {})[d] = g
+    return qrels

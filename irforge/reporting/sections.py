@@ -1,0 +1,141 @@
+"""The report's sections: each takes plain data (metrics, per-query values, log rows, ...) and returns HTML,
+saving its figures into the report folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irforge.evaluation.ablation import ablation_rows
+from irforge.reporting import figures
+from irforge.reporting.html import esc, image, table
+
+
+def systems(metrics: dict[str, dict], measures: list[str], baseline: str, main: str, folder: Path) -> str:
+    best = max(metrics, key=lambda s: metrics[s].get(main, -1))
+    header = ["system", *measures, "latency mean ms", "latency p95 ms", f"Δ {main} vs {baseline}", "p (t-test)",
+              "p (randomisation)"]
+    rows, classes = [], []
+    for system, m in metrics.items():
+        rows.append([system, *(f"{m.get(x, float('nan')):.4f}" for x in measures), m.get("latency_mean_ms", ""),
+                     m.get("latency_p95_ms", ""), m.get(f"delta_vs_{baseline}", ""), m.get(f"p_ttest_vs_{baseline}", ""),
+                     m.get(f"p_randomisation_vs_{baseline}", "")])
+        classes.append("best" if system == best else "")
+    out = [f"<h2>Systems</h2><p>Best by {esc(main)}: <b>{esc(best)}</b>. Significance: paired tests of per-query "
+           f"{esc(main)} against {esc(baseline)}.</p>", table(header, rows, classes)]
+    shown = [x for x in measures if x in (main, "RR@10", "R@100", "AP")] or measures[:1]
+    out.append(image(figures.save(figures.measure_bars(metrics, shown, baseline), folder, "measures.png")))
+    out.append(image(figures.save(figures.latency_bars(metrics), folder, "latency.png")))
+    return "\n".join(out)
+
+
+def comparison(metrics: dict[str, dict], pairs: list[list[str]], main: str) -> str:
+    """Each trained system against the same system zero-shot (``evaluate.compare``): the comparison that says
+    whether training on the generated queries paid off."""
+    rows = [[system, reference, f"{metrics[system][main]:.4f}", f"{metrics[reference][main]:.4f}",
+             f"{metrics[system].get(f'delta_vs_{reference}', 0.0):+.4f}",
+             f"{metrics[system].get(f'wins_vs_{reference}', '')} / {metrics[system].get(f'losses_vs_{reference}', '')}",
+             metrics[system].get(f"p_randomisation_vs_{reference}", "")]
+            for system, reference in pairs if system in metrics and reference in metrics]
+    if not rows:
+        return ""
+    return ("<h2>Trained vs zero-shot</h2><p>Paired tests on per-query " + esc(main) + " (evaluate.compare).</p>"
+            + table(["system", "reference", main, f"reference {main}", "Δ", "queries won / lost", "p (randomisation)"],
+                    rows))
+
+
+def wins(per_query: dict[str, dict[str, float]], baseline: str, main: str, queries: dict[str, str],
+         folder: Path, examples: int) -> str:
+    if baseline not in per_query:
+        return f'<h2>Per-query wins and losses</h2><p class="note">No {esc(baseline)} run to compare with.</p>'
+    qids = sorted(per_query[baseline])
+    base = np.array([per_query[baseline][q] for q in qids])
+    others = [s for s in per_query if s != baseline]
+    rows, diffs = [], {}
+    for system in others:
+        diff = np.array([per_query[system].get(q, 0.0) for q in qids]) - base
+        diffs[system] = diff
+        rows.append([system, int((diff > 0).sum()), int((diff == 0).sum()), int((diff < 0).sum()),
+                     f"{diff.mean():+.4f}"])
+    fig = figures.sorted_differences(diffs, f"{main} − {baseline}")
+    out = [f"<h2>Per-query wins and losses against {esc(baseline)} ({esc(main)})</h2>",
+           table(["system", "wins", "ties", "losses", "mean Δ"], rows), image(figures.save(fig, folder, "wins_losses.png"))]
+    if others:
+        best = max(others, key=lambda s: np.mean([per_query[s].get(q, 0.0) for q in qids]))
+        ranked = sorted(((per_query[best].get(q, 0.0) - per_query[baseline][q], q) for q in qids))
+        pick = [d for d in ranked[::-1][:examples] if d[0] > 0] + [d for d in ranked[:examples] if d[0] < 0]
+        out.append(f"<h3>Biggest gains and losses of {esc(best)}</h3>")
+        out.append(table(["query", "text", baseline, best, "Δ"],
+                         [[q, queries.get(q, ""), f"{per_query[baseline][q]:.3f}", f"{per_query[best].get(q, 0.0):.3f}",
+                           f"{d:+.3f}"] for d, q in pick]))
+    return "\n".join(out)
+
+
+def training(rows: list[dict], folder: Path) -> str:
+    models = sorted({r["model"] for r in rows})
+    summary = []
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        summary.append([model, len(mine), f"{mine[0]['loss']:.4f}", f"{mine[-1]['loss']:.4f}",
+                        f"{mine[-1]['nnz_query']:.1f}" if mine[-1].get("nnz_query") is not None else "",
+                        f"{mine[-1]['nnz_doc']:.1f}" if mine[-1].get("nnz_doc") is not None else "",
+                        f"{mine[-1]['flops']:.2f}" if mine[-1].get("flops") is not None else ""])
+    out = ["<h2>Training</h2>",
+           table(["model", "steps", "first loss", "last loss", "non-zeros / query", "non-zeros / passage", "FLOPS"],
+                 summary),
+           image(figures.save(figures.training_curves(rows), folder, "training.png"))]
+    return "\n".join(out)
+
+
+def ablation(path: Path, main: str, folder: Path) -> str:
+    """One row per ablation run: its overrides, training examples and the systems the overrides changed;
+    the systems no run changed (BM25, the zero-shot models) are the reference lines of the figure."""
+    rows = ablation_rows(path)
+    if not rows:
+        return ""
+    names = list(dict.fromkeys(s for r in rows for s in r.get("metrics", {})))
+    value = {(r["name"], s): r["metrics"][s][main] for r in rows for s in r.get("metrics", {}) if main in r["metrics"][s]}
+    varying = [s for s in names if len({round(value[(r["name"], s)], 6) for r in rows if (r["name"], s) in value}) > 1]
+    fixed = {s: value[(rows[0]["name"], s)] for s in names if s not in varying and (rows[0]["name"], s) in value}
+    body = [[r["name"], "; ".join(f"{k}={v}" for k, v in r.get("overrides", {}).items()) or "(params.yaml)",
+             r.get("examples", ""), *(f"{value[(r['name'], s)]:.4f}" if (r["name"], s) in value else "" for s in varying),
+             r.get("seconds", "")] for r in rows]
+    unchanged = ("Unchanged in every run: " + ", ".join(f"{esc(s)} {v:.4f}" for s, v in fixed.items()) + ".") if fixed else ""
+    out = [f"<h2>Ablation ({esc(main)})</h2><p>From {esc(path.name)} (benchmarks/ablation.py): each run re-executes "
+           f"the stages its params overrides touch, and everything downstream of them. {unchanged}</p>",
+           table(["run", "overrides", "training examples", *varying, "seconds"], body)]
+    if varying:
+        references = {s: v for s, v in fixed.items() if s != "bm25-d2q"}
+        fig = figures.ablation_bars(rows, varying, value, references, main)
+        out.append(image(figures.save(fig, folder, "ablation.png")))
+    return "\n".join(out)
+
+
+def generated_queries(rows: list[dict[str, Any]], examples: int, seed: int) -> str:
+    total = len(rows)
+    kept = sum(r["kept"] for r in rows)
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if not r["kept"]:
+            reasons[r["reason"] or "unspecified"] = reasons.get(r["reason"] or "unspecified", 0) + 1
+    out = [f"<h2>Generated queries and the filter</h2><p>{kept} of {total} generated queries kept "
+           f"({kept / max(1, total):.1%}).</p>",
+           table(["rejected because", "queries", "share"],
+                 [[k, v, f"{v / max(1, total):.1%}"] for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])])]
+    by_template: dict[str, list[int]] = {}
+    for r in rows:
+        by_template.setdefault(r["template"], [0, 0])
+        by_template[r["template"]][0] += 1
+        by_template[r["template"]][1] += int(r["kept"])
+    out.append(table(["template", "generated", "kept", "pass rate"],
+                     [[t, n, k, f"{k / max(1, n):.1%}"] for t, (n, k) in sorted(by_template.items())]))
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(total, min(examples, total), replace=False)) if total else []
+    sample = [rows[i] for i in pick]
+    out.append(table(["chunk", "query", "template", "BM25 rank of source", "verdict"],
+                     [[r["chunk_id"], r["text"], r["template"], "" if r["rank_bm25"] is None else r["rank_bm25"],
+                       "kept" if r["kept"] else f"rejected: {r['reason']}"] for r in sample],
+                     ["kept" if r["kept"] else "rejected" for r in sample]))
+    return "\n".join(out)

@@ -1,0 +1,23 @@
+"""Retrieval: BM25 and SPLADE impact indexes in Lucene (pyserini), dense search with faiss, runs and their
+fusion, and self-describing index folders that open as retrievers."""
+
+from irforge.retrieval.dense import DenseRetriever, FaissRetriever, build_faiss, save_faiss
+from irforge.retrieval.java import ensure_java, run_pyserini_module
+from irforge.retrieval.lucene import (
+    MAX_QUERY_TERMS,
+    BM25Retriever,
+    ImpactRetriever,
+    bm25_search,
+    build_impact_index,
+    build_lucene_index,
+    index_json_collection,
+)
+from irforge.retrieval.runs import Hits, Run, chunks_to_docs, doc_id_of, rank_of, reciprocal_rank_fusion
+from irforge.retrieval.systems import SYSTEM_FILE, Encoders, Retriever, open_system, read_system, write_system
+
+__all__ = [
+    "MAX_QUERY_TERMS", "SYSTEM_FILE", "BM25Retriever", "DenseRetriever", "Encoders", "FaissRetriever", "Hits",
+    "ImpactRetriever", "Retriever", "Run", "bm25_search", "build_faiss", "build_impact_index", "build_lucene_index",
+    "chunks_to_docs", "doc_id_of", "ensure_java", "index_json_collection", "open_system", "rank_of", "read_system",
+    "reciprocal_rank_fusion", "run_pyserini_module", "save_faiss", "write_system",
+]

@@ -1,0 +1,129 @@
+"""Dense search with faiss: exact in-memory search over chunk vectors (filter, mine), and faiss index
+folders (flat, HNSW, IVF-PQ) built by the index stage and searched with the model that built them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from irforge.retrieval.runs import Run
+
+if TYPE_CHECKING:
+    from irforge.models.dense import DenseEncoder
+
+log = logging.getLogger(__name__)
+
+FAISS_FILE = "index.faiss"
+IDS_FILE = "ids.json"
+
+
+class DenseRetriever:
+    """Exact inner-product search (faiss ``IndexFlatIP``) over L2-normalised chunk vectors: cosine ranking.
+
+    Built from a :class:`irforge.models.DenseEncoder` and the chunk rows, whose vectors come from the
+    encoder's cache when present. ``search`` returns chunk ids and scores best first, as BM25Retriever does.
+    """
+
+    def __init__(self, encoder: DenseEncoder, ids: list[str], vectors: np.ndarray, threads: int | None = None):
+        import faiss
+
+        if threads:
+            faiss.omp_set_num_threads(threads)
+        self.encoder = encoder
+        self.ids = list(ids)
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index = faiss.IndexFlatIP(self.vectors.shape[1])
+        self.index.add(self.vectors)
+        self.position = {chunk_id: i for i, chunk_id in enumerate(self.ids)}
+
+    @classmethod
+    def from_chunks(cls, encoder: DenseEncoder, chunks: list[dict], threads: int | None = None) -> DenseRetriever:
+        return cls(encoder, [c["chunk_id"] for c in chunks], encoder.encode_chunks(chunks), threads)
+
+    def search_vectors(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss scores and row positions (-1 where fewer than k chunks exist), shape (n_queries, k)."""
+        k = min(k, len(self.ids))
+        return self.index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
+
+    def search(self, queries: dict[str, str], k: int) -> Run:
+        if not queries:
+            return {}
+        scores, rows = self.search_vectors(self.encoder.encode_queries(queries), k)
+        return {
+            qid: [(self.ids[r], float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0]
+            for i, qid in enumerate(queries)
+        }
+
+
+def build_faiss(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ivf_lists: int = 0, pq_m: int = 16,
+                pq_bits: int = 8, seed: int = 0, threads: int | None = None):
+    """An inner-product faiss index over L2-normalised vectors (inner product = cosine).
+
+    ``flat`` is exact; ``hnsw`` (graph, ``hnsw_m`` links per node) and ``ivfpq`` (``ivf_lists`` coarse cells,
+    0 = ~sqrt(n); ``pq_m`` sub-quantisers of ``pq_bits`` bits) trade exactness for speed and memory on large
+    corpora.
+    """
+    import faiss
+
+    if threads:
+        faiss.omp_set_num_threads(threads)  # OpenMP spinning on more threads than free cores is much slower
+    n, dim = vectors.shape
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "ivfpq":
+        lists = ivf_lists or max(1, int(np.sqrt(n)))
+        if n < 39 * lists:  # faiss wants ~39 training points per centroid
+            raise ValueError(f"ivfpq: {n} vectors are too few for {lists} lists (need {39 * lists}); use flat")
+        if dim % pq_m:
+            raise ValueError(f"ivfpq: dimension {dim} is not a multiple of pq_m={pq_m}")
+        index = faiss.index_factory(dim, f"IVF{lists},PQ{pq_m}x{pq_bits}", faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed  # k-means initialisation: same seed, same index
+        index.train(vectors)
+    else:
+        raise ValueError(f"unknown faiss index type '{kind}' (flat, hnsw, ivfpq)")
+    index.add(vectors)
+    return index
+
+
+def save_faiss(index, ids: list[str], folder: Path) -> None:
+    import faiss
+
+    faiss.write_index(index, str(Path(folder) / FAISS_FILE))
+    (Path(folder) / IDS_FILE).write_text(json.dumps(ids))
+
+
+class FaissRetriever:
+    """Search in a faiss index folder: queries encoded by ``encoder`` (the index's model), top-k by inner product."""
+
+    def __init__(self, index_dir: Path, encoder: DenseEncoder, nprobe: int = 16, ef_search: int = 256):
+        import faiss
+
+        index_dir = Path(index_dir)
+        if not (index_dir / FAISS_FILE).exists():
+            raise FileNotFoundError(f"{index_dir}: no {FAISS_FILE} (run the index stage for this system first)")
+        self.index = faiss.read_index(str(index_dir / FAISS_FILE))
+        if hasattr(self.index, "nprobe"):
+            self.index.nprobe = nprobe
+        if hasattr(self.index, "hnsw"):
+            self.index.hnsw.efSearch = ef_search
+        self.ids = json.loads((index_dir / IDS_FILE).read_text())
+        self.encoder = encoder
+
+    def search_vectors(self, vectors: np.ndarray, qids: list[str], k: int) -> Run:
+        scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, len(self.ids)))
+        return {qid: [(self.ids[r], float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0]
+                for i, qid in enumerate(qids)}
+
+    def search(self, queries: dict[str, str], k: int) -> Run:
+        qids = list(queries)
+        return self.search_vectors(self.encoder.encode([queries[q] for q in qids], desc="encode queries"), qids, k)
+
+    def close(self) -> None:
+        pass

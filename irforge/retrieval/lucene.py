@@ -1,0 +1,154 @@
+"""Lucene through pyserini: BM25 indexes and search, and Lucene impact indexes (quantised SPLADE weights).
+
+Indexes are built with Anserini's IndexCollection (what ``pyserini.index.lucene`` runs) from JSON records
+written in ``threads`` shards, so Anserini indexes them in parallel; every index is optimised to one segment
+(deterministic scoring order, faster search).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from irforge.models.splade import SparseVector, SpladeEncoder
+from irforge.retrieval.java import ensure_java
+from irforge.retrieval.runs import Run
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_TERMS = 1024  # Lucene's default BooleanQuery clause limit; trained SPLADE queries use far fewer
+
+
+def index_json_collection(records: Iterable[dict], index_dir: Path, collection: str, options: list[str],
+                          threads: int = 2) -> int:
+    """Index JSON records with Anserini's IndexCollection (what ``pyserini.index.lucene`` runs).
+
+    The records are written as ``collection`` (JsonCollection, JsonVectorCollection, ...) in ``threads``
+    shards so Anserini indexes them in parallel; ``options`` are the collection-specific flags. Returns the
+    number of records indexed.
+    """
+    ensure_java()
+    from pyserini.pyclass import autoclass  # importing pyserini puts Anserini's jar on the classpath
+
+    with tempfile.TemporaryDirectory(prefix="irforge-jsoncoll-") as tmp:
+        shards = [open(Path(tmp) / f"part-{i:03d}.jsonl", "w", encoding="utf-8") for i in range(max(1, threads))]
+        n = 0
+        try:
+            for n, record in enumerate(records, start=1):
+                shards[n % len(shards)].write(json.dumps(record) + "\n")
+        finally:
+            for f in shards:
+                f.close()
+        args = [
+            "-collection", collection,
+            "-generator", "DefaultLuceneDocumentGenerator",
+            "-input", tmp,
+            "-index", str(index_dir),
+            "-threads", str(max(1, threads)),
+            *options,
+            "-optimize",  # one segment: deterministic scoring order and faster search
+            "-quiet",
+        ]
+        autoclass("io.anserini.index.IndexCollection").main(args)
+    return n
+
+
+def build_lucene_index(docs: Iterable[tuple[str, str]], index_dir: Path, threads: int = 2) -> int:
+    """Index ``(id, contents)`` pairs for BM25 (positions and doc vectors stored). Returns the count."""
+    records = ({"id": doc_id, "contents": contents} for doc_id, contents in docs)
+    return index_json_collection(records, index_dir, "JsonCollection", ["-storePositions", "-storeDocvectors"],
+                                 threads)
+
+
+class BM25Retriever:
+    def __init__(self, index_dir: Path, k1: float = 0.9, b: float = 0.4, threads: int | None = None):
+        if not any(Path(index_dir).glob("segments_*")):
+            raise FileNotFoundError(f"{index_dir}: not a Lucene index (run the index stage first)")
+        ensure_java()
+        from pyserini.search.lucene import LuceneSearcher
+
+        self.searcher = LuceneSearcher(str(index_dir))
+        self.searcher.set_bm25(k1, b)
+        self.threads = threads or max(1, os.cpu_count() or 1)
+
+    def search(self, queries: dict[str, str], k: int) -> Run:
+        qids = list(queries)
+        results = self.searcher.batch_search([queries[q] for q in qids], qids, k=k, threads=self.threads)
+        return {qid: [(hit.docid, float(hit.score)) for hit in results.get(qid, [])] for qid in qids}
+
+    def close(self) -> None:
+        self.searcher.close()
+
+
+def bm25_search(index_dir: Path, queries: dict[str, str], k: int, k1: float, b: float,
+                threads: int | None = None) -> Run:
+    """One batch of queries against a Lucene index; the searcher is closed after."""
+    retriever = BM25Retriever(index_dir, k1=k1, b=b, threads=threads)
+    try:
+        return retriever.search(queries, k)
+    finally:
+        retriever.close()
+
+
+# ---------------------------------------------------------------- Lucene impact (SPLADE)
+
+
+def build_impact_index(vectors: Iterable[tuple[str, SparseVector]], index_dir: Path, threads: int = 2) -> int:
+    """Index ``(id, {token: impact})`` pairs as a JsonVectorCollection with ``-impact -pretokenized``.
+
+    Anserini stores each impact as the term frequency, and impact search scores a document by the sum of
+    query weight x document impact over shared terms: the SPLADE dot product on quantised weights.
+    """
+    records = ({"id": doc_id, "contents": "", "vector": vector} for doc_id, vector in vectors)
+    return index_json_collection(records, index_dir, "JsonVectorCollection", ["-impact", "-pretokenized"], threads)
+
+
+class ImpactRetriever:
+    """SPLADE search: queries encoded and quantised with the index's model, searched by Lucene impact scoring."""
+
+    def __init__(self, index_dir: Path, encoder: SpladeEncoder, scale: float = 100.0, threads: int | None = None):
+        index_dir = Path(index_dir)
+        if not any(index_dir.glob("segments_*")):
+            raise FileNotFoundError(f"{index_dir}: not a Lucene index (run the index stage for this system first)")
+        ensure_java()
+        from pyserini.encode import QueryEncoder
+        from pyserini.search.lucene import LuceneImpactSearcher
+
+        self.encoder = encoder
+        self.scale = scale
+        self.threads = threads or 1
+
+        class _Encoded(QueryEncoder):  # pyserini asks its query encoder for {token: weight} per query text
+            def __init__(self) -> None:
+                super().__init__()
+                self.vectors: dict[str, SparseVector] = {}
+
+            def encode(self, text: str) -> SparseVector:
+                return self.vectors[text]
+
+        self.query_encoder = _Encoded()
+        # min_idf below 0: keep query terms found in every document (idf 0), so the score is the full dot product
+        self.searcher = LuceneImpactSearcher(str(index_dir), self.query_encoder, min_idf=-1.0)
+
+    def search_vectors(self, vectors: list[SparseVector], qids: list[str], k: int) -> Run:
+        keys = [f"\0{i}" for i in range(len(qids))]  # pyserini keys queries by text; ours are unique keys
+        self.query_encoder.vectors = dict(zip(keys, vectors, strict=True))
+        results = self.searcher.batch_search(keys, qids, k=k, threads=self.threads)
+        return {qid: [(hit.docid, float(hit.score)) for hit in results.get(qid, [])] for qid in qids}
+
+    def encode_queries(self, texts: list[str]) -> list[SparseVector]:
+        """Quantised query vectors, cut to the ``MAX_QUERY_TERMS`` heaviest terms (Lucene's clause limit)."""
+        vectors = self.encoder.encode(texts, self.scale, desc="encode queries")
+        return [v if len(v) <= MAX_QUERY_TERMS else dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_QUERY_TERMS])
+                for v in vectors]
+
+    def search(self, queries: dict[str, str], k: int) -> Run:
+        qids = list(queries)
+        return self.search_vectors(self.encode_queries([queries[q] for q in qids]), qids, k)
+
+    def close(self) -> None:
+        self.searcher.close()

@@ -1,0 +1,60 @@
+"""Self-describing index folders: every index (BM25, faiss, impact) holds a ``system.json`` naming its kind
+and how queries must be searched (the model and its query length), so any system opens from its folder
+alone and no list of system names lives in code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from irforge.models.dense import DenseEncoder
+from irforge.models.splade import SpladeEncoder
+from irforge.retrieval.dense import FaissRetriever
+from irforge.retrieval.lucene import BM25Retriever, ImpactRetriever
+from irforge.retrieval.runs import Run
+
+SYSTEM_FILE = "system.json"
+KINDS = ("bm25", "faiss", "impact")
+
+
+class Retriever(Protocol):
+    def search(self, queries: dict[str, str], k: int) -> Run: ...
+
+    def close(self) -> None: ...
+
+
+class Encoders(Protocol):
+    """Where query encoders come from (a stage context records their models in provenance)."""
+
+    def dense_encoder(self, name: str, max_length: int, precision: str = "float32",
+                      threads: int | None = None) -> DenseEncoder: ...
+
+    def splade_encoder(self, name: str, max_length: int, threads: int | None = None) -> SpladeEncoder: ...
+
+
+def read_system(index_dir: Path) -> dict[str, Any]:
+    meta = Path(index_dir) / SYSTEM_FILE
+    if not meta.exists():
+        raise FileNotFoundError(f"{index_dir}: no {SYSTEM_FILE}; not an irforge index (run the index stage first)")
+    data = json.loads(meta.read_text(encoding="utf-8"))
+    if data.get("kind") not in KINDS:
+        raise ValueError(f"{meta}: unknown index kind {data.get('kind')!r} (known: {', '.join(KINDS)})")
+    return data
+
+
+def write_system(index_dir: Path, meta: dict[str, Any]) -> None:
+    (Path(index_dir) / SYSTEM_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def open_system(index_dir: Path, encoders: Encoders, k1: float, b: float, threads: int | None = None) -> Retriever:
+    """The retriever of any index folder: BM25 with ``k1``/``b``, faiss or impact with the model in system.json."""
+    meta = read_system(index_dir)
+    if meta["kind"] == "bm25":
+        return BM25Retriever(index_dir, k1=k1, b=b, threads=threads)
+    if meta["kind"] == "faiss":
+        encoder = encoders.dense_encoder(meta["model"], meta["query_max_length"], threads=threads)
+        return FaissRetriever(index_dir, encoder)
+    encoder = encoders.splade_encoder(meta["model"], meta["query_max_length"], threads=threads)
+    return ImpactRetriever(index_dir, encoder, scale=meta["scale"], threads=threads)

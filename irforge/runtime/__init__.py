@@ -1,0 +1,8 @@
+"""How work runs, not what it computes: progress bars and logging, sharding over Dask, and importing the
+heavy libraries once before tasks run in parallel threads."""
+
+from irforge.runtime.partition import map_partitions, partitions_hint
+from irforge.runtime.preload import preload_libraries
+from irforge.runtime.progress import progress, setup_logging
+
+__all__ = ["map_partitions", "partitions_hint", "preload_libraries", "progress", "setup_logging"]

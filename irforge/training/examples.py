@@ -1,0 +1,84 @@
+"""Training examples from mined triples, and batches in which no positive occurs twice."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    query: str
+    positive_id: str
+    positive: str
+    negatives: tuple[str, ...]
+
+
+def build_examples(rows: list[dict[str, Any]], texts: dict[str, str], negatives: int, pick: str,
+                   queries_per_chunk: int | None, max_triples: int | None, rng: np.random.Generator,
+                   source: str = "triples") -> list[Example]:
+    """Triples -> examples with exactly ``negatives`` hard negatives each.
+
+    Negatives are the mined ones (``pick``: ``top`` = best ranked first, ``random`` = a random subset); a query
+    with fewer mined negatives than asked gets random corpus passages to fill up, so every example has the
+    same shape. ``texts`` maps chunk ids to passage texts; an id that is not a chunk is an error naming the
+    row and field.
+    """
+    if not rows:
+        raise ValueError(f"{source}: no triples to train on")
+    chunk_ids = list(texts)
+    if negatives >= len(chunk_ids):
+        raise ValueError(f"train.negatives={negatives} needs more than {negatives} chunks; the corpus has {len(chunk_ids)}")
+    order = rng.permutation(len(rows))
+    kept: dict[str, int] = {}
+    examples: list[Example] = []
+    for i in order:
+        row = rows[i]
+        where = f"{source}: row {i} (query_id {row['query_id']})"
+        if row["positive_id"] not in texts:
+            raise ValueError(f"{where}: field 'positive_id': '{row['positive_id']}' is not a chunk id")
+        mined = sorted(row["negatives"], key=lambda n: n["rank"])
+        for neg in mined:
+            if neg["chunk_id"] not in texts:
+                raise ValueError(f"{where}: field 'negatives.chunk_id': '{neg['chunk_id']}' is not a chunk id")
+        if queries_per_chunk is not None and kept.get(row["positive_id"], 0) >= queries_per_chunk:
+            continue
+        ids = [n["chunk_id"] for n in mined if n["chunk_id"] != row["positive_id"]]
+        if pick == "random" and len(ids) > negatives:
+            ids = [ids[j] for j in sorted(rng.choice(len(ids), negatives, replace=False))]
+        ids = ids[:negatives]
+        while len(ids) < negatives:
+            filler = chunk_ids[int(rng.integers(len(chunk_ids)))]
+            if filler != row["positive_id"] and filler not in ids:
+                ids.append(filler)
+        kept[row["positive_id"]] = kept.get(row["positive_id"], 0) + 1
+        examples.append(Example(row["query"], row["positive_id"], texts[row["positive_id"]],
+                                tuple(texts[j] for j in ids)))
+    if max_triples is not None:
+        examples = examples[:max_triples]
+    log.info("training examples: %d (of %d triples), %d hard negative(s) each, %d distinct positives",
+             len(examples), len(rows), negatives, len({e.positive_id for e in examples}))
+    return examples
+
+
+def make_batches(examples: list[Example], batch_size: int, rng: np.random.Generator) -> list[list[Example]]:
+    """Shuffled batches in which no positive occurs twice (a duplicate waits for the next batch)."""
+    pending = deque(examples[i] for i in rng.permutation(len(examples)))
+    batches: list[list[Example]] = []
+    while pending:
+        batch: list[Example] = []
+        seen: set[str] = set()
+        deferred: list[Example] = []
+        while pending and len(batch) < batch_size:
+            ex = pending.popleft()
+            (deferred if ex.positive_id in seen else batch).append(ex)
+            seen.add(ex.positive_id)
+        pending.extendleft(reversed(deferred))
+        batches.append(batch)
+    return batches

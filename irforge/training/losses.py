@@ -1,0 +1,33 @@
+"""Losses and regularisers the trainers share, one function each with its source."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+def in_batch_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over a (queries, documents) score matrix whose column i is query i's positive and every
+    other column a negative (in-batch and hard negatives): InfoNCE / MultipleNegativesRankingLoss."""
+    import torch
+
+    return torch.nn.functional.cross_entropy(scores, torch.arange(scores.shape[0]))
+
+
+def flops_loss(reps: torch.Tensor) -> torch.Tensor:
+    """FLOPS regulariser (Paria et al. 2020): sum_j (mean over the batch of w_j)^2."""
+    return (reps.abs().mean(dim=0) ** 2).sum()
+
+
+def flops_estimate(queries: torch.Tensor, docs: torch.Tensor) -> float:
+    """Expected number of multiplications per (query, doc) pair: sum_j p_j(q) p_j(d) with p the activation rate."""
+    return float(((queries > 0).float().mean(0) * (docs > 0).float().mean(0)).sum())
+
+
+def quadratic_warmup(step: int, warmup_steps: int) -> float:
+    """The lambda schedule of the SPLADE paper: grows as (step/T)^2 up to step T, then stays at 1."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step / warmup_steps) ** 2)

@@ -1,0 +1,54 @@
+"""Trainers behind a registry: every module of :mod:`irforge.training.trainers` that defines ``TRAINER`` is
+one, so a new trainer is one file. The ``train`` params section gets one block per trainer."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from irforge.models.resolve import ResolvedModel
+from irforge.training.examples import Example
+from irforge.training.loop import TrainerConfig
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What a trainer is handed: the examples, its config block, the seed, where to save the model, and how to
+    resolve a model name (the stage context's resolver, which records it in provenance)."""
+
+    examples: list[Example]
+    config: Any
+    seed: int
+    out: Path
+    resolve: Callable[[str], ResolvedModel]
+
+
+@dataclass(frozen=True)
+class Trainer:
+    name: str
+    config: type[TrainerConfig]
+    train: Callable[[TrainJob], list[dict[str, Any]]]  # returns the per-step log rows
+    description: str = ""
+
+
+@lru_cache(maxsize=1)
+def trainers() -> dict[str, Trainer]:
+    package = importlib.import_module("irforge.training.trainers")
+    found: dict[str, Trainer] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        trainer = getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "TRAINER", None)
+        if isinstance(trainer, Trainer):
+            found[trainer.name] = trainer
+    return found
+
+
+def trainer(name: str) -> Trainer:
+    known = trainers()
+    if name not in known:
+        raise ValueError(f"train.models: unknown trainer '{name}' (known: {', '.join(known)})")
+    return known[name]

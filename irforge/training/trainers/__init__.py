@@ -1,0 +1,1 @@
+"""One module per trainer, each defining ``TRAINER`` (see :mod:`irforge.training.registry`)."""

@@ -1,0 +1,50 @@
+"""Dense bi-encoder (sentence-transformers, all-MiniLM-L6-v2 by default) trained with
+MultipleNegativesRankingLoss: InfoNCE over cosine x ``scale`` with in-batch and mined hard negatives.
+Saved as a sentence-transformers folder (safetensors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from irforge.models.dense import load_sentence_transformer
+from irforge.training.examples import Example
+from irforge.training.loop import TrainerConfig, run_loop
+from irforge.training.registry import Trainer, TrainJob
+
+
+class DenseConfig(TrainerConfig):
+    base: str = "pkg:all-minilm-l6-v2"
+    scale: float = Field(20.0, gt=0)  # 1 / temperature of the softmax over cosine similarities
+
+
+def train(job: TrainJob) -> list[dict[str, Any]]:
+    import torch
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    cfg: DenseConfig = job.config
+    torch.manual_seed(job.seed)
+    model = load_sentence_transformer(job.resolve(cfg.base))
+    model.train()
+    loss_fn = MultipleNegativesRankingLoss(model, scale=cfg.scale)
+
+    def embed(texts: list[str], max_length: int) -> torch.Tensor:
+        model.max_seq_length = max_length
+        return model(model.preprocess(texts))["sentence_embedding"]
+
+    def step_fn(batch: list[Example], step: int, total_steps: int):
+        queries = embed([e.query for e in batch], cfg.max_query_length)
+        columns = [[e.positive for e in batch]] + [[e.negatives[j] for e in batch] for j in range(len(batch[0].negatives))]
+        docs = [embed(col, cfg.max_doc_length) for col in columns]
+        loss = loss_fn.compute_loss_from_embeddings([queries, *docs], labels=None)
+        return loss, {"loss_rank": float(loss.detach()), "loss_reg": 0.0}
+
+    rows = run_loop("dense", job.examples, cfg, job.seed, step_fn, [p for p in model.parameters() if p.requires_grad])
+    model.eval()
+    model.max_seq_length = cfg.max_doc_length
+    model.save(str(job.out), create_model_card=False, safe_serialization=True)
+    return rows
+
+
+TRAINER = Trainer("dense", DenseConfig, train, "bi-encoder, MultipleNegativesRankingLoss")
