@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup repro flow test test-fast clean
+.PHONY: setup repro flow test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -20,17 +20,25 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# dvc.yaml is generated from the stage declarations and params.yaml: refreshed first, so a params change that
+# reshapes the DAG (index.systems, train.models, filter.sources, judgments outside the corpus) just works.
 repro: setup
+	irforge dag --write
 	dvc repro
 	dvc metrics show
 
 flow: setup
 	irforge flow
 
-test: setup
+# The layering contracts (pyproject.toml [tool.importlinter]) and ruff run before the tests.
+lint: setup
+	ruff check .
+	lint-imports
+
+test: lint
 	IRFORGE_PROGRESS=0 python -m pytest -q
 
-test-fast: setup
+test-fast: lint
 	IRFORGE_PROGRESS=0 python -m pytest -q -m "not slow"
 
 clean:

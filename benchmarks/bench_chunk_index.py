@@ -22,6 +22,7 @@ shared. The ratios printed are pyserini time / irforge time (>= 1 means irforge 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -38,8 +39,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from irforge import layout  # noqa: E402
-from stages.index import lucene_contents  # noqa: E402
+from irforge.config import load_yaml  # noqa: E402
+from irforge.corpus import passage_text  # noqa: E402
+
+CHUNKS = "artifacts/chunk/chunks.parquet"  # the chunk stage's output, relative to the project
 
 LUCENE_OPTIONS = ["--storePositions", "--storeDocvectors", "--optimize"]  # as irforge.retrieval.build_lucene_index
 
@@ -88,8 +91,8 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
 CHUNK_CODE = """
 import json, resource, time
 from pathlib import Path
-from irforge.params import Params
-from irforge.runner import run_stage
+from irforge.config import Params
+from irforge.engine import run_stage
 root = Path({root!r})
 params = Params.load(root / "params.yaml")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -102,7 +105,7 @@ print(json.dumps({{"seconds": seconds, "rss_before_kb": before, "rss_peak_kb": p
 
 STATS_CODE = """
 import json
-from irforge.java import ensure_java
+from irforge.retrieval import ensure_java
 ensure_java()
 from pyserini.index.lucene import LuceneIndexReader
 print(json.dumps({{name: LuceneIndexReader(path).stats() for name, path in {paths!r}.items()}}))
@@ -123,13 +126,13 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "IRFORGE_PROGRESS": "0", "HF_HUB_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
-        repo_params = yaml.safe_load((REPO / "params.yaml").read_text())
+        repo_params = load_yaml((REPO / "params.yaml").read_text())
         params = {
             "seed": args.seed,
             "corpus": {"path": "data/synth", "format": "auto", "id_field": "_id", "title_field": "title",
                        "text_field": "text", "queries": None, "qrels": None},
             "chunk": repo_params["chunk"],
-            "index": {"threads": args.threads},
+            "runtime": {"threads": args.threads},
         }
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         started = time.perf_counter()
@@ -149,19 +152,19 @@ def main() -> None:
         # ------------------------------------------------------------ index: the same chunks, both indexers
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(work / layout.CHUNKS, columns=["chunk_id", "title", "text"]).to_pylist()
+        rows = pq.read_table(work / CHUNKS, columns=["chunk_id", "title", "text"]).to_pylist()
         shards = {"one file": 1, **({f"{args.threads} files": args.threads} if args.threads > 1 else {})}
         collections = {name: work / f"collection-{n}" for name, n in shards.items()}
         for n_files, folder in zip(shards.values(), collections.values(), strict=True):
             folder.mkdir(exist_ok=True)
-            files = [open(folder / f"part-{i}.jsonl", "w", encoding="utf-8") for i in range(n_files)]
-            for i, row in enumerate(rows):
-                doc = {"id": row["chunk_id"], "contents": lucene_contents(row["title"], row["text"])}
-                files[i % n_files].write(json.dumps(doc) + "\n")
-            for f in files:
-                f.close()
+            with contextlib.ExitStack() as stack:
+                files = [stack.enter_context(open(folder / f"part-{i}.jsonl", "w", encoding="utf-8"))
+                         for i in range(n_files)]
+                for i, row in enumerate(rows):
+                    doc = {"id": row["chunk_id"], "contents": passage_text(row["title"], row["text"])}
+                    files[i % n_files].write(json.dumps(doc) + "\n")
         del rows
-        indexes = {"irforge": work / layout.index_dir("bm25"),
+        indexes = {"irforge": work / "artifacts/index/bm25",
                    **{name: work / f"index-{folder.name}" for name, folder in collections.items()}}
         commands = {"irforge": ["irforge", "run", "index", "bm25", "--root", str(work),
                                 "--params", str(work / "params.yaml")]}

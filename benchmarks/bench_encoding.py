@@ -33,18 +33,20 @@ def main() -> None:
 
     import torch
 
-    from irforge.artifacts import read_artifact
-    from irforge.encoding import DenseEncoder, chunk_text, load_sentence_transformer
+    from irforge.contract import read_artifact
+    from irforge.corpus import passage_text
+    from irforge.models import DenseEncoder, load_sentence_transformer
 
     torch.set_num_threads(args.threads)
     chunks = read_artifact(Path(args.chunks), "chunks").to_pylist()
     # A spread of lengths (every k-th chunk), not just the first documents.
     chunks = chunks[:: max(1, len(chunks) // args.max_chunks)][: args.max_chunks]
-    texts = [chunk_text(c["title"], c["text"]) for c in chunks]
+    texts = [passage_text(c["title"], c["text"]) for c in chunks]
 
     with tempfile.TemporaryDirectory() as cache:
-        ours = DenseEncoder(args.model, cache, args.max_length, args.batch_size, args.threads, precision="auto")
-        ours_f32 = DenseEncoder(args.model, cache, args.max_length, args.batch_size, args.threads, precision="float32")
+        settings = {"max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads}
+        ours = DenseEncoder(args.model, cache, **settings, precision="auto")
+        ours_f32 = DenseEncoder(args.model, cache, **settings, precision="float32")
         plain = load_sentence_transformer(ours.model_info, args.max_length)
 
         def baseline() -> np.ndarray:

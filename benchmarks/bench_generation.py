@@ -32,10 +32,15 @@ def main() -> None:
 
     import torch
 
-    from irforge.cleaning import CleaningRules
-    from irforge.generation import Generator, SamplingParams
-    from irforge.prompting import generic_examples, load_template
-    from irforge.querygen import generate_queries, select_chunks
+    from irforge.generation import (
+        CleaningRules,
+        Generator,
+        SamplingParams,
+        generate_queries,
+        generic_examples,
+        load_template,
+        select_chunks,
+    )
 
     gen = Generator(args.model, threads=args.threads, dtype=args.dtype)
     template = load_template(args.template, generic_examples())
@@ -52,7 +57,8 @@ def main() -> None:
     with torch.inference_mode():
         for prompt in prompts:
             enc = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=not gen.use_chat)
-            out = gen.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=True, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p,
+            out = gen.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                     do_sample=True, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p,
                                      max_new_tokens=sp.max_new_tokens, num_return_sequences=sp.n,
                                      eos_token_id=sorted(gen.stop_ids), pad_token_id=gen.tokenizer.pad_token_id,
                                      stop_strings=["\n"], tokenizer=gen.tokenizer, output_scores=True,

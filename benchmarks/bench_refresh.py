@@ -4,7 +4,7 @@ A synthetic corpus (Zipf-distributed words, seeded) gets a first full version; t
 (half edited, a quarter deleted, a quarter new) and the new corpus is indexed twice: a full rebuild
 (chunk everything + build a fresh Lucene index) and an incremental refresh (diff by content hash, re-chunk
 the changed documents, update a hard-linked copy of the index). Both run the same code as
-`irforge reindex` (pipelines/reindex.py: plan + build), with the JVM already warm; the evaluation step is
+`irforge reindex` (irforge/ops/reindex.py: plan + build), with the JVM already warm; the evaluation step is
 left out of both (the generated corpus has no judgments). Also checks that the two results agree.
 
     python benchmarks/bench_refresh.py --docs 20000 --change 0.01
@@ -26,10 +26,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from irforge import artifacts, serving  # noqa: E402
-from irforge.params import Params  # noqa: E402
-from irforge.retrieval import BM25Retriever  # noqa: E402
-from pipelines.reindex import build, build_key, plan  # noqa: E402
+from irforge.config import Config, load_yaml
+from irforge.contract import artifacts
+from irforge.engine import load_config
+from irforge.ops import serving
+from irforge.ops.reindex import build, build_key, plan
+from irforge.retrieval import BM25Retriever
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -51,13 +53,13 @@ def write_corpus(docs: dict[str, dict[str, str]], path: Path) -> None:
             f.write(json.dumps({"_id": doc_id, **d}) + "\n")
 
 
-def timed_build(root: Path, params: Params, full: bool) -> tuple[float, dict, Path]:
+def timed_build(root: Path, config: Config, full: bool) -> tuple[float, dict, Path]:
     started = time.perf_counter()
-    p = plan(root, params, "bm25", full=full)
+    p = plan(root, config, "bm25", full=full)
     name, folder = serving.begin_version(root, "bm25")
-    stats = build(root, params, p, folder)
+    stats = build(root, config, p, folder)
     seconds = time.perf_counter() - started
-    (folder / serving.MANIFEST).write_text(json.dumps({"version": name, "mode": p.mode, "build_key": build_key(params, "bm25"),
+    (folder / serving.MANIFEST).write_text(json.dumps({"version": name, "mode": p.mode, "build_key": build_key(config, "bm25"),
                                                        "served_before": p.previous, **stats}))
     return seconds, {"mode": p.mode, **p.changes.summary(), **stats}, serving.commit_version(root, "bm25", name, folder)
 
@@ -74,15 +76,14 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="irforge-bench-refresh-"))
     try:
         (root / "corpus").mkdir()
-        config = yaml.safe_load((PROJECT / "params.yaml").read_text())
-        config["corpus"].update(path="corpus/corpus.jsonl", queries=None, qrels=None)
-        (root / "params.yaml").write_text(yaml.safe_dump(config))
-        params = Params.load(root / "params.yaml")
-        params = params.with_overrides({"reindex.keep": 10})
+        raw = load_yaml((PROJECT / "params.yaml").read_text())
+        raw["corpus"].update(path="corpus/corpus.jsonl", queries=None, qrels=None)
+        (root / "params.yaml").write_text(yaml.safe_dump(raw))
+        config = load_config(root, "params.yaml", {"reindex.keep": 10})
 
         docs = make_corpus(args.docs, rng)
         write_corpus(docs, root / "corpus" / "corpus.jsonl")
-        t0, s0, v1 = timed_build(root, params, full=True)  # also warms the JVM and the tokenizer
+        t0, s0, v1 = timed_build(root, config, full=True)  # also warms the JVM and the tokenizer
         serving.switch(root, "bm25", v1.name)
         print(f"corpus: {args.docs} docs, {s0['chunks']} chunks; first full build {t0:.2f}s (JVM start included)")
 
@@ -98,15 +99,20 @@ def main() -> None:
         docs.update({f"n{i}": d for i, d in enumerate(fresh.values())})
         write_corpus(docs, root / "corpus" / "corpus.jsonl")
 
-        t_full, s_full, full_dir = timed_build(root, params, full=True)
-        t_inc, s_inc, inc_dir = timed_build(root, params, full=False)
+        t_full, s_full, full_dir = timed_build(root, config, full=True)
+        t_inc, s_inc, inc_dir = timed_build(root, config, full=False)
 
         same_chunks = artifacts.read_artifact(full_dir / "chunks.parquet", "chunks").equals(
             artifacts.read_artifact(inc_dir / "chunks.parquet", "chunks"))
         queries = {f"q{i}": " ".join(rng.sample(list(docs.values())[i * 7 % len(docs)]["text"].split(), 4))
                    for i in range(200)}
-        full_hits = BM25Retriever(full_dir / "index").search(queries, 10)
-        inc_hits = BM25Retriever(inc_dir / "index").search(queries, 10)
+        bm25 = config.section("bm25")
+        hits = {}
+        for side, folder in (("full", full_dir), ("incremental", inc_dir)):
+            retriever = BM25Retriever(folder / "index", k1=bm25.k1, b=bm25.b)
+            hits[side] = retriever.search(queries, 10)
+            retriever.close()
+        full_hits, inc_hits = hits["full"], hits["incremental"]
         overlap = sum(len({d for d, _ in full_hits[q]} & {d for d, _ in inc_hits[q]}) for q in queries) / (10 * len(queries))
 
         print(f"changed: {len(edited)} edited, {len(deleted)} deleted, {k - len(edited) - len(deleted)} added "

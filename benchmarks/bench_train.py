@@ -24,13 +24,19 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from irforge import layout  # noqa: E402
-from irforge.params import Params  # noqa: E402
-from irforge.progress import setup_logging  # noqa: E402
-from irforge.runner import run_stage  # noqa: E402
-from irforge.stage import StageContext  # noqa: E402
+from irforge.config import Params  # noqa: E402
+from irforge.engine import StageContext, run_stage, validate  # noqa: E402
+from irforge.engine.dag import node  # noqa: E402
+from irforge.evaluation import search_timed  # noqa: E402
+from irforge.retrieval import open_system  # noqa: E402
+from irforge.runtime import setup_logging  # noqa: E402
 
 SYSTEMS = ("bm25", "dense-zs", "dense", "splade-zs", "splade")
+TRAINERS = ("dense", "splade")
+# Artifact paths, relative to a project root.
+CHUNKS = "artifacts/chunk/chunks.parquet"
+TRIPLES = "artifacts/mine/triples.parquet"
+MODELS = "artifacts/train"  # one folder per trained model (artifacts/train/<trainer>)
 
 
 def main() -> None:
@@ -43,41 +49,42 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("IRFORGE_PROGRESS", "0")
     setup_logging("WARNING")
-    params = Params.load(args.root / "params.yaml").with_overrides({
+    config = validate(Params.load(args.root / "params.yaml").with_overrides({
         "train.max_triples": args.triples, "train.dense.epochs": 1, "train.splade.epochs": 1,
-        "train.threads": args.threads, "index.threads": args.threads, "evaluate.threads": 1})
-    chunks = pq.read_table(args.root / layout.CHUNKS)
+        "runtime.threads": args.threads, "runtime.query_threads": 1}))
+    chunks = pq.read_table(args.root / CHUNKS)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         train_root, index_root = Path(tmp) / "train", Path(tmp) / "index"
-        for rel in (layout.CHUNKS, layout.TRIPLES):
+        for rel in (CHUNKS, TRIPLES):
             (train_root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(args.root / rel, train_root / rel)
         print(f"training: {args.triples} triples, one epoch, {args.threads} threads")
         throughput = {}
-        for model in ("dense", "splade"):
+        for model in TRAINERS:
             started = time.perf_counter()
-            run_stage("train", train_root, params.with_overrides({"train.models": [model]}))
+            run_stage("train", train_root, config, model)
             seconds = time.perf_counter() - started  # includes loading and saving the model
             throughput[model] = args.triples / seconds
             print(f"  {model:<8} {seconds:7.1f} s  {throughput[model]:6.2f} triples/s  "
                   f"({throughput[model] / throughput['dense']:.2f}x dense)")
         # Index a subset with every system; trained systems read the models trained above.
-        (index_root / layout.CHUNKS).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(chunks.slice(0, args.chunks), index_root / layout.CHUNKS)
-        os.symlink(train_root / layout.MODELS, index_root / layout.MODELS)
+        (index_root / CHUNKS).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(chunks.slice(0, args.chunks), index_root / CHUNKS)
+        os.symlink(train_root / MODELS, index_root / MODELS)
         queries = [t for t in chunks.column("title").to_pylist()[: args.queries]]
         print(f"indexing {min(args.chunks, chunks.num_rows)} chunks; {len(queries)} single-query searches per system")
         print(f"  {'system':<10} {'build s':>8} {'chunks/s':>9} {'x bm25':>7} {'query ms':>9} {'p95 ms':>7} {'x bm25':>7}")
         base = {}
-        from stages import evaluate
-
+        bm25 = config.section("bm25")
         for system in SYSTEMS:
             started = time.perf_counter()
-            run_stage("index", index_root, params, system=system)
+            run_stage("index", index_root, config, system)
             build = time.perf_counter() - started
-            ctx = StageContext.for_module(evaluate, index_root, params)
-            retriever = evaluate.open_system(ctx, system)
-            _, latencies = evaluate.search_timed(retriever, {str(i): q for i, q in enumerate(queries)}, k=100)
+            # Open each index as the evaluate stage does (its context loads and records the query encoders).
+            ctx = StageContext(node(config, "evaluate"), index_root, config)
+            retriever = open_system(ctx.path(f"artifacts/index/{system}"), ctx, bm25.k1, bm25.b,
+                                    threads=ctx.runtime.query_threads)
+            _, latencies = search_timed(retriever, {str(i): q for i, q in enumerate(queries)}, k=100)
             retriever.close()
             lat = np.array(latencies) * 1000
             base.setdefault("build", build)

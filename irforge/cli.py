@@ -226,7 +226,7 @@ def main() -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         typer.secho("aborted", fg="red", err=True)
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - the one error path: a line, the traceback only when asked
+    except Exception as e:
         if _verbose:
             traceback.print_exc()
         logging.shutdown()

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from irforge.config import Section
 from irforge.contract import ARTIFACTS, Output, Stage
-from irforge.corpus import lucene_contents, passage_text
+from irforge.corpus import passage_text
 from irforge.engine import StageContext
 from irforge.retrieval import build_faiss, build_impact_index, build_lucene_index, save_faiss, write_system
 from irforge.runtime import progress
@@ -100,7 +100,7 @@ def _bm25(ctx: StageContext, system: str, spec: SystemSpec) -> dict[str, Any]:
         else:
             rows = ctx.read("chunks", ["chunk_id", "title", "text"]).to_pylist()
         for row in progress(rows, desc=f"index {system}", unit="chunk"):
-            yield row["chunk_id"], lucene_contents(row["title"], row["text"], row.get("expansion", ""))
+            yield row["chunk_id"], passage_text(row["title"], row["text"], row.get("expansion", ""))
 
     with ctx.publish("index/{variant}") as tmp:
         n = build_lucene_index(contents(), tmp, threads=ctx.threads)

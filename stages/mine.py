@@ -37,7 +37,7 @@ class MineConfig(Section):
     window: Pair = (10, 100)  # 1-based ranks (inclusive) negatives are sampled from; skips near-duplicates
     n_negatives: int = Field(4, ge=0)  # negatives per query (fewer when the window holds fewer)
     exclude_same_doc: bool = True  # never use another chunk of the positive's document as a negative
-    false_negative_ratio: float | None = Field(0.95, gt=0)  # drop candidates scoring > ratio x the positive
+    false_negative_ratio: float | None = Field(0.95, ge=0)  # drop candidates scoring > ratio x the positive
 
     @field_validator("window")
     @classmethod

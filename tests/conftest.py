@@ -29,6 +29,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Fixtures shared by several test modules (tiny_models: tiny random dense and SPLADE models).
+pytest_plugins = ["trainkit"]
+
 # A document long enough to be cut into several 32-token passages (sentences of ~8 tokens each).
 LONG_TEXT = " ".join(
     f"Quasars number {i} shine brightly across the early universe." for i in range(1, 13)

@@ -6,14 +6,15 @@ chunk), ``mixed`` (three words of the chunk + three of another document), ``offt
 document only). A few rows copy an evaluation query (template ``leak``) to exercise the leakage guard.
 
     python tests/fake_generated.py [--root .] [--per-chunk 1] [--leaks 10]
-writes artifacts/synthesize/queries.parquet.
+reads the chunks and (for the leaks) the judgments stage's queries artifact (`irforge run chunk`,
+`irforge run judgments` first) and writes artifacts/synthesize/queries.parquet (the ``synthetic_queries``
+artifact that filter reads with ``filter.sources: [synthesize]``).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import random
 import re
 from pathlib import Path
@@ -65,9 +66,9 @@ def _row(chunk: dict[str, Any], text: str, template: str, n: int, logprob: float
 
 
 def main() -> None:
-    from irforge import layout
-    from irforge.artifacts import read_artifact, write_artifact
-    from irforge.schemas import SCHEMAS
+    import paths
+    from irforge.contract import SCHEMAS, ArtifactError, read_artifact, write_artifact
+    from irforge.corpus import queries_of
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", default=".")
@@ -76,15 +77,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     root = Path(args.root)
-    chunks = read_artifact(root / layout.CHUNKS, "chunks").to_pylist()
-    queries_file = root / "data/cranfield/queries.jsonl"
-    evals = [json.loads(line)["text"] for line in queries_file.read_text().splitlines() if line.strip()]
+    chunks = read_artifact(root / paths.CHUNKS, "chunks").to_pylist()
+    # The evaluation queries the filter's leakage guard checks against: the judgments stage's artifact.
+    if args.leaks and not (root / paths.QUERIES).exists():
+        raise ArtifactError(f"{root / paths.QUERIES}: no evaluation queries to leak; run `irforge run judgments` "
+                            "first (or pass --leaks 0)")
+    evals = list(queries_of(read_artifact(root / paths.QUERIES, "queries")).values()) if args.leaks else []
     rows = fake_rows(chunks, args.per_chunk, args.seed, evals, args.leaks)
-    write_artifact(pa.Table.from_pylist(rows, SCHEMAS["generated_queries"]), root / layout.SYNTHETIC,
+    write_artifact(pa.Table.from_pylist(rows, SCHEMAS["generated_queries"]), root / paths.SYNTHETIC,
                    "generated_queries", {"stage": "fake-generated (tests/fake_generated.py)", "stage_version": "0",
                                          "params": vars(args), "params_hash": "", "inputs": [],
                                          "created_at": ""})
-    print(f"wrote {len(rows)} fake generated queries to {layout.SYNTHETIC}")
+    print(f"wrote {len(rows)} fake generated queries to {paths.SYNTHETIC}")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO
-from irforge import artifacts
-from irforge.artifacts import ArtifactError, publish_dir, read_artifact, read_provenance, write_artifact
-from irforge.schemas import SCHEMAS
+from irforge.contract import artifacts
+from irforge.contract.artifacts import ArtifactError, publish_dir, read_artifact, read_provenance, write_artifact
+from irforge.contract.schemas import SCHEMAS
 
 PROV = {"stage": "test", "stage_version": "1"}
 
@@ -144,8 +144,8 @@ def test_killed_write_keeps_the_previous_artifact_and_the_next_write_cleans_up(t
         f"""
         import sys, time
         import pyarrow as pa
-        from irforge import artifacts
-        from irforge.schemas import SCHEMAS
+        from irforge.contract import artifacts
+        from irforge.contract.schemas import SCHEMAS
 
         def stop(path):
             print("READY", flush=True)
@@ -197,7 +197,7 @@ def test_killed_publish_dir_keeps_the_previous_folder_and_the_next_one_cleans_up
     _killed_writer(
         f"""
         import time
-        from irforge.artifacts import publish_dir
+        from irforge.contract.artifacts import publish_dir
 
         with publish_dir({str(target)!r}, {{}}) as tmp:
             (tmp / "data").write_text("half of the new one")

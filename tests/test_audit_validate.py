@@ -8,24 +8,24 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from irforge import layout
-from irforge.artifacts import write_artifact
+import paths
 from irforge.cli import app
-from irforge.params import Params
-from irforge.runner import run_stage
-from irforge.schemas import SCHEMAS
-from irforge.validate import validate_run
+from irforge.contract.artifacts import write_artifact
+from irforge.contract.schemas import SCHEMAS
+from irforge.engine import load_config, run_stage
+from irforge.ops.validate import validate_run
 from tests._ops_project import make_project
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A tiny project after chunk -> index bm25 -> evaluate."""
+    """A tiny project after chunk, judgments -> index bm25 -> evaluate."""
     root = make_project(tmp_path_factory.mktemp("audit"), n_docs=30)
-    params = Params.load(root / "params.yaml")
-    run_stage("chunk", root, params)
-    run_stage("index", root, params, system="bm25")
-    run_stage("evaluate", root, params)
+    config = load_config(root)
+    run_stage("chunk", root, config)
+    run_stage("judgments", root, config)
+    run_stage("index", root, config, "bm25")
+    run_stage("evaluate", root, config)
     return root
 
 
@@ -38,6 +38,7 @@ def test_clean_run_passes_and_skips_missing_stages(built, tmp_path):
     assert result.exit_code == 0, result.output
     assert "no violations" in result.output
     assert "ok   artifacts/chunk/chunks.parquet" in result.output
+    assert "ok   artifacts/judgments/qrels.parquet" in result.output
     assert "skip evaluation-query leakage" in result.output  # no training artifact yet: skipped, not failed
     assert "no violations" in (tmp_path / "audit.html").read_text()
 
@@ -51,14 +52,14 @@ def test_lineage_reaches_the_corpus(built):
 
 def test_no_artifacts_yet_is_not_a_failure(tmp_path):
     root = make_project(tmp_path)
-    report = validate_run(root)
+    report = validate_run(root, load_config(root))
     assert report.ok and any("no artifacts" in s for s in report.skipped)
 
 
 def _chunk_ids(root):
     import pyarrow.parquet as pq
 
-    return pq.read_table(root / layout.CHUNKS).column("chunk_id").to_pylist()
+    return pq.read_table(root / paths.CHUNKS).column("chunk_id").to_pylist()
 
 
 def test_referential_integrity_and_leakage_are_reported(built, tmp_path):
@@ -74,12 +75,12 @@ def test_referential_integrity_and_leakage_are_reported(built, tmp_path):
                for i, c in enumerate(ids[:3])]
     queries[1]["text"] = "  " + eval_query["text"].upper() + " "  # an evaluation query, disguised
     queries[2]["chunk_id"] = "ghost#0"
-    write_artifact(pa.Table.from_pylist(queries, SCHEMAS["generated_queries"]), root / layout.SYNTHETIC, "generated_queries", prov)
+    write_artifact(pa.Table.from_pylist(queries, SCHEMAS["generated_queries"]), root / paths.SYNTHETIC, "generated_queries", prov)
     neg = lambda c: {"chunk_id": c, "rank": 5, "score": 1.0, "source": "bm25"}  # noqa: E731
     triples = [dict(query_id="g0", query="question 0", positive_id=ids[0], generator="g", template="t",
                     negatives=[neg(ids[1]), neg(ids[0])]),
                dict(query_id="g1", query="q", positive_id=ids[1], generator="g", template="t", negatives=[neg("nope#3")])]
-    write_artifact(pa.Table.from_pylist(triples, SCHEMAS["triples"]), root / layout.TRIPLES, "triples", prov)
+    write_artifact(pa.Table.from_pylist(triples, SCHEMAS["triples"]), root / paths.TRIPLES, "triples", prov)
 
     result = audit(root, "--validate")
     assert result.exit_code == 1
@@ -98,7 +99,7 @@ def test_changed_input_is_reported(built, tmp_path):
     shutil.copytree(built, root)
     with open(root / "corpus/corpus.jsonl", "a") as f:
         f.write(json.dumps({"_id": "extra", "title": "", "text": "a late addition"}) + "\n")
-    report = validate_run(root)
+    report = validate_run(root, load_config(root))
     assert not report.ok
-    assert any(v.artifact == layout.CHUNKS and "corpus/corpus.jsonl changed since recorded" in v.message
+    assert any(v.artifact == paths.CHUNKS and "corpus/corpus.jsonl changed since recorded" in v.message
                for v in report.violations)

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import paths
 from conftest import LONG_TEXT, Project
-from irforge import layout
-from stages.chunk import Chunker, CorpusError, Document, sha256_text, split_windows
+from irforge.config import ParamsError
+from irforge.corpus import Chunker, CorpusError, Document, sha256_text, split_windows
 
 # ---------------------------------------------------------------- split_windows (pure token arithmetic)
 
@@ -96,6 +97,16 @@ def test_invalid_window_settings_are_rejected(tokenizer_json: Path, max_tokens: 
         split_windows(10, [0], max_tokens, stride)
     with pytest.raises(ValueError, match="chunk."):
         Chunker(tokenizer_json, max_tokens, stride)
+
+
+@pytest.mark.parametrize(("max_tokens", "stride", "key"), [(0, 0, "chunk.max_tokens"), (32, 32, "chunk.stride"),
+                                                           (32, -1, "chunk.stride")])
+def test_invalid_window_params_fail_validation_before_the_stage_runs(project: Project, max_tokens: int, stride: int,
+                                                                     key: str) -> None:
+    _set_chunk(project, max_tokens=max_tokens, stride=stride)
+    with pytest.raises(ParamsError, match=re.escape(key)):
+        project.run("chunk")
+    assert not (project.root / "artifacts").exists()
 
 
 # ---------------------------------------------------------------- Chunker (embedded MiniLM tokenizer)
@@ -218,7 +229,7 @@ def test_every_bad_row_is_quarantined_with_file_line_field_reason(project: Proje
     _set_chunk(project, max_doc_chars=100, max_bad_fraction=1.0)
     summary = project.run("chunk")
     assert summary == {"documents": 2, "quarantined": len(BAD_LINES), "chunks": 2}
-    rows = pq.read_table(project.root / layout.QUARANTINE).to_pylist()
+    rows = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
     assert len(rows) == len(BAD_LINES)
     for row, (line, field, reason) in zip(rows, BAD_LINES):
         assert row["source"] == "corpus.jsonl"
@@ -229,14 +240,14 @@ def test_every_bad_row_is_quarantined_with_file_line_field_reason(project: Proje
     # rows that failed to parse keep the line; documents rejected after parsing keep their text
     assert [r["raw"][:8] for r in rows[:4]] == [line[:8].decode("utf-8", errors="replace") for line, _, _ in BAD_LINES[:4]]
     assert [(r["doc_id"], r["raw"][:6]) for r in rows[6:9]] == [("d1", "a seco"), ("big", "xxxxxx"), ("z", "\u200b\u200b")]
-    chunks = pq.read_table(project.root / layout.CHUNKS).to_pylist()
+    chunks = pq.read_table(project.root / paths.CHUNKS).to_pylist()
     assert [c["doc_id"] for c in chunks] == ["d1", "d2"]
     assert chunks[0]["text"] == "Aardvarks dig burrows."  # the first d1 wins
 
 
 def test_too_many_bad_rows_fail_and_keep_the_previous_chunks(project: Project) -> None:
     project.run("chunk")
-    before = (project.root / layout.CHUNKS).read_bytes()
+    before = (project.root / paths.CHUNKS).read_bytes()
     _bad_corpus(project)
     _set_chunk(project, max_doc_chars=100)
     with pytest.raises(CorpusError) as err:
@@ -246,8 +257,8 @@ def test_too_many_bad_rows_fail_and_keep_the_previous_chunks(project: Project) -
         f"{project.corpus}: {n - 1} of {n + 2} rows ({(n - 1) / (n + 2):.1%}) are bad, above chunk.max_bad_fraction=0.01;"
         " the reasons are in artifacts/chunk/quarantine.parquet (nothing else was written)"
     )  # the tokenless document is only found when chunking, which a failed validation never reaches
-    assert (project.root / layout.CHUNKS).read_bytes() == before
-    assert pq.read_table(project.root / layout.QUARANTINE).num_rows == n - 1
+    assert (project.root / paths.CHUNKS).read_bytes() == before
+    assert pq.read_table(project.root / paths.QUARANTINE).num_rows == n - 1
 
 
 def test_tokenless_documents_count_against_the_bad_fraction(project: Project) -> None:
@@ -256,8 +267,8 @@ def test_tokenless_documents_count_against_the_bad_fraction(project: Project) ->
     _set_chunk(project, max_bad_fraction=0.2)
     with pytest.raises(CorpusError, match="1 of 4 rows"):
         project.run("chunk")
-    assert not (project.root / layout.CHUNKS).exists()
-    assert pq.read_table(project.root / layout.QUARANTINE).column("doc_id").to_pylist() == ["z"]
+    assert not (project.root / paths.CHUNKS).exists()
+    assert pq.read_table(project.root / paths.QUARANTINE).column("doc_id").to_pylist() == ["z"]
 
 
 def test_missing_corpus_and_empty_corpus_are_clear_errors(project: Project) -> None:
@@ -293,10 +304,10 @@ def test_generic_jsonl_with_custom_field_names(project: Project) -> None:
     _point_at(project, "data/docs.jsonl", id_field="doc", title_field="heading", text_field="body")
     _set_chunk(project, max_bad_fraction=0.5)
     assert project.run("chunk")["documents"] == 2
-    chunks = pq.read_table(project.root / layout.CHUNKS).to_pylist()
+    chunks = pq.read_table(project.root / paths.CHUNKS).to_pylist()
     assert [(c["chunk_id"], c["title"], c["text"]) for c in chunks] == [
         ("a1#0", "First", "Aardvarks dig burrows."), ("7#0", "", "An integer id and no heading.")]
-    bad = pq.read_table(project.root / layout.QUARANTINE).to_pylist()
+    bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
     assert [(b["source"], b["line"], b["field"], b["reason"]) for b in bad] == [
         ("docs.jsonl", 3, "body", "missing text"),
         ("docs.jsonl", 4, "doc", "duplicate id (first seen at line 1)"),
@@ -313,10 +324,10 @@ def test_parquet_corpus(project: Project) -> None:
     _point_at(project, "data/docs.parquet", id_field="id", title_field="name", text_field="content")
     _set_chunk(project, max_bad_fraction=0.5)
     project.run("chunk")
-    chunks = pq.read_table(project.root / layout.CHUNKS).to_pylist()
+    chunks = pq.read_table(project.root / paths.CHUNKS).to_pylist()
     assert [(c["doc_id"], c["title"], c["text"]) for c in chunks] == [("p1", "Alpha", "Alpha particles."),
                                                                      ("p2", "", "Beta decay.")]
-    bad = pq.read_table(project.root / layout.QUARANTINE).to_pylist()
+    bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
     assert [(b["source"], b["line"], b["doc_id"], b["field"], b["reason"]) for b in bad] == [
         ("docs.parquet", 3, "p3", "content", "missing text")]
 
@@ -338,10 +349,10 @@ def test_folder_of_text_and_markdown_files(project: Project) -> None:
     _point_at(project, "data/notes")
     _set_chunk(project, max_bad_fraction=0.5)
     project.run("chunk")
-    chunks = pq.read_table(project.root / layout.CHUNKS).to_pylist()
+    chunks = pq.read_table(project.root / paths.CHUNKS).to_pylist()
     assert [(c["doc_id"], c["title"], c["text"]) for c in chunks] == [
         ("a.txt", "a", "Plain text about aardvarks."), ("sub/b.md", "Penguins", "# Penguins\n\nPenguins swim fast.")]
-    bad = pq.read_table(project.root / layout.QUARANTINE).to_pylist()
+    bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
     assert [(b["source"], b["line"], b["field"], b["reason"]) for b in bad] == [
         ("broken.txt", 0, "text", "invalid UTF-8 at byte 3")]
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from irforge.cleaning import CleaningRules, clean_chunk, judge, ngram_overlap, strip_echo
+from irforge.config import Params, ParamsError
+from irforge.engine import validate
+from irforge.generation.cleaning import CleaningRules, clean_chunk, judge, ngram_overlap, strip_echo
 
 PASSAGE = ("experimental investigation of the aerodynamics of a wing in a slipstream . an experimental study of a "
            "wing in a propeller slipstream was made in order to determine the spanwise distribution of the lift increase")
@@ -62,6 +66,13 @@ def test_clean_chunk_deduplicates_within_the_chunk_only():
 
 
 def test_rules_from_params_reject_unknown_keys():
-    assert CleaningRules.from_params({"max_words": 9, "chatter": ["foo"]}).chatter == ("foo",)
-    with pytest.raises(ValueError, match="unknown key"):
-        CleaningRules.from_params({"max_word": 9})
+    assert CleaningRules(**{"max_words": 9, "chatter": ["foo"]}).chatter == ["foo"]
+    with pytest.raises(ValueError, match=r"max_word\s+Extra inputs are not permitted"):
+        CleaningRules(**{"max_word": 9})
+    # Through params (a stage section's `cleaning` block), the key is named with a hint.
+    repo = Path(__file__).resolve().parents[1]
+    for stage in ("doc2query", "synthesize"):
+        assert validate(Params.load(repo / "params.yaml", {f"{stage}.cleaning": {"max_words": 9, "chatter": ["foo"]}})
+                        ).section(stage).cleaning.chatter == ["foo"]
+        with pytest.raises(ParamsError, match=rf"{stage}\.cleaning\.max_word: unknown key"):
+            validate(Params.load(repo / "params.yaml", {f"{stage}.cleaning.max_word": 9}))

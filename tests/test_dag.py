@@ -1,21 +1,24 @@
-"""dvc.yaml, the Prefect flow's STEPS, the stage modules and irforge/layout.py describe one DAG.
-
-Generic on purpose: a new stage passes once it is wired in the four places (runner.STAGES, STEPS, dvc.yaml,
-params.yaml) consistently, with nothing in this file to edit. dvc.yaml is read through DVC itself, so
-interpolation (``${corpus.path}``) and foreach/matrix stages resolve as `dvc repro` sees them.
-"""
+"""The stage declarations are the one source of the DAG: dvc.yaml, the Prefect flow's order, the params each
+stage may read and the code it depends on are all derived from them (or checked against them)."""
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO
-from irforge import layout
-from irforge.runner import STAGES, load_stage
-from pipelines.experiment import STEPS, Step
+from irforge.contract import ARTIFACTS
+from irforge.engine import StageContext, dvc, load_config, nodes, stage_modules
+from irforge.engine import dag as dag_module
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(REPO)
 
 
 @pytest.fixture(scope="module")
@@ -26,98 +29,149 @@ def dvc_stages() -> dict:
         return {stage.name: stage for stage in repo.index.stages if hasattr(stage, "cmd")}
 
 
-def _params_sections(stage) -> set[str]:
+def test_the_repository_dvc_yaml_is_the_generated_one(config) -> None:
+    assert dvc.staleness(REPO, config) is None, "dvc.yaml is stale: run `irforge dag --write`"
+
+
+def test_dvc_reads_the_same_stages_commands_and_outs(config, dvc_stages: dict) -> None:
     from dvc.dependency.param import ParamsDependency
 
-    return {key for dep in stage.deps if isinstance(dep, ParamsDependency) for key in dep.params}
+    ours = {n.key: n for n in nodes(config)}
+    assert sorted(dvc_stages) == sorted(ours)
+    for key, stage in dvc_stages.items():
+        n = ours[key]
+        assert stage.cmd == " ".join(n.command)
+        assert {Path(o.def_path).as_posix() for o in stage.outs} == {o.path for o in n.outputs}
+        tracked = {k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params}
+        assert tracked == set(n.stage.params), key
 
 
-def _paths(items) -> list[str]:
-    from dvc.dependency.param import ParamsDependency
-
-    return [Path(item.def_path).as_posix() for item in items if not isinstance(item, ParamsDependency)]
-
-
-def _overlaps(a: str, b: str) -> bool:
-    """One path is the other or lies inside it (a folder artifact and a file in it)."""
-    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+def test_every_stage_module_declares_a_unique_stage_and_a_run_function() -> None:
+    modules = stage_modules()
+    assert {"chunk", "judgments", "doc2query", "synthesize", "filter", "mine", "train", "index", "evaluate",
+            "report"} <= set(modules)
+    for name, module in modules.items():
+        assert module.STAGE.name == name
+        assert callable(module.run)
 
 
-def _layout_paths() -> set[str]:
-    known = {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str) and v.startswith(layout.ARTIFACTS)}
-    trained = {f(m) for m in layout.TRAINED_MODELS for f in (layout.model_dir, layout.train_log_csv)}
-    return known | trained | {layout.index_dir(step.system) for step in STEPS if step.stage == "index" and step.system}
-
-
-STEP_IDS = [step.key for step in STEPS]
-
-
-def test_dvc_stages_are_the_flow_steps(dvc_stages: dict) -> None:
-    assert sorted(dvc_stages) == sorted(STEP_IDS)
-    assert len(set(STEP_IDS)) == len(STEP_IDS)
-
-
-def test_steps_are_in_dependency_order() -> None:
-    seen: set[str] = set()
-    for step in STEPS:
-        assert set(step.after) <= seen, f"{step.key} waits for a step that runs after it: {set(step.after) - seen}"
-        seen.add(step.key)
-
-
-@pytest.mark.parametrize("step", STEPS, ids=STEP_IDS)
-def test_step_runs_a_registered_stage(step: Step) -> None:
-    assert step.stage in STAGES
-    module = load_stage(step.stage)
-    assert module.STAGE.name == step.stage
-    assert callable(module.run)
-
-
-@pytest.mark.parametrize("step", STEPS, ids=STEP_IDS)
-def test_dvc_command_is_irforge_run(step: Step, dvc_stages: dict) -> None:
-    assert dvc_stages[step.key].cmd == " ".join(["irforge run", step.stage, *([step.system] if step.system else [])])
-
-
-@pytest.mark.parametrize("step", STEPS, ids=STEP_IDS)
-def test_dvc_params_are_exactly_the_sections_the_stage_declares(step: Step, dvc_stages: dict) -> None:
-    declared = load_stage(step.stage).STAGE.params
-    assert _params_sections(dvc_stages[step.key]) == set(declared)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert set(declared) <= set(params), f"params.yaml lacks {set(declared) - set(params)}"
-
-
-@pytest.mark.parametrize("step", STEPS, ids=STEP_IDS)
-def test_dvc_tracks_the_stage_code(step: Step, dvc_stages: dict) -> None:
-    code = STAGES[step.stage].replace(".", "/") + ".py"
-    assert code in _paths(dvc_stages[step.key].deps)
-
-
-@pytest.mark.parametrize("step", STEPS, ids=STEP_IDS)
-def test_outs_are_layout_paths_in_the_stage_folder(step: Step, dvc_stages: dict) -> None:
-    outs = _paths(dvc_stages[step.key].outs)
-    assert outs, f"{step.key} declares no outs"
-    known = _layout_paths()
-    folder = f"{layout.ARTIFACTS}/{step.stage}"
-    for out in outs:
-        assert out in known, f"{step.key}: out {out} is not a path from irforge/layout.py"
-        assert _overlaps(out, folder), f"{step.key}: out {out} is outside {folder}/"
-
-
-def test_no_two_stages_write_the_same_path(dvc_stages: dict) -> None:
+def test_outputs_live_in_their_stage_folder_and_no_path_has_two_writers(config) -> None:
     owners: dict[str, str] = {}
-    for name, stage in dvc_stages.items():
-        for out in _paths(stage.outs):
-            clash = [owner for path, owner in owners.items() if _overlaps(path, out)]
-            assert not clash, f"{out} ({name}) overlaps an out of {clash}"
-            owners[out] = name
+    for n in nodes(config):
+        for out in n.outputs:
+            assert out.path.startswith(f"{ARTIFACTS}/{n.stage.name}"), (n.key, out.path)
+            assert out.path not in owners, f"{out.path} written by {owners.get(out.path)} and {n.key}"
+            owners[out.path] = n.key
 
 
-@pytest.mark.parametrize("step", STEPS, ids=STEP_IDS)
-def test_flow_waits_for_exactly_the_stages_whose_outputs_it_reads(step: Step, dvc_stages: dict) -> None:
-    producers = set()
-    for dep in _paths(dvc_stages[step.key].deps):
-        if not dep.startswith(layout.ARTIFACTS + "/"):
-            continue
-        owners = {name for name, stage in dvc_stages.items() for out in _paths(stage.outs) if _overlaps(out, dep)}
-        assert owners, f"{step.key} depends on {dep}, which no stage produces"
-        producers |= owners
-    assert producers == set(step.after)
+def test_nodes_come_after_every_node_whose_outputs_they_read(config) -> None:
+    seen: set[str] = set()
+    producer = {out.path: n.key for n in nodes(config) for out in n.outputs}
+    for n in nodes(config):
+        assert set(n.after) <= seen, f"{n.key} runs before {set(n.after) - seen}"
+        assert set(n.after) == {producer[i.path] for i in n.inputs}
+        seen.add(n.key)
+
+
+def test_params_that_shape_the_dag_change_it(config) -> None:
+    """filter.sources, index.systems and train.models decide which nodes and edges exist."""
+    both = load_config(REPO, overrides=["filter.sources=[synthesize, doc2query]"])
+    filter_inputs = {i.name for n in nodes(both) if n.key == "filter" for i in n.inputs}
+    assert {"synthetic_queries", "doc2query_queries"} <= filter_inputs
+    one = load_config(REPO, overrides=["train.models=[dense]", "index.systems.splade.model=pkg:splade-tiny"])
+    keys = {n.key for n in nodes(one)}
+    assert "train-dense" in keys and "train-splade" not in keys
+    assert "train-splade" not in {a for n in nodes(one) for a in n.after}
+
+
+def test_a_corpus_without_judgments_gives_the_same_dvc_yaml(config) -> None:
+    """Crash fix: `corpus.queries: null` made DVC fail on a null dependency; judgments inside the corpus folder
+    are covered by its `${corpus.path}` dependency, so the generated stages do not change."""
+    none = load_config(REPO, overrides=["corpus.queries=null", "corpus.qrels=null"])
+    assert dvc.generate(none) == dvc.generate(config)
+    outside = load_config(REPO, overrides=["corpus.queries=elsewhere/q.jsonl", "corpus.qrels=elsewhere/r.tsv"])
+    deps = dvc.generate(outside)["stages"]["judgments"]["deps"]
+    assert "${corpus.queries}" in deps and "${corpus.qrels}" in deps
+
+
+def test_runtime_knobs_are_not_tracked(config) -> None:
+    """Changing threads or batch sizes changes neither dvc.yaml nor any stage's tracked params."""
+    other = load_config(REPO, overrides=["runtime.threads=1", "runtime.encode_batch_size=8",
+                                         "runtime.cache_dir=/tmp/elsewhere"])
+    assert dvc.generate(other) == dvc.generate(config)
+    for n in nodes(config):
+        assert "runtime" not in n.stage.params
+
+
+def test_a_stage_may_read_only_the_sections_it_declares(config, tmp_path) -> None:
+    n = next(n for n in nodes(config) if n.key == "chunk")
+    ctx = StageContext(n, tmp_path, config)
+    assert ctx.section("chunk").max_tokens > 0
+    with pytest.raises(KeyError, match="reads params section 'filter' without declaring it"):
+        ctx.section("filter")
+    with pytest.raises(KeyError, match="reads artifact 'triples' without declaring it"):
+        ctx.read("triples")
+
+
+def test_code_dependencies_follow_the_imports(config) -> None:
+    code = {n.key: n.code for n in nodes(config)}
+    assert code["chunk"][0] == "stages/chunk.py"
+    assert "irforge/corpus" in code["chunk"] and "irforge/generation" not in code["chunk"]
+    assert "irforge/generation" in code["synthesize"]
+    assert "irforge/retrieval" in code["filter"] and "irforge/training" in code["train-dense"]
+
+
+NEW_STAGE = '''
+from irforge.config import Section
+from irforge.contract import Metrics, Output, Stage
+
+
+class CountConfig(Section):
+    min_chars: int = 1
+
+
+STAGE = Stage(name="count", version="1", params=("count",), config=CountConfig, inputs=("chunks",),
+              outputs=(Output("chunk_counts", "counts.json", "json"), Metrics()))
+
+
+def run(ctx):
+    rows = ctx.read("chunks").to_pylist()
+    n = sum(len(r["text"]) >= ctx.section("count").min_chars for r in rows)
+    ctx.write_json("chunk_counts", {"chunks": n})
+    ctx.metrics({"count": {"chunks": n}})
+    return {"chunks": n}
+'''
+
+
+def test_a_new_stage_is_one_module(tmp_path, monkeypatch) -> None:
+    """Dropping one module into the stages package adds a node, its dvc.yaml entry, its params section and
+    its place in the flow's order; nothing else is edited."""
+    import stages
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "count.py").write_text(textwrap.dedent(NEW_STAGE))
+    monkeypatch.setattr(stages, "__path__", [*stages.__path__, str(extra)])
+    monkeypatch.setattr(dag_module, "stage_modules", dag_module.stage_modules.__wrapped__)
+    try:
+        config = load_config(REPO, overrides=["count.min_chars=3"])
+        node = next(n for n in nodes(config) if n.key == "count")
+        assert node.after == ("chunk",)
+        assert config.section("count").min_chars == 3
+        entry = dvc.generate(config)["stages"]["count"]
+        assert entry["cmd"] == "irforge run count" and entry["params"] == ["count"]
+        assert "artifacts/chunk/chunks.parquet" in entry["deps"]
+        assert entry["metrics"] == [{"artifacts/count/metrics.json": {"cache": False}}]
+    finally:
+        sys.modules.pop("stages.count", None)
+
+
+def test_dvc_yaml_rendering_keeps_user_stages(tmp_path, config) -> None:
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"mine-plot": {"cmd": "python plot.py"}}}))
+    dvc.write(tmp_path, config)
+    data = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    assert data["stages"]["mine-plot"] == {"cmd": "python plot.py"}
+    assert dvc.staleness(tmp_path, config) is None
+    data["stages"]["chunk"]["params"] = ["corpus"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(data))
+    assert "stages that differ: chunk" in dvc.staleness(tmp_path, config)

@@ -12,21 +12,22 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from irforge import layout
-from irforge.artifacts import read_artifact, sha256_path
+import paths
 from irforge.cli import app
-from irforge.params import Params
-from irforge.runner import run_stage
-from irforge.validate import validate_run
+from irforge.contract.artifacts import read_artifact, sha256_path
+from irforge.engine import load_config, run_stage
+from irforge.ops.validate import validate_run
 from tests._ops_project import REPO, make_project
 
-# Writes a chunks artifact of N rows through a StageContext, as a stage does (atomic temp file + rename).
+# Writes a chunks artifact of N rows through the chunk stage's own context (the stage's declared output,
+# written by name), as the stage does (atomic temp file + rename).
 WRITER = """
 import sys
 from pathlib import Path
 import pyarrow as pa
-from irforge.params import Params
-from irforge.stage import Stage, StageContext
+from irforge.config import Params
+from irforge.engine import StageContext, validate
+from irforge.engine.dag import node
 
 root, n = Path(sys.argv[1]), int(sys.argv[2])
 ids = pa.array([f"d{i}#0" for i in range(n)])
@@ -35,9 +36,11 @@ text = pa.array([f"row {i} " + "lorem ipsum dolor sit amet " * 8 for i in range(
 zero = pa.array([0] * n, pa.int32())
 table = pa.table({"chunk_id": ids, "doc_id": docs, "passage_index": zero, "title": docs, "text": text,
                   "char_start": zero, "char_end": zero, "n_tokens": zero, "content_hash": ids, "doc_hash": ids})
-ctx = StageContext(stage=Stage("drill", "1", ()), root=root, params=Params({}))
+config = validate(Params({}))  # every section at its defaults
+ctx = StageContext(node(config, "chunk"), root, config)
+assert ctx.output_path("chunks") == root / "artifacts/chunk/chunks.parquet"
 print("writing", flush=True)
-ctx.write(root / "artifacts/chunk/chunks.parquet", "chunks", table)
+ctx.write("chunks", table)
 print("done", flush=True)
 """
 
@@ -57,7 +60,7 @@ def _kill_when(proc: subprocess.Popen, appeared, timeout: float = 120) -> None:
 
 
 def test_kill_during_parquet_write_keeps_previous_artifact(tmp_path):
-    target = tmp_path / layout.CHUNKS
+    target = tmp_path / paths.CHUNKS
     subprocess.run([sys.executable, "-c", WRITER, str(tmp_path), "10"], check=True, env=_env())
     before = sha256_path(target)
 
@@ -69,7 +72,8 @@ def test_kill_during_parquet_write_keeps_previous_artifact(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert sha256_path(target) == before and read_artifact(target, "chunks").num_rows == 10
     assert list(target.parent.glob(".chunks.parquet.tmp-*")), "the half-written temp file is left beside it"
-    report = validate_run(make_project(tmp_path / "p"))  # validate must not trip over a leftover elsewhere
+    project = make_project(tmp_path / "p")
+    report = validate_run(project, load_config(project))  # validate must not trip over a leftover elsewhere
     assert report.ok
 
     subprocess.run([sys.executable, "-c", WRITER, str(tmp_path), "1000"], check=True, env=_env())
@@ -79,21 +83,22 @@ def test_kill_during_parquet_write_keeps_previous_artifact(tmp_path):
 @pytest.fixture
 def indexed(tmp_path):
     root = make_project(tmp_path / "p", n_docs=30)
-    params = Params.load(root / "params.yaml")
-    run_stage("chunk", root, params)
-    run_stage("index", root, params, system="bm25")
-    run_stage("evaluate", root, params)
+    config = load_config(root)
+    run_stage("chunk", root, config)
+    run_stage("judgments", root, config)
+    run_stage("index", root, config, "bm25")
+    run_stage("evaluate", root, config)
     return root
 
 
 def test_kill_during_index_build_keeps_previous_index(indexed):
-    index = indexed / layout.index_dir("bm25")
+    index = indexed / paths.index_dir("bm25")
     before = sha256_path(index)
     proc = subprocess.Popen([sys.executable, "-m", "irforge", "run", "index", "bm25", "--root", str(indexed),
                              "--params", str(indexed / "params.yaml")], env=_env(), stderr=subprocess.DEVNULL)
     _kill_when(proc, lambda: any(index.parent.glob(".bm25.tmp-*")))
     assert sha256_path(index) == before
-    report = validate_run(indexed)
+    report = validate_run(indexed, load_config(indexed))
     assert report.ok, report.violations
     assert any(".bm25.tmp-" in w.artifact for w in report.warnings)
 

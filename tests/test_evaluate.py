@@ -9,11 +9,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import Project
-from irforge import layout
-from irforge.retrieval import chunks_to_docs
-from irforge.judgments import JudgmentsError, load_qrels, load_queries
-from stages.evaluate import score, trec_lines
+import paths
+from conftest import QRELS, QUERIES, Project
+from irforge.contract import ArtifactError
+from irforge.corpus import JudgmentsError, load_qrels, load_queries
+from irforge.evaluation import score
+from irforge.retrieval import chunks_to_docs, read_system
+from stages.evaluate import trec_lines
 
 # ---------------------------------------------------------------- judgments files
 
@@ -106,26 +108,48 @@ def test_trec_run_format() -> None:
 # ---------------------------------------------------------------- the stage
 
 
+def test_judged_project_is_evaluated_from_the_judgments_artifacts(evaluated_project: Project) -> None:
+    out = evaluated_project.root
+    judged = {q for q, _, _ in QRELS}
+    assert pq.read_table(out / paths.QUERIES).num_rows == len(QUERIES)
+    assert pq.read_table(out / paths.QRELS).num_rows == len(QRELS)
+    assert read_system(out / paths.index_dir("bm25"))["kind"] == "bm25"  # bm25 opens from its folder too
+    assert {r["query_id"] for r in pq.read_table(out / paths.PER_QUERY).to_pylist()} == judged  # q6: unjudged
+    assert set(json.loads((out / paths.METRICS).read_text())) == {"bm25"}
+
+
 def test_corpus_without_judgments_skips_evaluation_with_empty_outputs(evaluated_copy: Project) -> None:
     corpus = evaluated_copy.params.section("corpus")
     evaluated_copy.set_params(corpus={**corpus, "queries": None, "qrels": None})
+    assert evaluated_copy.run("judgments") == {"queries": 0, "judged_queries": 0, "judgments": 0}
     assert evaluated_copy.run("evaluate") == {"systems": [], "metrics": {}}
     out = evaluated_copy.root
-    assert json.loads((out / layout.METRICS).read_text()) == {}
-    assert pq.read_table(out / layout.PER_QUERY).num_rows == 0
-    assert pq.read_table(out / layout.RUNS).num_rows == 0
-    assert sorted(p.name for p in (out / layout.TREC_RUNS).iterdir()) == ["_provenance.json"]  # bm25.trec is gone
+    assert pq.read_table(out / paths.QUERIES).num_rows == 0 and pq.read_table(out / paths.QRELS).num_rows == 0
+    assert json.loads((out / paths.METRICS).read_text()) == {}
+    assert pq.read_table(out / paths.PER_QUERY).num_rows == 0
+    assert pq.read_table(out / paths.RUNS).num_rows == 0
+    assert sorted(p.name for p in (out / paths.TREC_RUNS).iterdir()) == ["_provenance.json"]  # bm25.trec is gone
 
 
 def test_configured_judgments_that_do_not_exist_are_an_error(evaluated_copy: Project) -> None:
     corpus = evaluated_copy.params.section("corpus")
     evaluated_copy.set_params(corpus={**corpus, "qrels": "data/tiny/qrels/dev.tsv"})
+    before = (evaluated_copy.root / paths.QRELS).read_bytes()
     with pytest.raises(JudgmentsError, match=r"qrels/dev.tsv: corpus.qrels not found \(set corpus.queries and "
                                              r"corpus.qrels to null for a corpus without judgments\)"):
-        evaluated_copy.run("evaluate")
+        evaluated_copy.run("judgments")  # the judgments stage reads corpus.queries / corpus.qrels for evaluate
+    assert (evaluated_copy.root / paths.QRELS).read_bytes() == before  # the previous judgments stay whole
 
 
 def test_unknown_system_is_an_error(evaluated_copy: Project) -> None:
     evaluated_copy.set_params(evaluate={**evaluated_copy.params.section("evaluate"), "systems": ["bm26"]})
-    with pytest.raises(FileNotFoundError, match="system 'bm26' .* has no index"):
+    with pytest.raises(ValueError, match=r"evaluate.systems: 'bm26' is not a system of index.systems \(known: bm25\)"):
+        evaluated_copy.run("evaluate")
+
+
+def test_declared_system_without_an_index_is_an_error(evaluated_copy: Project) -> None:
+    index = evaluated_copy.params.section("index")
+    evaluated_copy.set_params(index={**index, "systems": {**index["systems"], "bm26": {"kind": "bm25"}}},
+                              evaluate={**evaluated_copy.params.section("evaluate"), "systems": ["bm25", "bm26"]})
+    with pytest.raises(ArtifactError, match=r"index/bm26: artifact 'index/bm26' not found; build it with `irforge run index bm26`"):
         evaluated_copy.run("evaluate")

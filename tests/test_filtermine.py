@@ -12,11 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from irforge import layout
-from irforge.artifacts import read_artifact, write_artifact
-from irforge.params import Params
-from irforge.runner import run_stage
-from irforge.schemas import SCHEMAS
+import paths
+from irforge.config import Params
+from irforge.contract import SCHEMAS, read_artifact, write_artifact
+from irforge.engine import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 N_DOCS = 30
@@ -71,26 +70,28 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus_root(tmp_path_factory) -> Path:
-    """A project folder with chunks, a BM25 index and evaluation queries (built once per module)."""
+    """A project folder with chunks, a BM25 index and evaluation queries (the judgments stage's ``queries``
+    artifact, which the filter's leakage guard reads), built once per module."""
     root = tmp_path_factory.mktemp("project")
-    write_artifact(pa.Table.from_pylist(_chunks(), SCHEMAS["chunks"]), root / layout.CHUNKS, "chunks",
+    write_artifact(pa.Table.from_pylist(_chunks(), SCHEMAS["chunks"]), root / paths.CHUNKS, "chunks",
                    {"stage": "test"})
     (root / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in [
         {"_id": "7", "text": "What is the effect of topic3a on shock waves?"},
         {"_id": "8", "text": "heat transfer in a laminar boundary layer of a flat plate near the leading edge"},
     ]) + "\n")
-    run_stage("index", root, _params(root, None), system="bm25")
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n7\td3\t1\n8\td8\t1\n")
+    run_stage("judgments", root, _params(root, None))
+    run_stage("index", root, _params(root, None), "bm25")
     return root
 
 
 def _params(root: Path, model: Path | None, **overrides) -> Params:
     base = Params.load(REPO / "params.yaml")
     values = {
-        "corpus.queries": "queries.jsonl", "encoder.model": str(model or "unused"), "encoder.threads": 1,
-        "encoder.max_length": 64, "encoder.precision": "float32", "filter.retrievers": ["bm25"],
-        "filter.threads": 1, "filter.too_easy": {"enabled": False}, "mine.retrievers": ["bm25"],
-        "filter.leakage": {"jaccard": 0.8, "cosine": None},
-        "mine.false_negative_ratio": None, "mine.threads": 1, "index.threads": 1,
+        "corpus.queries": "queries.jsonl", "corpus.qrels": "qrels.tsv", "encoder.model": str(model or "unused"),
+        "runtime.threads": 1, "encoder.max_length": 64, "encoder.precision": "float32",
+        "filter.retrievers": ["bm25"], "filter.too_easy": {"enabled": False}, "mine.retrievers": ["bm25"],
+        "filter.leakage": {"jaccard": 0.8, "cosine": None}, "mine.false_negative_ratio": None,
     }
     values.update(overrides)
     return base.with_overrides(values)
@@ -99,13 +100,14 @@ def _params(root: Path, model: Path | None, **overrides) -> Params:
 def _project(corpus_root: Path, tmp_path: Path, rows: list[dict]) -> Path:
     root = tmp_path / "p"
     shutil.copytree(corpus_root, root)
-    write_artifact(pa.Table.from_pylist(rows, SCHEMAS["generated_queries"]), root / layout.SYNTHETIC,
+    # The filter reads generated queries by artifact name: `synthetic_queries` (filter.sources: [synthesize]).
+    write_artifact(pa.Table.from_pylist(rows, SCHEMAS["generated_queries"]), root / paths.SYNTHETIC,
                    "generated_queries", {"stage": "test"})
     return root
 
 
 def _filtered(root: Path) -> dict[str, dict]:
-    return {r["query_id"]: r for r in read_artifact(root / layout.FILTERED, "filtered_queries").to_pylist()}
+    return {r["query_id"]: r for r in read_artifact(root / paths.FILTERED, "filtered_queries").to_pylist()}
 
 
 # ---------------------------------------------------------------- filter
@@ -127,7 +129,7 @@ def test_round_trip_keeps_first_ranked_source_and_drops_absent_one(corpus_root, 
     assert out["cleaned"]["reason"] == "cleaning: too short"
     assert out["orphan"]["reason"].startswith("unknown_chunk")
     assert summary["rejected"]["round_trip"] == 1 and summary["kept"] == 1
-    metrics = json.loads((root / layout.FILTER_METRICS).read_text())["filter"]
+    metrics = json.loads((root / paths.FILTER_METRICS).read_text())["filter"]
     assert metrics["by_generator"]["gen-a"] == {"input": 4, "kept": 1, "pass_rate": 0.25}
 
 
@@ -177,6 +179,25 @@ def test_score_filter_keeps_top_fraction_per_template(corpus_root, tmp_path):
     assert out["a3"]["reason"].startswith("low_score")
 
 
+def test_filter_reads_every_source_by_artifact_name(corpus_root, tmp_path):
+    """filter.sources picks the generated-query artifacts: synthesize -> synthetic_queries, doc2query ->
+    doc2query_queries; a source whose artifact was never written is an error naming it."""
+    from irforge.contract import ArtifactError
+
+    root = _project(corpus_root, tmp_path, [_query("syn", "d4#0", "topic4a topic4b part4x0")])
+    with pytest.raises(ArtifactError, match="doc2query"):
+        run_stage("filter", root, _params(root, None, **{"filter.sources": ["synthesize", "doc2query"]}))
+    write_artifact(pa.Table.from_pylist([_query("d2q", "d5#0", "topic5a topic5b part5x0", "doc2query")],
+                                        SCHEMAS["generated_queries"]), root / paths.DOC2QUERY,
+                   "generated_queries", {"stage": "test"})
+    run_stage("filter", root, _params(root, None, **{"filter.sources": ["doc2query"]}))
+    assert set(_filtered(root)) == {"d2q"}
+    summary = run_stage("filter", root, _params(root, None, **{"filter.sources": ["synthesize", "doc2query"]}))
+    out = _filtered(root)
+    assert set(out) == {"syn", "d2q"} and out["syn"]["kept"] and out["d2q"]["kept"]
+    assert summary["input"] == 2
+
+
 def test_dense_round_trip_records_ranks(corpus_root, tmp_path, tiny_model):
     rows = [_query(f"q{i}", f"d{i}#0", f"topic{i}a topic{i}b part{i}x0") for i in range(5)]
     root = _project(corpus_root, tmp_path, rows)
@@ -200,12 +221,12 @@ def test_negatives_exclude_positive_and_same_document_and_honour_window(corpus_r
     params = _params(root, None, **{"mine.window": [3, 20], "mine.n_negatives": 5})
     run_stage("filter", root, params)
     run_stage("mine", root, params)
-    triples = read_artifact(root / layout.TRIPLES, "triples").to_pylist()
+    triples = read_artifact(root / paths.TRIPLES, "triples").to_pylist()
     assert len(triples) == 6
 
     from irforge.retrieval import BM25Retriever
 
-    ranking = BM25Retriever(root / layout.index_dir("bm25"), 0.9, 0.4, threads=1).search(
+    ranking = BM25Retriever(root / paths.index_dir("bm25"), 0.9, 0.4, threads=1).search(
         {t["query_id"]: t["query"] for t in triples}, 20)
     for t in triples:
         negatives = t["negatives"]
@@ -222,7 +243,7 @@ def test_same_document_chunks_allowed_when_configured(corpus_root, tmp_path):
     params = _params(root, None, **{"mine.window": [1, 100], "mine.n_negatives": 50, "mine.exclude_same_doc": False})
     run_stage("filter", root, params)
     run_stage("mine", root, params)
-    (triple,) = read_artifact(root / layout.TRIPLES, "triples").to_pylist()
+    (triple,) = read_artifact(root / paths.TRIPLES, "triples").to_pylist()
     ids = {n["chunk_id"] for n in triple["negatives"]}
     assert "d2#1" in ids and "d2#0" not in ids
 
@@ -235,7 +256,7 @@ def test_seed_decides_the_sample(corpus_root, tmp_path):
         run_stage("filter", root, params)
         run_stage("mine", root, params)
         samples.append([[n["chunk_id"] for n in t["negatives"]]
-                        for t in read_artifact(root / layout.TRIPLES, "triples").to_pylist()])
+                        for t in read_artifact(root / paths.TRIPLES, "triples").to_pylist()])
     assert samples[0] == samples[1] and samples[0] != samples[2]
 
 
@@ -245,9 +266,9 @@ def test_false_negative_guard_drops_candidates_scoring_like_the_positive(corpus_
     params = _params(root, tiny_model, **base)
     run_stage("filter", root, params)
     run_stage("mine", root, params)
-    unguarded = read_artifact(root / layout.TRIPLES, "triples").to_pylist()
+    unguarded = read_artifact(root / paths.TRIPLES, "triples").to_pylist()
     summary = run_stage("mine", root, _params(root, tiny_model, **base, **{"mine.false_negative_ratio": 0.0}))
-    guarded = read_artifact(root / layout.TRIPLES, "triples").to_pylist()
+    guarded = read_artifact(root / paths.TRIPLES, "triples").to_pylist()
     # Ratio 0 drops every candidate with a positive cosine: what is left scores <= 0 under the dense model.
     assert summary["false_negatives_dropped"] > 0
     assert sum(map(len, (t["negatives"] for t in guarded))) < sum(map(len, (t["negatives"] for t in unguarded)))
@@ -264,7 +285,7 @@ def test_same_inputs_give_identical_bytes(corpus_root, tmp_path, tiny_model, mon
                                                "mine.false_negative_ratio": 0.95})
         run_stage("filter", root, params)
         run_stage("mine", root, params)
-        outputs.append([(root / p).read_bytes() for p in (layout.FILTERED, layout.TRIPLES, layout.FILTER_METRICS)])
+        outputs.append([(root / p).read_bytes() for p in (paths.FILTERED, paths.TRIPLES, paths.FILTER_METRICS)])
     assert outputs[0] == outputs[1]
 
 
@@ -272,7 +293,7 @@ def test_same_inputs_give_identical_bytes(corpus_root, tmp_path, tiny_model, mon
 
 
 def test_encoding_cache_hits_and_misses(tmp_path, tiny_model):
-    from irforge.encoding import DenseEncoder
+    from irforge.models.dense import DenseEncoder
 
     chunks = _chunks()[:6]
     encoder = DenseEncoder(str(tiny_model), tmp_path / "cache", max_length=32, batch_size=4, threads=1)
@@ -293,7 +314,7 @@ def test_encoding_cache_hits_and_misses(tmp_path, tiny_model):
 
 
 def test_dense_retriever_returns_chunk_ids_best_first(tmp_path, tiny_model):
-    from irforge.encoding import DenseEncoder
+    from irforge.models.dense import DenseEncoder
     from irforge.retrieval import DenseRetriever
 
     chunks = _chunks()[:10]
@@ -309,21 +330,21 @@ def test_dense_retriever_returns_chunk_ids_best_first(tmp_path, tiny_model):
 
 
 def test_audit_query_story(corpus_root, tmp_path):
-    from irforge.audit import query_story, render_query_story
+    from irforge.ops.audit import query_story, render_query_story
 
     root = _project(corpus_root, tmp_path, _kept_queries())
     params = _params(root, None, **{"mine.window": [3, 20], "mine.n_negatives": 2})
     run_stage("filter", root, params)
     run_stage("mine", root, params)
-    story = query_story(root / layout.TRIPLES, "q2", root)
+    story = query_story(root / paths.TRIPLES, "q2", root)
     assert story["generated"]["prompt_id"] == "t1-abc" and story["filtered"]["rank_bm25"] == 1
     assert story["chunk"]["chunk_id"] == "d2#0" and len(story["negatives"]) == 2
     text = render_query_story(story)
     for needle in ("gen-a", "t1-abc", "rank_bm25 1", "bm25", "document 2"):
         assert needle in text
     with pytest.raises(KeyError, match="nope"):
-        query_story(root / layout.TRIPLES, "nope", root)
-    assert pq.read_schema(root / layout.TRIPLES).metadata  # provenance is what the story follows
+        query_story(root / paths.TRIPLES, "nope", root)
+    assert pq.read_schema(root / paths.TRIPLES).metadata  # provenance is what the story follows
 
 
 @pytest.mark.slow
@@ -336,6 +357,6 @@ def test_filter_and_mine_with_the_embedded_encoder(corpus_root, tmp_path):
     run_stage("mine", root, params)
     out = _filtered(root)
     assert all(r["rank_dense"] is not None for r in out.values())
-    triples = read_artifact(root / layout.TRIPLES, "triples").to_pylist()
+    triples = read_artifact(root / paths.TRIPLES, "triples").to_pylist()
     assert triples and all(n["chunk_id"].split("#")[0] != t["positive_id"].split("#")[0]
                            for t in triples for n in t["negatives"])

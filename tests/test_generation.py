@@ -9,11 +9,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from irforge import layout
-from irforge.cleaning import CleaningRules
-from irforge.generation import Generator, SamplingParams
-from irforge.prompting import load_template
-from irforge.querygen import generate_queries, select_chunks
+import paths
+from irforge.config import Params
+from irforge.contract import SCHEMAS, read_artifact, read_provenance
+from irforge.engine import run_stage
+from irforge.generation import CleaningRules, Generator, SamplingParams, generate_queries, load_template, select_chunks
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
@@ -98,7 +98,8 @@ def test_causal_greedy_matches_transformers_generate(llama_gen):
     gen = llama_gen
     prompt = PASSAGES[0]
     enc = gen.tokenizer(prompt, return_tensors="pt")
-    ref = gen.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False, max_new_tokens=8, eos_token_id=sorted(gen.stop_ids))
+    ref = gen.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
+                             max_new_tokens=8, eos_token_id=sorted(gen.stop_ids))
     tokens = [t for t in ref[0, enc["input_ids"].shape[1]:].tolist() if t not in gen.stop_ids]
     ours = gen.generate([prompt], ["k"], GREEDY, seed=0)[0][0]
     assert ours.text == gen.tokenizer.decode(tokens, skip_special_tokens=True).strip()
@@ -124,7 +125,7 @@ def test_encoder_decoder_is_detected(t5_gen, llama_gen):
 
 
 def _chunks(texts: list[str]) -> list[dict]:
-    from stages.chunk import sha256_text
+    from irforge.corpus import sha256_text
 
     return [{"chunk_id": f"d{i}#0", "doc_id": f"d{i}", "title": f"title {i}", "text": t,
              "content_hash": sha256_text(f"title {i}", t)} for i, t in enumerate(texts)]
@@ -165,8 +166,6 @@ def test_rows_carry_provenance_columns_and_reasons(llama_gen, tmp_path):
     template = load_template("doc2query")
     result = generate_queries(_chunks(PASSAGES), gen, template, SAMPLED, 3, 4, tmp_path / "c.sqlite",
                               CleaningRules(min_words=1), "tiny", "test")
-    from irforge.schemas import SCHEMAS
-
     table = pa.Table.from_pylist(result.rows, schema=SCHEMAS["generated_queries"])
     assert table.num_rows == len(PASSAGES) * SAMPLED.n
     assert set(table.column("template").to_pylist()) == {"doc2query"}
@@ -192,47 +191,46 @@ def test_doc2query_stage_with_embedded_smollm(tmp_path):
     import json
     import os
 
-    from irforge.params import Params
-    from irforge.runner import run_stage
-
     root = Path(__file__).resolve().parents[1]
     shutil.copytree(root / "data", tmp_path / "data")
+    # The row cache is a runtime setting now (runtime.cache_dir/generation.sqlite).
     params = Params.load(root / "params.yaml", {"doc2query.max_chunks": 3, "doc2query.n": 2,
-                                                "doc2query.cache": str(tmp_path / "gen.sqlite")})
+                                                "runtime.cache_dir": str(tmp_path / "gen-cache")})
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_stage("chunk", tmp_path, params)
     summary = run_stage("doc2query", tmp_path, params)
     assert summary["chunks"] == 3 and summary["queries"] == 6
-    from irforge.artifacts import read_artifact, read_provenance
+    assert (tmp_path / "gen-cache" / "generation.sqlite").exists()
 
-    rows = read_artifact(tmp_path / layout.DOC2QUERY, "generated_queries").to_pylist()
+    rows = read_artifact(tmp_path / paths.DOC2QUERY, "generated_queries").to_pylist()
     assert all(r["generator"] == "pkg:smollm2-135m-instruct" for r in rows)
-    prov = read_provenance(tmp_path / layout.DOC2QUERY)
+    prov = read_provenance(tmp_path / paths.DOC2QUERY)
     assert prov["models"][0]["sha256"] == rows[0]["model_hash"]
-    expanded = read_artifact(tmp_path / layout.EXPANDED, "expanded_chunks").to_pylist()
+    expanded = read_artifact(tmp_path / paths.EXPANDED, "expanded_chunks").to_pylist()
     assert sum(bool(r["expansion"]) for r in expanded) <= 3
-    metrics = json.loads((tmp_path / layout.DOC2QUERY_METRICS).read_text())
+    metrics = json.loads((tmp_path / paths.DOC2QUERY_METRICS).read_text())
     assert metrics["queries"] == 6
     run_stage("doc2query", tmp_path, params)  # second run: every row from the cache, same artifact rows
-    assert read_artifact(tmp_path / layout.DOC2QUERY, "generated_queries").to_pylist() == rows
+    assert read_artifact(tmp_path / paths.DOC2QUERY, "generated_queries").to_pylist() == rows
 
 
-def _tiny_project(tmp_path: Path, model: Path, **overrides):
-    """A project folder with a 4-document corpus and params pointing both query stages at ``model``."""
+def _tiny_project(tmp_path: Path, model: Path, **overrides) -> Params:
+    """A project folder with a 4-document corpus, one judged query, and params pointing both query stages at
+    ``model``."""
     import json
-
-    from irforge.params import Params
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": str(i), "title": f"title {i}", "text": t}) + "\n"
                               for i, t in enumerate(PASSAGES[:4])))
     (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "wing lift in a slipstream"}) + "\n")
+    # Judgments come in pairs now (corpus.queries and corpus.qrels, or neither): q1 is about passage 3.
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t3\t1\n")
     root = Path(__file__).resolve().parents[1]
-    sets = {"corpus.path": str(corpus), "corpus.queries": "queries.jsonl", "corpus.qrels": None}
+    sets = {"corpus.path": str(corpus), "corpus.queries": "queries.jsonl", "corpus.qrels": "qrels.tsv",
+            "runtime.cache_dir": str(tmp_path / "gen-cache"), "runtime.threads": 1}
     for stage in ("doc2query", "synthesize"):
         sets |= {f"{stage}.model": str(model), f"{stage}.max_chunks": 3, f"{stage}.n": 2, f"{stage}.dtype": "float32",
-                 f"{stage}.max_new_tokens": 6, f"{stage}.cache": str(tmp_path / "gen.sqlite"),
-                 f"{stage}.cleaning": {"min_words": 1}}
+                 f"{stage}.max_new_tokens": 6, f"{stage}.cleaning": {"min_words": 1}}
     sets["doc2query.template"] = "auto"
     sets |= overrides
     return Params.load(root / "params.yaml", sets)
@@ -241,20 +239,18 @@ def _tiny_project(tmp_path: Path, model: Path, **overrides):
 def test_query_stages_end_to_end_with_a_tiny_model(tiny_llama, tmp_path):
     import json
 
-    from irforge.artifacts import read_artifact, read_provenance
-    from irforge.runner import run_stage
-
     params = _tiny_project(tmp_path, tiny_llama)
     run_stage("chunk", tmp_path, params)
+    run_stage("judgments", tmp_path, params)  # synthesize reads the evaluation queries from this artifact
     d2q = run_stage("doc2query", tmp_path, params)
     syn = run_stage("synthesize", tmp_path, params)
     assert d2q["queries"] == 6 and syn["queries"] == 6
-    queries = read_artifact(tmp_path / layout.DOC2QUERY, "generated_queries").to_pylist()
+    queries = read_artifact(tmp_path / paths.DOC2QUERY, "generated_queries").to_pylist()
     assert {r["template"] for r in queries} == {"doc2query"}
-    synthetic = read_artifact(tmp_path / layout.SYNTHETIC, "generated_queries").to_pylist()
+    synthetic = read_artifact(tmp_path / paths.SYNTHETIC, "generated_queries").to_pylist()
     assert {r["template"] for r in synthetic} == {"promptagator"}
-    assert read_provenance(tmp_path / layout.SYNTHETIC)["models"][0]["sha256"] == synthetic[0]["model_hash"]
-    expanded = read_artifact(tmp_path / layout.EXPANDED, "expanded_chunks").to_pylist()
+    assert read_provenance(tmp_path / paths.SYNTHETIC)["models"][0]["sha256"] == synthetic[0]["model_hash"]
+    expanded = read_artifact(tmp_path / paths.EXPANDED, "expanded_chunks").to_pylist()
     assert len(expanded) == 4  # every chunk, expanded or not
     kept = {}
     for r in queries:
@@ -262,20 +258,20 @@ def test_query_stages_end_to_end_with_a_tiny_model(tiny_llama, tmp_path):
             kept.setdefault(r["chunk_id"], []).append(r["text"])
     assert {r["chunk_id"]: r["expansion"] for r in expanded if r["expansion"]} == \
         {c: "\n".join(t) for c, t in kept.items()}
-    metrics = json.loads((tmp_path / layout.SYNTHETIC_METRICS).read_text())
+    metrics = json.loads((tmp_path / paths.SYNTHETIC_METRICS).read_text())
     assert metrics["kept"] + sum(metrics["dropped"].values()) == 6
 
 
 def test_synthesize_refuses_examples_that_are_test_queries(tiny_llama, tmp_path):
     import json
 
-    from irforge.prompting import LeakedTestQueryError
-    from irforge.runner import run_stage
+    from irforge.generation import LeakedTestQueryError
 
     leak = tmp_path / "examples.jsonl"
     leak.write_text(json.dumps({"passage": "p", "query": "Wing lift in a slipstream?"}) + "\n")
     params = _tiny_project(tmp_path, tiny_llama, **{"synthesize.examples": str(leak)})
     run_stage("chunk", tmp_path, params)
+    run_stage("judgments", tmp_path, params)
     with pytest.raises(LeakedTestQueryError, match="evaluation query 'q1'"):
         run_stage("synthesize", tmp_path, params)
-    assert not (tmp_path / layout.SYNTHETIC).exists()
+    assert not (tmp_path / paths.SYNTHETIC).exists()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from irforge import indexes
+from irforge import retrieval
+from irforge.models.splade import quantise, splade_pool
 from irforge.retrieval import reciprocal_rank_fusion
-from irforge.splade import flops_loss, quadratic_warmup, quantise, splade_pool
-from tests.trainkit import tiny_models  # noqa: F401 (fixture)
+from irforge.training.losses import flops_loss, quadratic_warmup
+from trainkit import Encoders
+
+BM25 = {"k1": 0.9, "b": 0.4}
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -20,9 +23,9 @@ def test_flat_faiss_matches_brute_force_and_hnsw_agrees():
     rng = np.random.default_rng(0)
     docs, queries = _unit(rng, 500, 32), _unit(rng, 20, 32)
     brute = np.argsort(-(queries @ docs.T), axis=1)[:, :10]
-    _, flat = indexes.build_faiss(docs, "flat").search(queries, 10)
+    _, flat = retrieval.build_faiss(docs, "flat").search(queries, 10)
     assert (flat == brute).all()
-    _, hnsw = indexes.build_faiss(docs, "hnsw", hnsw_m=16).search(queries, 10)
+    _, hnsw = retrieval.build_faiss(docs, "hnsw", hnsw_m=16).search(queries, 10)
     recall = np.mean([len(set(h) & set(b)) / 10 for h, b in zip(hnsw, brute, strict=True)])
     assert recall >= 0.9
 
@@ -30,25 +33,28 @@ def test_flat_faiss_matches_brute_force_and_hnsw_agrees():
 def test_ivfpq_builds_reproducibly_and_refuses_too_few_vectors():
     rng = np.random.default_rng(1)
     docs = _unit(rng, 400, 32)
-    a = indexes.build_faiss(docs, "ivfpq", ivf_lists=8, pq_m=8, pq_bits=4, seed=3, threads=1)
-    b = indexes.build_faiss(docs, "ivfpq", ivf_lists=8, pq_m=8, pq_bits=4, seed=3, threads=1)
+    a = retrieval.build_faiss(docs, "ivfpq", ivf_lists=8, pq_m=8, pq_bits=4, seed=3, threads=1)
+    b = retrieval.build_faiss(docs, "ivfpq", ivf_lists=8, pq_m=8, pq_bits=4, seed=3, threads=1)
     a.nprobe = b.nprobe = 8
     assert (a.search(docs[:5], 5)[1] == b.search(docs[:5], 5)[1]).all()
     with pytest.raises(ValueError, match="too few"):
-        indexes.build_faiss(docs[:50], "ivfpq", ivf_lists=8, pq_m=8)
+        retrieval.build_faiss(docs[:50], "ivfpq", ivf_lists=8, pq_m=8)
     with pytest.raises(ValueError, match="unknown faiss index type"):
-        indexes.build_faiss(docs, "lsh")
+        retrieval.build_faiss(docs, "lsh")
 
 
 def test_faiss_retriever_returns_chunk_ids_by_brute_force_order(tmp_path, tiny_models):
-    from irforge.encoding import DenseEncoder
+    from irforge.models.dense import DenseEncoder
 
     texts = [f"passage about topic {w}" for w in ("wing", "shock", "heat", "orbit", "nozzle", "flutter")]
     ids = [f"{i}#0" for i in range(len(texts))]
-    vectors = DenseEncoder(str(tiny_models["dense"]), max_length=16).encode(texts)
-    indexes.save_faiss(indexes.build_faiss(vectors), ids, tmp_path)
-    indexes.write_system(tmp_path, {"kind": "faiss", "model": str(tiny_models["dense"]), "query_max_length": 16})
-    retriever = indexes.open_retriever(tmp_path, tmp_path)
+    vectors = DenseEncoder(str(tiny_models["dense"]), tmp_path / "cache", max_length=16).encode(texts)
+    index = tmp_path / "faiss"
+    index.mkdir()
+    retrieval.save_faiss(retrieval.build_faiss(vectors), ids, index)
+    retrieval.write_system(index, {"kind": "faiss", "model": str(tiny_models["dense"]), "query_max_length": 16})
+    retriever = retrieval.open_system(index, Encoders(tmp_path / "cache"), **BM25)
+    assert isinstance(retriever, retrieval.FaissRetriever)
     run = retriever.search({"q": "topic heat"}, k=3)
     query = retriever.encoder.encode(["topic heat"])[0]
     expected = [ids[i] for i in np.argsort(-(vectors @ query))[:3]]
@@ -63,10 +69,11 @@ def test_impact_index_returns_the_brute_force_dot_product_ranking(tmp_path, tiny
         terms = rng.choice(len(vocab), 8, replace=False)
         docs[f"d{i}"] = {vocab[t]: int(rng.integers(1, 200)) for t in terms}
     index = tmp_path / "impact"
-    assert indexes.build_impact_index(docs.items(), index, threads=2) == 30
-    indexes.write_system(index, {"kind": "impact", "model": str(tiny_models["splade"]), "scale": 100,
-                                 "query_max_length": 16})
-    retriever = indexes.open_retriever(index, tmp_path)
+    assert retrieval.build_impact_index(docs.items(), index, threads=2) == 30
+    retrieval.write_system(index, {"kind": "impact", "model": str(tiny_models["splade"]), "scale": 100,
+                                   "query_max_length": 16})
+    retriever = retrieval.open_system(index, Encoders(tmp_path / "cache"), **BM25)
+    assert isinstance(retriever, retrieval.ImpactRetriever)
     queries = [{vocab[t]: int(rng.integers(1, 50)) for t in rng.choice(len(vocab), 5, replace=False)} for _ in range(6)]
     run = retriever.search_vectors(queries, [f"q{j}" for j in range(6)], k=5)
     for j, query in enumerate(queries):
@@ -79,18 +86,18 @@ def test_impact_index_returns_the_brute_force_dot_product_ranking(tmp_path, tiny
 
 
 def test_impact_retriever_encodes_queries_with_the_splade_model(tmp_path, tiny_models):
-    from irforge.splade import SpladeEncoder
+    from irforge.models.splade import SpladeEncoder
 
-    encoder = SpladeEncoder(str(tiny_models["splade"]), max_length=16)
+    encoder = SpladeEncoder(str(tiny_models["splade"]), tmp_path / "cache", max_length=16)
     texts = ["wing lift slipstream", "shock wave nose", "heat conduction slab", "orbit drag satellite"]
     vectors = encoder.encode(texts, scale=100)
     index = tmp_path / "impact"
-    indexes.build_impact_index(zip(["a", "b", "c", "d"], vectors, strict=True), index, threads=1)
-    indexes.write_system(index, {"kind": "impact", "model": str(tiny_models["splade"]), "scale": 100,
-                                 "query_max_length": 16})
-    retriever = indexes.open_retriever(index, tmp_path)
+    retrieval.build_impact_index(zip(["a", "b", "c", "d"], vectors, strict=True), index, threads=1)
+    retrieval.write_system(index, {"kind": "impact", "model": str(tiny_models["splade"]), "scale": 100,
+                                   "query_max_length": 16})
+    retriever = retrieval.open_system(index, Encoders(tmp_path / "cache"), **BM25)
     query = retriever.encode_queries(["shock wave"])[0]
-    assert 0 < len(query) <= indexes.MAX_QUERY_TERMS  # a random model activates most of the vocabulary
+    assert 0 < len(query) <= retrieval.MAX_QUERY_TERMS  # a random model activates most of the vocabulary
     brute = max(zip("abcd", vectors, strict=True), key=lambda kv: sum(w * kv[1].get(t, 0) for t, w in query.items()))
     assert retriever.search({"q": "shock wave"}, k=4)["q"][0][0] == brute[0]
     retriever.close()
@@ -98,7 +105,7 @@ def test_impact_retriever_encodes_queries_with_the_splade_model(tmp_path, tiny_m
 
 def test_missing_index_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="system.json"):
-        indexes.open_retriever(tmp_path, tmp_path)
+        retrieval.open_system(tmp_path, Encoders(tmp_path / "cache"), **BM25)
 
 
 def test_splade_pooling_is_masked_log_saturated_max():

@@ -9,7 +9,7 @@ from conftest import REPO
 
 THREADS = """
 import threading
-from irforge.preload import preload_libraries
+from irforge.runtime.preload import preload_libraries
 errors = []
 def task():
     try:

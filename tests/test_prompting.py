@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from irforge.params import Params
-from irforge.prompting import (Example, LeakedTestQueryError, check_no_test_queries, generic_examples, load_template,
-                               resolve_examples, template_names)
+from irforge.config import Params
+from irforge.corpus import load_queries
+from irforge.generation.prompting import (
+    Example,
+    LeakedTestQueryError,
+    check_no_test_queries,
+    generic_examples,
+    load_template,
+    resolve_examples,
+    template_names,
+)
 
 SHIPPED = {"doc2query", "doc2query-t5", "inpars-vanilla", "inpars-gbq", "promptagator"}
 
 
 def test_shipped_templates_load_and_show_the_passage():
-    assert SHIPPED <= set(template_names())
+    assert set(template_names()) >= SHIPPED
     for name in SHIPPED:
         t = load_template(name, generic_examples())
         text = t.render("A TITLE", "the passage text here")
@@ -78,8 +87,6 @@ def test_bad_templates_are_refused(tmp_path):
 
 def test_generic_examples_are_not_cranfield_test_queries():
     root = Path(__file__).resolve().parents[1]
-    from irforge.judgments import load_queries
-
     check_no_test_queries(generic_examples(), load_queries(root / "data/cranfield/queries.jsonl"))
 
 
@@ -93,25 +100,31 @@ def test_test_queries_are_refused_by_text_and_by_id():
 
 
 def _synth_ctx(tmp_path: Path, examples):
-    """A synthesize context on a copy of the params, whose corpus.queries are the Cranfield test queries."""
-    from irforge.runner import load_stage
-    from irforge.stage import StageContext
+    """A synthesize context in a copy of the project (params + Cranfield data) whose judgments stage has run:
+    its ``queries`` artifact holds the Cranfield test queries (corpus.queries)."""
+    from irforge.engine import StageContext, nodes, run_stage, validate
 
-    root = Path(__file__).resolve().parents[1]
-    params = Params.load(root / "params.yaml", {"synthesize.examples": examples})
-    return StageContext.for_module(load_stage("synthesize"), root, params)
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "project"
+    shutil.copytree(repo / "data" / "cranfield", root / "data" / "cranfield")
+    config = validate(Params.load(repo / "params.yaml", {"synthesize.examples": examples}))
+    run_stage("judgments", root, config)
+    return StageContext(next(n for n in nodes(config) if n.key == "synthesize"), root, config)
 
 
 def test_synthesize_refuses_few_shot_examples_taken_from_the_test_judgments(tmp_path):
     """Pointing `examples` at the evaluation queries/qrels (as if they were training data) fails loudly."""
-    import stages.synthesize as synth
+    from irforge.corpus import queries_of
 
     ctx = _synth_ctx(tmp_path, {"queries": "data/cranfield/queries.jsonl", "qrels": "data/cranfield/qrels/test.tsv"})
     passages = {str(i): ("t", f"passage {i}") for i in range(1, 1401)}
-    examples, _ = resolve_examples(ctx.section("synthesize")["examples"], ctx.root, 3, 13, passages)
+    examples, _ = resolve_examples(ctx.section("synthesize").examples, ctx.root, 3, 13, passages)
     assert len(examples) == 3
+    # What the synthesize stage checks its examples against: the judgments stage's queries artifact.
+    test_queries = queries_of(ctx.read("queries"))
+    assert len(test_queries) == len(load_queries(ctx.root / "data/cranfield/queries.jsonl")) > 0
     with pytest.raises(LeakedTestQueryError):
-        check_no_test_queries(examples, synth.test_queries(ctx))
+        check_no_test_queries(examples, test_queries)
 
 
 def test_examples_from_a_jsonl_file(tmp_path):
@@ -129,8 +142,6 @@ def test_no_cranfield_test_query_appears_in_any_prompt_outside_the_passage(name)
     """What the synthesize stage shows the model besides the passage (instructions, examples, chat turns) holds
     no evaluation query."""
     import re
-
-    from irforge.judgments import load_queries
 
     root = Path(__file__).resolve().parents[1]
     norm = lambda t: " ".join(re.findall(r"\w+", t.lower()))  # noqa: E731

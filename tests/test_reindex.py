@@ -8,10 +8,10 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from irforge import serving
-from irforge.artifacts import read_artifact
 from irforge.cli import app
-from irforge.refresh import diff, merge_chunks
+from irforge.contract.artifacts import read_artifact
+from irforge.ops import serving
+from irforge.ops.refresh import diff, merge_chunks
 from irforge.retrieval import BM25Retriever
 from tests._ops_project import make_project
 
@@ -92,7 +92,7 @@ def test_reindex_refresh_switch_and_rollback(tmp_path, monkeypatch, prefect_serv
 
 
 def test_failed_build_leaves_served_version_alone(tmp_path, monkeypatch, prefect_server):
-    import pipelines.reindex as reindex_module
+    import irforge.ops.reindex as reindex_module  # the steps; pipelines/reindex.py only wires them as tasks
 
     root = make_project(tmp_path, n_docs=20)
     _reindex(root)
@@ -109,18 +109,36 @@ def test_failed_build_leaves_served_version_alone(tmp_path, monkeypatch, prefect
     assert not [p for p in (root / "serve/bm25/versions").iterdir() if p.name.startswith(".")]
 
 
+def _drop_judged_documents(root):
+    """Delete every document some query judges relevant: the next version's metrics can only fall."""
+    judged = {row.split("\t")[1] for row in (root / "corpus/qrels/test.tsv").read_text().splitlines()[1:] if row}
+    path = root / "corpus/corpus.jsonl"
+    docs = [json.loads(line) for line in path.read_text().splitlines()]
+    kept = [d for d in docs if d["_id"] not in judged]
+    assert judged and kept and len(kept) < len(docs)
+    path.write_text("".join(json.dumps(d) + "\n" for d in kept))
+
+
 def test_metric_gate_holds_a_worse_version(tmp_path, prefect_server):
     root = make_project(tmp_path, n_docs=20)
-    _reindex(root)
+    first = _reindex(root)
+    assert first["metrics"]["nDCG@10"] > 0
     _edit_corpus(root)
-    held = _reindex(root, "--set", "reindex.max_metric_drop=-1")  # any version counts as worse
+    _drop_judged_documents(root)
+    # A negative allowed drop is no longer a way to hold every version: params are validated first.
+    result = CliRunner().invoke(app, ["reindex", "--root", str(root), "--params", str(root / "params.yaml"),
+                                      "--set", "reindex.max_metric_drop=-1"])
+    assert result.exit_code != 0 and "reindex.max_metric_drop" in str(result.exception)
+    assert serving.versions(root, "bm25") == ["v000001"]
+    held = _reindex(root, "--set", "reindex.max_metric_drop=0")  # any drop at all counts as worse
     assert held["served"] == "v000001" and "fell from" in held["held"]
     assert serving.manifest(root, "bm25", "v000002")["held"]
+    assert serving.manifest(root, "bm25", "v000002")["metrics"]["nDCG@10"] < first["metrics"]["nDCG@10"]
 
 
 def test_one_refresh_at_a_time(tmp_path):
-    with serving.exclusive(tmp_path, "bm25"), pytest.raises(serving.ServeError, match="another re-index"):
-        with serving.exclusive(tmp_path, "bm25"):
-            pass
+    with serving.exclusive(tmp_path, "bm25"), pytest.raises(serving.ServeError, match="another re-index"), \
+            serving.exclusive(tmp_path, "bm25"):
+        pass
     with serving.exclusive(tmp_path, "bm25"):  # released on exit
         pass

@@ -8,11 +8,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from irforge.artifacts import read_provenance
-from irforge.partition import bounds, map_partitions
+from irforge.contract.artifacts import read_provenance
+from irforge.runtime.partition import bounds, map_partitions
 from tests._ops_project import make_project
 
-BYTE_IDENTICAL = ("chunk/chunks.parquet", "chunk/quarantine.parquet")
+BYTE_IDENTICAL = ("chunk/chunks.parquet", "chunk/quarantine.parquet", "judgments/queries.parquet",
+                  "judgments/qrels.parquet")
 SAME_DATA = ("evaluate/runs.parquet", "evaluate/per_query.parquet")
 
 
@@ -50,10 +51,10 @@ def test_dask_flow_artifacts_identical_to_local(tmp_path, monkeypatch, prefect_s
     from prefect.settings import PREFECT_API_URL
     from prefect_dask import DaskTaskRunner
 
-    from pipelines.experiment import STEPS, experiment
+    from pipelines.experiment import experiment
 
-    # The BM25 slice: enough to exercise sharding and the task runner without loading the LLMs twice.
-    steps = tuple(s for s in STEPS if s.key in ("chunk", "index-bm25", "evaluate"))
+    # The BM25 slice of the DAG: enough to exercise sharding and the task runner without loading the LLMs twice.
+    only = ["chunk", "judgments", "index-bm25", "evaluate"]
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     monkeypatch.setenv("IRFORGE_PROGRESS", "0")
@@ -62,15 +63,16 @@ def test_dask_flow_artifacts_identical_to_local(tmp_path, monkeypatch, prefect_s
     local = make_project(tmp_path / "local")
     dask = make_project(tmp_path / "dask")
 
-    experiment(params_path="params.yaml", root=str(local), steps=steps)
+    local_result = experiment(params_path="params.yaml", root=str(local), only=only)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         on_dask = experiment.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
-        result = on_dask(params_path="params.yaml", root=str(dask), steps=steps)
+        result = on_dask(params_path="params.yaml", root=str(dask), only=only)
         with Client(cluster) as client:  # mapped work really spreads over both workers
             used = set(client.submit(_map_on_worker, 40, pure=False).result())
             assert used == set(cluster.workers[i].worker_address for i in cluster.workers)
 
-    assert result["chunk"]["chunks"] > 60
+    assert set(result) == set(local_result) == set(only)
+    assert result["chunk"]["chunks"] > 60 and result["chunk"] == local_result["chunk"]
     for rel in BYTE_IDENTICAL:
         assert (local / "artifacts" / rel).read_bytes() == (dask / "artifacts" / rel).read_bytes(), rel
     # Downstream of the Lucene index only the index's recorded sha256 may differ: Lucene stamps random

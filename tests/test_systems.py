@@ -12,14 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from irforge import layout
-from irforge.artifacts import write_artifact
-from irforge.runner import run_stage
-from irforge.schemas import SCHEMAS
-from stages.evaluate import significance
-from tests.trainkit import PROVENANCE, TOPICS, make_project, tiny_models  # noqa: F401 (fixture)
-
-SYSTEMS = ["bm25", "dense-zs", "dense", "splade-zs", "splade"]
+import paths
+from irforge.contract import SCHEMAS, ArtifactError, read_provenance, write_artifact
+from irforge.engine import run_stage
+from irforge.evaluation import significance
+from irforge.retrieval import read_system
+from trainkit import PROVENANCE, SYSTEMS, TOPICS, make_project
 
 
 def _judgments(root: Path) -> dict[str, str]:
@@ -61,16 +59,28 @@ def evaluated(tmp_path_factory, tiny_models) -> tuple[Path, object]:
         "evaluate.fusions": [["bm25", "dense-zs"], ["bm25", "dense", "splade"]], "evaluate.resamples": 500,
         "evaluate.compare": [["dense", "dense-zs"], ["rrf(bm25+dense+splade)", "rrf(bm25+dense-zs)"]],
         "evaluate.depth": 10})
-    run_stage("train", root, params)
+    run_stage("judgments", root, params)  # evaluate and report read the judgments artifacts
+    for model in ("dense", "splade"):  # one train run per trainer
+        run_stage("train", root, params, model)
     for system in SYSTEMS:
-        run_stage("index", root, params, system=system)
+        run_stage("index", root, params, system)
     run_stage("evaluate", root, params)
     return root, params
 
 
+def test_every_index_opens_from_its_system_json(evaluated):
+    root, params = evaluated
+    kinds = {"bm25": "bm25", "dense-zs": "faiss", "dense": "faiss", "splade-zs": "impact", "splade": "impact"}
+    for system in SYSTEMS:
+        assert read_system(root / paths.index_dir(system))["kind"] == kinds[system]
+    assert read_system(root / paths.index_dir("dense"))["model"] == paths.model_dir("dense")
+    inputs = {i["path"] for i in read_provenance(root / paths.PER_QUERY)["inputs"]}
+    assert {paths.QUERIES, paths.QRELS, *(paths.index_dir(s) for s in SYSTEMS)} <= inputs
+
+
 def test_evaluate_compares_every_system_and_fusion(evaluated):
     root, _ = evaluated
-    metrics = json.loads((root / layout.METRICS).read_text())
+    metrics = json.loads((root / paths.METRICS).read_text())
     assert set(metrics) == {*SYSTEMS, "rrf(bm25+dense-zs)", "rrf(bm25+dense+splade)"}
     for system, values in metrics.items():
         assert {"nDCG@10", "RR@10", "R@100", "R@1000", "AP", "latency_mean_ms", "latency_p95_ms"} <= set(values)
@@ -78,17 +88,17 @@ def test_evaluate_compares_every_system_and_fusion(evaluated):
         if system != "bm25":
             assert {"delta_vs_bm25", "p_ttest_vs_bm25", "p_randomisation_vs_bm25"} <= set(values)
     assert metrics["bm25"]["nDCG@10"] > 0.5  # the toy queries share words with their documents
-    table = (root / layout.SYSTEMS_TABLE).read_text().splitlines()
+    table = (root / paths.SYSTEMS_TABLE).read_text().splitlines()
     assert table[0].startswith("system,nDCG@10") and len(table) == 1 + len(metrics)
-    assert (root / layout.TREC_RUNS / "rrf(bm25+dense-zs).trec").exists()
+    assert (root / paths.TREC_RUNS / "rrf(bm25+dense-zs).trec").exists()
 
 
 
 def test_evaluate_tests_each_trained_system_against_its_reference(evaluated):
     root, _ = evaluated
-    metrics = json.loads((root / layout.METRICS).read_text())
+    metrics = json.loads((root / paths.METRICS).read_text())
     per_query: dict[str, dict[str, float]] = {}
-    for r in pq.read_table(root / layout.PER_QUERY).to_pylist():
+    for r in pq.read_table(root / paths.PER_QUERY).to_pylist():
         if r["measure"] == "nDCG@10":
             per_query.setdefault(r["system"], {})[r["query_id"]] = r["value"]
     for system, reference in [("dense", "dense-zs"), ("rrf(bm25+dense+splade)", "rrf(bm25+dense-zs)")]:
@@ -109,9 +119,18 @@ def test_compare_must_name_systems_that_ran(evaluated):
 
 def test_missing_index_is_a_clear_error(evaluated, tmp_path):
     root, params = evaluated
-    with pytest.raises(FileNotFoundError, match=r"system 'nope' .*irforge run index nope"):
+    before = (root / paths.METRICS).read_bytes()
+    # A system evaluate names must be declared in index.systems ...
+    with pytest.raises(ValueError, match=r"evaluate.systems: 'nope' is not a system of index.systems \(known: bm25, "):
         run_stage("evaluate", root, params.with_overrides({"evaluate.systems": ["bm25", "nope"], "evaluate.fusions": [],
                                                             "evaluate.compare": []}))
+    # ... and its index built: the error names the index folder and the command that builds it.
+    declared = params.with_overrides({"index.systems.nope": {"kind": "bm25"}, "evaluate.systems": ["bm25", "nope"],
+                                      "evaluate.fusions": [], "evaluate.compare": []})
+    with pytest.raises(ArtifactError, match=re.escape(f"{root / paths.index_dir('nope')}: artifact 'index/nope' "
+                                                      "not found; build it with `irforge run index nope`")):
+        run_stage("evaluate", root, declared)
+    assert (root / paths.METRICS).read_bytes() == before  # nothing written
 
 
 def test_fusion_must_name_listed_systems(evaluated):
@@ -127,7 +146,7 @@ def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
              "generator": "toy", "prompt_id": "p", "template": "keywords" if i % 2 else "question",
              "mean_logprob": -1.0, "rank_bm25": 1 if i % 3 else None, "rank_dense": None,
              "kept": bool(i % 3), "reason": None if i % 3 else "source not in top 20"} for i in range(9)]
-    write_artifact(pa.Table.from_pylist(rows, SCHEMAS["filtered_queries"]), root / layout.FILTERED,
+    write_artifact(pa.Table.from_pylist(rows, SCHEMAS["filtered_queries"]), root / paths.FILTERED,
                    "filtered_queries", PROVENANCE)
     ablation = root / "ablation.json"
     ablation.write_text(json.dumps({"rows": [
@@ -137,7 +156,7 @@ def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
          "metrics": {"dense": {"nDCG@10": 0.4}, "bm25": {"nDCG@10": 0.3}}}]}))
     summary = run_stage("report", root, params.with_overrides({"report.ablation": str(ablation)}))
     assert summary["sections"] == ["systems", "training", "ablation", "filter"]
-    page_path = root / layout.REPORT / "index.html"
+    page_path = root / paths.REPORT / "index.html"
     page = _Page()
     page.feed(page_path.read_text(encoding="utf-8"))
     assert {"measures.png", "latency.png", "wins_losses.png", "training.png", "ablation.png"} <= set(page.images)
@@ -162,11 +181,11 @@ def test_malformed_ablation_file_is_named_with_row_and_field(evaluated, tmp_path
     root, params = evaluated
     ablation = tmp_path / "ablation.json"
     ablation.write_text(content)
-    before = (root / layout.REPORT / "index.html").read_bytes() if (root / layout.REPORT / "index.html").exists() else None
+    before = (root / paths.REPORT / "index.html").read_bytes() if (root / paths.REPORT / "index.html").exists() else None
     with pytest.raises(ValueError, match=re.escape(f"{ablation}: ") + ".*" + re.escape(message)):
         run_stage("report", root, params.with_overrides({"report.ablation": str(ablation)}))
     if before is not None:  # the report folder is published whole, or not at all
-        assert (root / layout.REPORT / "index.html").read_bytes() == before
+        assert (root / paths.REPORT / "index.html").read_bytes() == before
 
 
 def test_irforge_report_command_skips_sections_without_artifacts(tmp_path, tiny_models):
@@ -180,20 +199,28 @@ def test_irforge_report_command_skips_sections_without_artifacts(tmp_path, tiny_
     result = CliRunner().invoke(app, ["report", "--root", str(tmp_path), "--params", str(tmp_path / "params.yaml")])
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith("artifacts/report/index.html")
-    text = (tmp_path / layout.REPORT / "index.html").read_text()
+    text = (tmp_path / paths.REPORT / "index.html").read_text()
     assert text.count("Skipped:") == 3
 
 
 def test_ablation_reruns_only_the_steps_an_override_touches():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("ablation", Path(__file__).parents[1] / "benchmarks/ablation.py")
+    from irforge.engine import load_config, validate
+    from irforge.ops.ablation import dirty_nodes
+
+    repo = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("ablation", repo / "benchmarks/ablation.py")
     ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
-    keys = [s.key for s in ablation.dirty_steps({"train.negatives": 0})]
-    assert keys[0] == "train" and {"index-dense", "index-splade", "evaluate", "report"} <= set(keys)
-    assert not {"chunk", "index-bm25", "index-dense-zs", "index-splade-zs"} & set(keys)
-    assert ablation.dirty_steps({}) == []
+    spec.loader.exec_module(ablation)  # the driver script imports
+    config = load_config(repo)  # the repository's params.yaml
+    keys = [n.key for n in dirty_nodes(config, {"train.negatives": 0})]
+    assert keys[:2] == ["train-dense", "train-splade"]  # one train run per trainer
+    assert {"index-dense", "index-splade", "evaluate", "report"} <= set(keys)
+    assert not {"chunk", "judgments", "index-bm25", "index-bm25-d2q", "index-dense-zs", "index-splade-zs"} & set(keys)
+    assert dirty_nodes(config, {}) == []
+    for overrides in ablation.DEFAULT_VARIANTS.values():  # the default variants are valid params
+        validate(config.params.with_overrides(overrides))
 
 
 def test_significance_detects_a_consistent_gain_and_not_noise():

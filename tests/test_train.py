@@ -9,26 +9,31 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from irforge import layout
-from irforge.artifacts import read_artifact, sha256_path, write_artifact
+import paths
+from irforge.contract import SCHEMAS, read_artifact, read_provenance, sha256_path, write_artifact
+from irforge.engine import run_stage
 from irforge.models import resolve_model
-from irforge.runner import run_stage
-from irforge.schemas import SCHEMAS
-from tests.trainkit import PROVENANCE, TOPICS, make_project, tiny_models  # noqa: F401 (fixture)
+from trainkit import PROVENANCE, TOPICS, make_project
 
 
 def _log(root: Path, model: str) -> list[dict]:
-    rows = read_artifact(root / layout.TRAIN_LOG, "train_log").to_pylist()
-    return [r for r in rows if r["model"] == model]
+    """One trainer's log (train runs once per trainer, each writing its own log)."""
+    rows = read_artifact(root / paths.train_log(model), "train_log").to_pylist()
+    assert all(r["model"] == model for r in rows)
+    return rows
 
 
 def test_dense_and_splade_losses_go_down_and_models_load(tmp_path, tiny_models, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     params = make_project(tmp_path, tiny_models)
-    summary = run_stage("train", tmp_path, params)
-    assert summary["examples"] == len(TOPICS) * 3
     for model in ("dense", "splade"):
+        summary = run_stage("train", tmp_path, params, model)
+        assert summary["examples"] == len(TOPICS) * 3
         rows = _log(tmp_path, model)
+        assert summary[model]["steps"] == len(rows)
+        metrics = json.loads((tmp_path / paths.train_metrics(model)).read_text())
+        assert metrics["train"]["examples"] == len(TOPICS) * 3 and metrics["train"][model]["steps"] == len(rows)
+        assert read_provenance(tmp_path / paths.train_log(model))["variant"] == model
         assert [r["step"] for r in rows] == list(range(len(rows))) and len(rows) >= 4 * 6  # 4 epochs of 6+ batches
         assert rows[-1]["epoch"] == 3
         first, last = np.mean([r["loss"] for r in rows[:6]]), np.mean([r["loss"] for r in rows[-6:]])
@@ -36,21 +41,22 @@ def test_dense_and_splade_losses_go_down_and_models_load(tmp_path, tiny_models, 
     splade_rows = _log(tmp_path, "splade")
     assert all(r["nnz_query"] > 0 and r["nnz_doc"] > 0 and r["flops"] > 0 for r in splade_rows)
     assert all(r["nnz_query"] is None for r in _log(tmp_path, "dense"))
-    csv_lines = (tmp_path / layout.train_log_csv("splade")).read_text().splitlines()
+    csv_lines = (tmp_path / paths.train_log_csv("splade")).read_text().splitlines()
     assert csv_lines[0].startswith("model,step,epoch,loss") and len(csv_lines) == 1 + len(splade_rows)
+    assert not (tmp_path / "artifacts/train/log.parquet").exists()  # no combined log: one per trainer
 
     from sentence_transformers import SentenceTransformer
 
-    dense = tmp_path / layout.MODELS / "dense"
+    dense = tmp_path / paths.model_dir("dense")
     assert list(dense.glob("*.safetensors")) and not list(dense.glob("*.bin"))
     vectors = SentenceTransformer(str(dense), device="cpu").encode(["wing lift"])
     assert vectors.shape == (1, 32)
     assert resolve_model(str(dense)).source == "local"
     assert json.loads((dense / "_provenance.json").read_text())["stage"] == "train"
 
-    from irforge.splade import SpladeEncoder
+    from irforge.models.splade import SpladeEncoder
 
-    encoder = SpladeEncoder(str(tmp_path / layout.MODELS / "splade"))
+    encoder = SpladeEncoder(str(tmp_path / paths.model_dir("splade")), tmp_path / ".irforge-cache")
     assert encoder.encode_dense(["wing lift"]).shape == (1, 30522)
 
 
@@ -59,24 +65,24 @@ def test_training_is_deterministic_given_the_seed(tmp_path, tiny_models, monkeyp
     hashes = []
     for name in ("a", "b"):
         root = tmp_path / name
-        params = make_project(root, tiny_models, **{"train.dense.epochs": 1, "train.models": ["dense"]})
-        run_stage("train", root, params)
-        hashes.append((sha256_path(root / layout.MODELS / "dense" / "model.safetensors"),
+        params = make_project(root, tiny_models, **{"train.dense.epochs": 1})
+        run_stage("train", root, params, "dense")
+        hashes.append((sha256_path(root / paths.model_dir("dense") / "model.safetensors"),
                        [r["loss"] for r in _log(root, "dense")]))
     assert hashes[0] == hashes[1]
 
 
 def test_flops_regularisation_lowers_non_zeros(tmp_path, tiny_models):
-    from irforge.splade import SpladeEncoder
+    from irforge.models.splade import SpladeEncoder
 
     nnz = {}
     for lam in (0.0, 1.0):
         root = tmp_path / f"lambda-{lam}"
         params = make_project(root, tiny_models, **{
-            "train.models": ["splade"], "train.splade.lambda_q": lam, "train.splade.lambda_d": lam,
+            "train.splade.lambda_q": lam, "train.splade.lambda_d": lam,
             "train.splade.lambda_warmup": 0.0, "train.splade.epochs": 2})
-        run_stage("train", root, params)
-        encoder = SpladeEncoder(str(root / layout.MODELS / "splade"), max_length=32)
+        run_stage("train", root, params, "splade")
+        encoder = SpladeEncoder(str(root / paths.model_dir("splade")), root / ".irforge-cache", max_length=32)
         nnz[lam] = float((encoder.encode_dense([f"{t} experiment" for t in TOPICS]) > 0).sum(1).mean())
         logged = _log(root, "splade")
         assert (logged[-1]["loss_reg"] > 0) == (lam > 0)
@@ -84,16 +90,18 @@ def test_flops_regularisation_lowers_non_zeros(tmp_path, tiny_models):
 
 
 def test_unknown_chunk_in_triples_is_an_error_naming_row_and_field(tmp_path, tiny_models):
-    params = make_project(tmp_path, tiny_models, **{"train.models": ["dense"]})
-    table = read_artifact(tmp_path / layout.TRIPLES, "triples").to_pylist()
+    params = make_project(tmp_path, tiny_models)
+    table = read_artifact(tmp_path / paths.TRIPLES, "triples").to_pylist()
     table[4]["positive_id"] = "nope#0"
-    write_artifact(pa.Table.from_pylist(table, SCHEMAS["triples"]), tmp_path / layout.TRIPLES, "triples", PROVENANCE)
-    with pytest.raises(ValueError, match=r"row 4 .*field 'positive_id'.*nope#0"):
-        run_stage("train", tmp_path, params)
+    write_artifact(pa.Table.from_pylist(table, SCHEMAS["triples"]), tmp_path / paths.TRIPLES, "triples", PROVENANCE)
+    for model in ("dense", "splade"):  # every trainer reads the same examples
+        with pytest.raises(ValueError, match=r"row 4 .*field 'positive_id'.*nope#0"):
+            run_stage("train", tmp_path, params, model)
+        assert not (tmp_path / paths.model_dir(model)).exists()  # nothing published
 
 
 def test_batches_never_repeat_a_positive_and_cover_every_example():
-    from stages.train import Example, make_batches
+    from irforge.training import Example, make_batches
 
     examples = [Example(f"q{i}", f"c{i % 3}", "p", ()) for i in range(12)]
     batches = make_batches(examples, 4, np.random.default_rng(0))
@@ -103,11 +111,18 @@ def test_batches_never_repeat_a_positive_and_cover_every_example():
 
 
 def test_queries_per_chunk_and_negatives_params_shape_the_examples(tmp_path, tiny_models):
-    from irforge.stage import StageContext
-    from stages import train
+    from irforge.corpus import passage_text
+    from irforge.engine import StageContext, nodes, validate
+    from irforge.training import build_examples
 
-    params = make_project(tmp_path, tiny_models, **{"train.queries_per_chunk": 1, "train.negatives": 5})
-    ctx = StageContext.for_module(train, tmp_path, params)
-    examples = train.load_examples(ctx, ctx.section("train"), np.random.default_rng(0))
-    assert len(examples) == len(TOPICS)
-    assert all(len(e.negatives) == 5 and e.positive not in e.negatives for e in examples)  # 3 mined + 2 fillers
+    config = validate(make_project(tmp_path, tiny_models, **{"train.queries_per_chunk": 1, "train.negatives": 5}))
+    for model in ("dense", "splade"):
+        ctx = StageContext(next(n for n in nodes(config) if n.key == f"train-{model}"), tmp_path, config)
+        cfg = ctx.section("train")
+        texts = {c["chunk_id"]: passage_text(c["title"], c["text"]) for c in ctx.read("chunks").to_pylist()}
+        examples = build_examples(ctx.read("triples").to_pylist(), texts, cfg.negatives, cfg.negative_pick,
+                                  cfg.queries_per_chunk, cfg.max_triples, np.random.default_rng(0))
+        assert len(examples) == len(TOPICS)
+        assert all(len(e.negatives) == 5 and e.positive not in e.negatives for e in examples)  # 3 mined + 2 fillers
+    summary = run_stage("train", tmp_path, config.params.with_overrides({"train.dense.epochs": 1}), "dense")
+    assert summary["examples"] == len(TOPICS) and summary["positives"] == len(TOPICS)  # what the stage trains on

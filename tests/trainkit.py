@@ -11,11 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from irforge import layout
-from irforge.artifacts import write_artifact
-from irforge.models import resolve_model
-from irforge.params import Params
-from irforge.schemas import SCHEMAS
+import paths
+from irforge.config import Params
+from irforge.contract import SCHEMAS, write_artifact
+from irforge.models import DenseEncoder, SpladeEncoder, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = [
@@ -24,6 +23,7 @@ TOPICS = [
     "turbulent jet noise mixing", "orbit satellite drag atmosphere", "nozzle exhaust rocket thrust",
     "stagnation point ablation heating", "cone pressure distribution yaw", "airfoil cascade compressor blade",
 ]
+SYSTEMS = ["bm25", "dense-zs", "dense", "splade-zs", "splade"]  # the systems make_project declares
 PROVENANCE = {"stage": "test", "stage_version": "0", "params": {}, "params_hash": "", "inputs": [], "created_at": ""}
 
 
@@ -83,24 +83,44 @@ def make_project(root: Path, models: dict[str, Path], queries_per_chunk: int = 3
                     for k in (1, 2, 3)]
             triples.append({"query_id": f"q{i}-{j}", "query": query, "positive_id": f"{i}#0", "generator": "toy",
                             "template": "toy", "negatives": negs})
-    write_artifact(pa.Table.from_pylist(chunks, SCHEMAS["chunks"]), root / layout.CHUNKS, "chunks", PROVENANCE)
-    write_artifact(pa.Table.from_pylist(triples, SCHEMAS["triples"]), root / layout.TRIPLES, "triples", PROVENANCE)
+    write_artifact(pa.Table.from_pylist(chunks, SCHEMAS["chunks"]), root / paths.CHUNKS, "chunks", PROVENANCE)
+    write_artifact(pa.Table.from_pylist(triples, SCHEMAS["triples"]), root / paths.TRIPLES, "triples", PROVENANCE)
     base = Params.load(REPO / "params.yaml")
     tiny = {
         "train.dense.base": str(models["dense"]), "train.splade.base": str(models["splade"]),
-        "train.threads": 1,
         "train.dense.batch_size": 6, "train.splade.batch_size": 6,
         "train.dense.epochs": 4, "train.splade.epochs": 4,
         "train.dense.lr": 1e-3, "train.splade.lr": 1e-3,
         "train.dense.max_doc_length": 32, "train.splade.max_doc_length": 32,
-        "index.max_length": 32, "index.batch_size": 8, "index.threads": 1,
+        "index.max_length": 32,
+        # Every system is declared, bm25 too; the trained ones read the train stage's model folders.
         "index.systems": {
+            "bm25": {"kind": "bm25"},
             "dense-zs": {"kind": "faiss", "model": str(models["dense"])},
-            "dense": {"kind": "faiss", "model": layout.MODELS + "/dense"},
+            "dense": {"kind": "faiss", "model": paths.model_dir("dense")},
             "splade-zs": {"kind": "impact", "model": str(models["splade"])},
-            "splade": {"kind": "impact", "model": layout.MODELS + "/splade"},
+            "splade": {"kind": "impact", "model": paths.model_dir("splade")},
         },
+        # evaluate.systems must name systems of index.systems (the repository's lists bm25-d2q).
+        "evaluate.systems": SYSTEMS,
+        # How to run (untracked): one thread, small encoder batches.
+        "runtime.threads": 1, "runtime.encode_batch_size": 8,
     }
     return base.with_overrides({**tiny, **overrides})
+
+
+class Encoders:
+    """Query encoders for :func:`irforge.retrieval.open_system` outside a stage (what a StageContext provides),
+    with the vector cache in ``cache_dir``."""
+
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = Path(cache_dir)
+
+    def dense_encoder(self, name: str, max_length: int, precision: str = "float32",
+                      threads: int | None = None) -> DenseEncoder:
+        return DenseEncoder(name, self.cache_dir, max_length=max_length, precision=precision, threads=threads)
+
+    def splade_encoder(self, name: str, max_length: int, threads: int | None = None) -> SpladeEncoder:
+        return SpladeEncoder(name, self.cache_dir, max_length=max_length, threads=threads)
 
 

@@ -52,8 +52,9 @@ class Output:
             return text.replace("{variant}", variant) if variant is not None else text
 
         path = "/".join(p for p in (ARTIFACTS, stage, fill(self.path)) if p)
+        command = " ".join(["irforge run", stage, *([variant] if variant else [])])
         return BoundOutput(fill(self.name), path, self.kind, self.cache,
-                           self.metric, self.description, self.registry)
+                           self.metric, self.description, self.registry, command)
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,14 @@ class BoundOutput:
     metric: bool
     description: str
     registry: dict[str, Any] | None
+    command: str = ""  # the command that writes it
 
     @property
     def is_folder(self) -> bool:
         return self.kind == "folder"
 
 
-def Metrics(path: str = "metrics.json", name: str | None = None) -> Output:  # noqa: N802 - reads as a declaration
+def Metrics(path: str = "metrics.json", name: str | None = None) -> Output:
     """The stage's DVC metrics file (``artifacts/<stage>/metrics.json``), kept in git."""
     return Output(name or "{stage}.metrics", path, "json", cache=False, metric=True)
 

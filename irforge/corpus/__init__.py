@@ -14,10 +14,10 @@ from irforge.corpus.readers import (
     read_corpus,
     screen_documents,
 )
-from irforge.corpus.text import encoder_text, lucene_contents, passage_text, sha256_text
+from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text, sha256_text
 
 __all__ = [
     "BadRow", "Chunker", "CorpusError", "Document", "JudgmentsError", "LoadedCorpus", "corpus_file", "detect_format",
-    "encoder_text", "load_documents", "load_qrels", "load_queries", "lucene_contents", "passage_text", "qrels_of", "queries_of",
+    "PASSAGE_TEXT_VERSION", "load_documents", "load_qrels", "load_queries", "passage_text", "qrels_of", "queries_of",
     "read_corpus", "read_json_lines", "screen_documents", "sentence_starts", "sha256_text", "split_windows",
 ]

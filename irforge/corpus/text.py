@@ -1,25 +1,24 @@
-"""What a passage looks like to a model or an index, and the content hashes of texts."""
+"""What a passage looks like to every model and index, and the content hashes of texts.
+
+One definition, used everywhere a chunk becomes text: the BM25 index (plus its doc2query expansion), the dense
+and SPLADE indexes, the shared encoder of filter and mine, the trainers, and the near-copy test of query
+cleaning. (Before there were four, and filter and mine ranked dense hits on a different string than the dense
+index and the trainers used.)
+"""
 
 from __future__ import annotations
 
 import hashlib
 
-
-def passage_text(title: str, text: str) -> str:
-    """What a neural model reads for a chunk (training and indexing alike): the title, then the text."""
-    if not title or text.startswith(title):
-        return text
-    return f"{title}\n{text}"
+# Changes whenever :func:`passage_text` does: cached vectors of an older definition must not be reused.
+PASSAGE_TEXT_VERSION = 2
 
 
-def lucene_contents(title: str, text: str, expansion: str = "") -> str:
-    """What a Lucene (BM25) index holds for a chunk: title, text and doc2query expansion, one per line."""
-    return "\n".join(part for part in (title, text, expansion) if part)
-
-
-def encoder_text(title: str, text: str) -> str:
-    """What the shared dense encoder of filter and mine reads for a chunk (title on its own line)."""
-    return f"{title}\n{text}" if title else text
+def passage_text(title: str, text: str, expansion: str = "") -> str:
+    """The title, then the text (the title once: a text that already starts with it is not given it twice),
+    then the expansion (doc2query queries), one per line."""
+    head = text if not title or text.startswith(title) else f"{title}\n{text}"
+    return f"{head}\n{expansion}" if expansion else head
 
 
 def sha256_text(*parts: str) -> str:

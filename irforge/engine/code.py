@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "irforge"
@@ -81,7 +81,7 @@ def _imported_outside_type_checking(tree: ast.Module) -> set[str]:
     return _packages_in(n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) and id(n) not in inside)
 
 
-@lru_cache(maxsize=None)
+@cache
 def package_closure(start: frozenset[str]) -> tuple[str, ...]:
     """The irforge subpackages reachable from ``start`` through imports, sorted."""
     seen, todo = set(), list(start)
@@ -99,16 +99,18 @@ def code_paths(module_file: Path | str) -> list[str]:
     """Project-relative paths of a stage's code: its module and the irforge package folders it uses."""
     module_file = Path(module_file).resolve()
     packages = package_closure(frozenset(_imported_packages(module_file)))
-    return [module_file.relative_to(_ROOT).as_posix(), *(f"{PACKAGE}/{p}" for p in packages)]
+    own = module_file.relative_to(_ROOT).as_posix() if module_file.is_relative_to(_ROOT) else module_file.as_posix()
+    return [own, *(f"{PACKAGE}/{p}" for p in packages)]
 
 
 def code_sha256(paths: list[str]) -> str:
     """One hash over every source file of ``paths`` (Python and package data, no bytecode)."""
     h = hashlib.sha256()
     for rel in paths:
-        path = _ROOT / rel
+        path = _ROOT / rel  # an absolute ``rel`` (a stage module outside the project) stays itself
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
                                                       and "__pycache__" not in p.parts and p.suffix != ".pyc")
         for f in files:
-            h.update(f.relative_to(_ROOT).as_posix().encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+            name = f.relative_to(_ROOT).as_posix() if f.is_relative_to(_ROOT) else f.as_posix()
+            h.update(name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()

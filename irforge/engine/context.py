@@ -29,7 +29,6 @@ from irforge.config import Config, RuntimeConfig
 from irforge.contract import artifacts
 from irforge.contract.stage import BoundOutput
 from irforge.engine.code import code_sha256
-
 from irforge.models import DenseEncoder, ResolvedModel, SpladeEncoder, resolve_model
 
 if TYPE_CHECKING:
@@ -135,8 +134,8 @@ class StageContext:
         item = self.input(name)
         path = self.path(item.path)
         if not path.exists():
-            raise artifacts.ArtifactError(f"{path}: artifact '{item.name}' not found; run the stage that writes "
-                                          f"it first (`dvc repro` runs everything in order)")
+            raise artifacts.ArtifactError(f"{path}: artifact '{item.name}' not found; build it with "
+                                          f"`{item.command}` (or `dvc repro`, which runs everything in order)")
         return self.use_input(path, item.kind)
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:

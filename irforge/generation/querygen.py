@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from irforge.config import Section
-from irforge.corpus.text import encoder_text
+from irforge.corpus.text import passage_text
 from irforge.generation.cache import GenerationCache, cache_key
 from irforge.generation.cleaning import REASONS, CleaningRules, clean_chunk
 from irforge.generation.generator import Generator, Sample, SamplingParams
@@ -101,7 +101,7 @@ def generate_queries(chunks: list[dict[str, Any]], generator: Generator, templat
     reasons: Counter[str] = Counter()
     for chunk, key in zip(chunks, keys, strict=True):
         raw = samples[key]
-        passage = encoder_text(chunk["title"], chunk["text"])
+        passage = passage_text(chunk["title"], chunk["text"])
         for i, (sample, (text, reason)) in enumerate(zip(raw, clean_chunk([s.text for s in raw], passage, rules),
                                                          strict=True)):
             reasons[reason or "kept"] += 1

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from irforge.contract.artifacts import stable_hash, validate
 from irforge.contract.schemas import SCHEMAS
-from irforge.corpus.text import encoder_text
+from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text
 from irforge.models.resolve import ResolvedModel, resolve_model
 from irforge.runtime.progress import progress
 
@@ -142,7 +142,7 @@ class DenseEncoder:
     def fingerprint(self) -> str:
         """What identifies these vectors: the weights' hash plus every setting that changes them."""
         return stable_hash({"model": self.model_info.sha256, "max_length": self.max_length,
-                            "precision": self.precision, "pooling": str(self.model)})
+                            "precision": self.precision, "pooling": str(self.model), "passage_text": PASSAGE_TEXT_VERSION})
 
     def encode(self, texts: Sequence[str], desc: str = "encode") -> np.ndarray:
         import torch
@@ -186,7 +186,7 @@ class DenseEncoder:
         """Vectors of ``chunks`` rows (chunk_id, title, text, content_hash), cached by content_hash."""
         rows = chunks.to_pylist() if isinstance(chunks, pa.Table) else chunks
         return self.encode_cached([r["chunk_id"] for r in rows], [r["content_hash"] for r in rows],
-                                  [encoder_text(r["title"], r["text"]) for r in rows], desc)
+                                  [passage_text(r["title"], r["text"]) for r in rows], desc)
 
     def encode_queries(self, queries: dict[str, str], desc: str = "encode queries") -> np.ndarray:
         """Vectors of ``{query_id: text}`` in dict order, cached by the text's sha256."""

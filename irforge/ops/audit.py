@@ -66,7 +66,8 @@ def render_text(node: Node, indent: str = "", last: bool = True, top: bool = Tru
     branch = "" if top else ("└─ " if last else "├─ ")
     p = node.provenance
     if p:
-        head = (f"{node.path}  [{p.get('artifact')}{', %d rows' % p['rows'] if 'rows' in p else ''}]  "
+        rows = f", {p['rows']} rows" if "rows" in p else ""
+        head = (f"{node.path}  [{p.get('artifact')}{rows}]  "
                 f"stage {p['stage']} v{p['stage_version']}  params {p['params_hash'][:12]}  {p['created_at']}")
     else:
         head = f"{node.path}  [raw input]" if node.exists else f"{node.path}"

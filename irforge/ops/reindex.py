@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from irforge.config import Config
 from irforge.contract import SCHEMAS, Stage, artifacts
-from irforge.corpus import BadRow, Chunker, CorpusError, Document, load_documents, lucene_contents, sha256_text
+from irforge.corpus import BadRow, Chunker, CorpusError, Document, load_documents, passage_text, sha256_text
 from irforge.engine import Node, StageContext
 from irforge.ops import serving
 from irforge.ops.refresh import ChangeSet, diff, doc_hashes, link_index, merge_chunks, update_lucene_index
@@ -43,7 +43,7 @@ Contents = Callable[[StageContext, list[dict[str, Any]]], Iterator[tuple[str, st
 
 def _bm25_contents(ctx: StageContext, rows: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
     for row in rows:
-        yield row["chunk_id"], lucene_contents(row["title"], row["text"])
+        yield row["chunk_id"], passage_text(row["title"], row["text"])
 
 
 CONTENTS: dict[str, Contents] = {"bm25": _bm25_contents}

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
 log = logging.getLogger(__name__)
 
 SERVE = "serve"  # served versions live here, outside DVC's outputs (kept across runs)

@@ -103,9 +103,7 @@ def discover(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
             continue
         elif path.is_file() and path.suffix == ".parquet":
             parquet.append(path)
-        elif path.is_dir() and (path / DIR_PROVENANCE).exists():
-            others.append(path)
-        elif path.is_file() and (path.with_name(path.name + SIDECAR_SUFFIX)).exists():
+        elif path.is_dir() and (path / DIR_PROVENANCE).exists() or path.is_file() and (path.with_name(path.name + SIDECAR_SUFFIX)).exists():
             others.append(path)
     return parquet, others, leftovers
 
@@ -155,9 +153,8 @@ def _check_references(report: Report, tables: dict[str, list[tuple[str, pa.Table
         report.skipped.append("chunk -> document references: corpus not found (corpus.path)")
     corpus_ids = pa.array(sorted(corpus), pa.string()) if corpus is not None else None
     for rel, table in tables.get("chunks", []):
-        if corpus_ids is not None:
-            if missing := _missing(table.column("doc_id"), corpus_ids):
-                report.fail(rel, "references", f"{len(missing)} chunk document(s) not in the corpus: {_examples(missing)}")
+        if corpus_ids is not None and (missing := _missing(table.column("doc_id"), corpus_ids)):
+            report.fail(rel, "references", f"{len(missing)} chunk document(s) not in the corpus: {_examples(missing)}")
         expected = pc.binary_join_element_wise(table.column("doc_id"), pc.cast(table.column("passage_index"), pa.string()), "#")
         bad = pc.filter(table.column("chunk_id"), pc.not_equal(table.column("chunk_id"), expected)).to_pylist()
         if bad:

@@ -64,7 +64,7 @@ def wins(per_query: dict[str, dict[str, float]], baseline: str, main: str, queri
            table(["system", "wins", "ties", "losses", "mean Δ"], rows), image(figures.save(fig, folder, "wins_losses.png"))]
     if others:
         best = max(others, key=lambda s: np.mean([per_query[s].get(q, 0.0) for q in qids]))
-        ranked = sorted(((per_query[best].get(q, 0.0) - per_query[baseline][q], q) for q in qids))
+        ranked = sorted((per_query[best].get(q, 0.0) - per_query[baseline][q], q) for q in qids)
         pick = [d for d in ranked[::-1][:examples] if d[0] > 0] + [d for d in ranked[:examples] if d[0] < 0]
         out.append(f"<h3>Biggest gains and losses of {esc(best)}</h3>")
         out.append(table(["query", "text", baseline, best, "Δ"],

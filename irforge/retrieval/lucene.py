@@ -7,6 +7,7 @@ written in ``threads`` shards, so Anserini indexes them in parallel; every index
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,14 +36,12 @@ def index_json_collection(records: Iterable[dict], index_dir: Path, collection: 
     from pyserini.pyclass import autoclass  # importing pyserini puts Anserini's jar on the classpath
 
     with tempfile.TemporaryDirectory(prefix="irforge-jsoncoll-") as tmp:
-        shards = [open(Path(tmp) / f"part-{i:03d}.jsonl", "w", encoding="utf-8") for i in range(max(1, threads))]
         n = 0
-        try:
+        with contextlib.ExitStack() as files:
+            shards = [files.enter_context(open(Path(tmp) / f"part-{i:03d}.jsonl", "w", encoding="utf-8"))
+                      for i in range(max(1, threads))]
             for n, record in enumerate(records, start=1):
                 shards[n % len(shards)].write(json.dumps(record) + "\n")
-        finally:
-            for f in shards:
-                f.close()
         args = [
             "-collection", collection,
             "-generator", "DefaultLuceneDocumentGenerator",
