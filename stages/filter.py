@@ -78,16 +78,14 @@ class FilterConfig(Section):
         return self
 
 
-def generated_sources(config: Any, variant: str | None) -> list[str]:
-    return [SOURCES[s] for s in config.section("filter").sources]
-
-
 STAGE = Stage(
     name="filter",
     version="2",
     params=("bm25", "encoder", "filter"),
     config=FilterConfig,
-    inputs=("chunks", "index/bm25", "queries", generated_sources),
+    # Both generators' outputs, whichever filter.sources names: `dvc exp run -S filter.sources=...` then needs
+    # no new dvc.yaml (the DAG's shape does not depend on it).
+    inputs=("chunks", "index/bm25", "queries", *SOURCES.values()),
     outputs=(
         Output("filtered_queries", "queries.parquet", "filtered_queries",
                description="every generated query with its verdict, reason and round-trip ranks"),

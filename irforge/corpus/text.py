@@ -15,10 +15,10 @@ PASSAGE_TEXT_VERSION = 2
 
 
 def passage_text(title: str, text: str, expansion: str = "") -> str:
-    """The title, then the text (the title once: a text that already starts with it is not given it twice),
-    then the expansion (doc2query queries), one per line."""
-    head = text if not title or text.startswith(title) else f"{title}\n{text}"
-    return f"{head}\n{expansion}" if expansion else head
+    """The title, the text and the expansion (doc2query queries), one per line, as BEIR's and pyserini's
+    reference runs concatenate them (so numbers compare with published ones). A text that already starts with
+    its title keeps both: that is how the collection gave them."""
+    return "\n".join(part for part in (title, text, expansion) if part)
 
 
 def sha256_text(*parts: str) -> str:
