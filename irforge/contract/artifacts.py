@@ -1,4 +1,4 @@
-"""Artifact I/O: typed Parquet checked against :mod:`irforge.schemas`, provenance in the file, atomic writes.
+"""Artifact I/O: typed Parquet checked against :mod:`irforge.contract.schemas`, provenance in the file, atomic writes.
 
 Every artifact carries its own story in the Parquet footer (key ``irforge.provenance``): the stage and its
 version, the params it read and their hash, the hashes of its inputs, models and library versions. Artifacts

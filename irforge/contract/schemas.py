@@ -1,7 +1,7 @@
 """One declared pyarrow schema per artifact kind: the contract between stages.
 
-A stage writes and reads artifacts only through :mod:`irforge.artifacts`, which checks the table
-against the schema named here, so a renamed or retyped column fails loudly at the stage that caused it
+A stage writes and reads artifacts only through its context, which calls :mod:`irforge.contract.artifacts`;
+that checks the table against the schema named here, so a renamed or retyped column fails loudly at the stage that caused it
 instead of silently corrupting the next one. Add a kind here before a stage writes it.
 """
 

@@ -10,7 +10,7 @@ it has one) or any seq2seq model (T5-style doc2query) when the config says encod
 
 Sampling is seeded *per row*: sample ``i`` of a prompt draws from its own generator seeded by
 (seed, prompt key, i), so a prompt's queries do not depend on which other prompts share its batch. That is
-what makes the row-level cache (:mod:`irforge.gencache`) exact: a cached run and a fresh run agree.
+what makes the row-level cache (:mod:`irforge.generation.cache`) exact: a cached run and a fresh run agree.
 Each sample carries the mean log-probability of its tokens under the model (temperature 1, unwarped),
 the InPars score.
 """
@@ -115,7 +115,7 @@ class Generator:
 
     def format(self, template: Any, title: str, passage: str) -> str:
         """The exact model input for a passage: the template's chat turns through the model's chat template
-        for chat models, its plain text otherwise (see :class:`irforge.prompting.Template`)."""
+        for chat models, its plain text otherwise (see :class:`irforge.generation.prompting.Template`)."""
         if not self.use_chat:
             return template.render(title, passage)
         return self.tokenizer.apply_chat_template(template.messages(title, passage), tokenize=False,
