@@ -175,3 +175,17 @@ def test_dvc_yaml_rendering_keeps_user_stages(tmp_path, config) -> None:
     data["stages"]["chunk"]["params"] = ["corpus"]
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(data))
     assert "stages that differ: chunk" in dvc.staleness(tmp_path, config)
+
+
+def test_two_modules_declaring_one_stage_name_is_an_error(tmp_path, monkeypatch) -> None:
+    import stages
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "zz_chunk_again.py").write_text("from stages.chunk import STAGE  # noqa: F401\n")
+    monkeypatch.setattr(stages, "__path__", [*stages.__path__, str(extra)])
+    try:
+        with pytest.raises(dag_module.DagError, match="two modules declare STAGE 'chunk': stages.chunk, stages.zz_chunk_again"):
+            dag_module.stage_modules.__wrapped__()
+    finally:
+        sys.modules.pop("stages.zz_chunk_again", None)

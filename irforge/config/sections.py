@@ -157,12 +157,6 @@ class Config:
     def runtime(self) -> RuntimeConfig:
         return self._sections["runtime"]
 
-    def __getattr__(self, name: str) -> Any:
-        sections = self.__dict__.get("_sections", {})
-        if name in sections:
-            return sections[name]
-        raise AttributeError(name)
-
 
 def _did_you_mean(key: str, known: Any) -> str:
     close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)

@@ -21,7 +21,7 @@ A stage with ``variants`` runs once per variant (``index``: once per system of `
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 ARTIFACTS = "artifacts"
@@ -70,10 +70,6 @@ class BoundOutput:
     registry: dict[str, Any] | None
     command: str = ""  # the command that writes it
 
-    @property
-    def is_folder(self) -> bool:
-        return self.kind == "folder"
-
 
 def Metrics(path: str = "metrics.json", name: str | None = None) -> Output:
     """The stage's DVC metrics file (``artifacts/<stage>/metrics.json``), kept in git."""
@@ -92,8 +88,6 @@ class Stage:
     variants: Callable[[Any], Iterable[str]] | None = None
     # DVC top-level `plots:` entries this stage's outputs feed (or a function of the variant giving them)
     plots: tuple[dict[str, Any], ...] | Callable[[str | None], list[dict[str, Any]]] = ()
-    description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def bound_outputs(self, variant: str | None) -> list[BoundOutput]:
         outs = []

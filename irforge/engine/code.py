@@ -26,9 +26,7 @@ def _imported_packages(source: Path, lazy: bool = True) -> set[str]:
     """
     tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
     found: set[str] = set()
-    for node in (ast.walk(tree) if lazy else _module_level(tree.body)):
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            continue
+    for node in _statements(tree.body, lazy):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -38,8 +36,6 @@ def _imported_packages(source: Path, lazy: bool = True) -> set[str]:
             parts = name.split(".")
             if parts[0] == PACKAGE and len(parts) > 1 and (_ROOT / PACKAGE / parts[1]).is_dir():
                 found.add(parts[1])
-    if lazy:  # drop what only a TYPE_CHECKING block imports
-        found -= _type_checking_only(tree) - _imported_outside_type_checking(tree)
     return found
 
 
@@ -48,37 +44,20 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _module_level(body: list[ast.stmt]):
-    """Statements that run at import: the module body, class bodies, if/try blocks; not function bodies."""
+def _statements(body: list[ast.stmt], lazy: bool):
+    """Every statement that can run, nested ones included; ``if TYPE_CHECKING:`` blocks never do, and function
+    bodies only count when ``lazy``."""
     for node in body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
         if isinstance(node, ast.If) and _is_type_checking(node.test):
+            yield from _statements(node.orelse, lazy)
+            continue
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not lazy:
             continue
         yield node
-        for field in ("body", "orelse", "finalbody", "handlers"):
-            yield from _module_level(getattr(node, field, []) or [])
-
-
-def _packages_in(nodes) -> set[str]:
-    found = set()
-    for node in nodes:
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith(PACKAGE + "."):
-                found.add(sub.module.split(".")[1])
-            elif isinstance(sub, ast.Import):
-                found |= {a.name.split(".")[1] for a in sub.names if a.name.startswith(PACKAGE + ".")}
-    return found
-
-
-def _type_checking_only(tree: ast.Module) -> set[str]:
-    return _packages_in(n for n in ast.walk(tree) if isinstance(n, ast.If) and _is_type_checking(n.test))
-
-
-def _imported_outside_type_checking(tree: ast.Module) -> set[str]:
-    blocks = [n for n in ast.walk(tree) if isinstance(n, ast.If) and _is_type_checking(n.test)]
-    inside = {id(sub) for b in blocks for sub in ast.walk(b)}
-    return _packages_in(n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) and id(n) not in inside)
+        for field in ("body", "orelse", "finalbody"):
+            yield from _statements(getattr(node, field, None) or [], lazy)
+        for clause in [*(getattr(node, "handlers", None) or []), *(getattr(node, "cases", None) or [])]:
+            yield from _statements(clause.body, lazy)  # except handlers and match cases
 
 
 @cache

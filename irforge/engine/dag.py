@@ -9,8 +9,6 @@ ablation driver all read this one DAG.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -18,8 +16,9 @@ from types import ModuleType
 from typing import Any
 
 from irforge.config import CORE_SECTIONS, Config, Params, Section, parse_overrides
-from irforge.contract.stage import ARTIFACTS, BoundOutput, Stage
+from irforge.contract.stage import BoundOutput, Stage
 from irforge.engine.code import code_paths
+from irforge.runtime.discovery import declarations
 
 STAGES_PACKAGE = "stages"
 
@@ -31,17 +30,10 @@ class DagError(ValueError):
 @lru_cache(maxsize=1)
 def stage_modules() -> dict[str, ModuleType]:
     """Stage name -> module, for every module of the ``stages`` package that declares ``STAGE``."""
-    package = importlib.import_module(STAGES_PACKAGE)
-    found: dict[str, ModuleType] = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"{STAGES_PACKAGE}.{info.name}")
-        stage = getattr(module, "STAGE", None)
-        if not isinstance(stage, Stage):
-            continue
-        if stage.name in found:
-            raise DagError(f"two modules declare stage '{stage.name}': {found[stage.name].__name__}, {module.__name__}")
-        found[stage.name] = module
-    return found
+    try:
+        return {name: module for name, (module, _) in declarations(STAGES_PACKAGE, "STAGE", Stage).items()}
+    except ValueError as e:
+        raise DagError(str(e)) from e
 
 
 def stage(name: str) -> Stage:
@@ -179,22 +171,6 @@ def node(config: Config, stage_name: str, variant: str | None = None) -> Node:
             raise KeyError(f"stage '{stage_name}' runs once per variant; name one: {', '.join(known)}")
         raise KeyError(f"stage '{stage_name}': unknown variant '{variant}' (known: {', '.join(known)})")
     raise KeyError(f"unknown stage '{stage_name}'")
-
-
-def producers(config: Config) -> dict[str, tuple[Node, BoundOutput]]:
-    """Artifact name -> (node, output) for every artifact of the DAG."""
-    return {out.name: (n, out) for n in nodes(config) for out in n.outputs}
-
-
-def output_at(config: Config, path: str) -> BoundOutput | None:
-    """The output whose path is ``path`` (a project-relative path under artifacts/), if any."""
-    path = Path(path).as_posix().rstrip("/")
-    if not path.startswith(ARTIFACTS + "/"):
-        return None
-    for _, out in producers(config).values():
-        if out.path == path:
-            return out
-    return None
 
 
 def downstream(config: Config, keys: set[str]) -> list[Node]:

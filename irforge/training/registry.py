@@ -3,8 +3,6 @@ one, so a new trainer is one file. The ``train`` params section gets one block p
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from irforge.models.resolve import ResolvedModel
+from irforge.runtime.discovery import declarations
 from irforge.training.examples import Example
 from irforge.training.loop import TrainerConfig
 
@@ -38,13 +37,7 @@ class Trainer:
 
 @lru_cache(maxsize=1)
 def trainers() -> dict[str, Trainer]:
-    package = importlib.import_module("irforge.training.trainers")
-    found: dict[str, Trainer] = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        trainer = getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "TRAINER", None)
-        if isinstance(trainer, Trainer):
-            found[trainer.name] = trainer
-    return found
+    return {name: t for name, (_, t) in declarations("irforge.training.trainers", "TRAINER", Trainer).items()}
 
 
 def trainer(name: str) -> Trainer:
