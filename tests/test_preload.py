@@ -30,3 +30,34 @@ def test_four_threads_importing_transformers_at_once_all_succeed() -> None:
     done = subprocess.run([sys.executable, "-c", THREADS], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith("0 "), done.stdout
+
+
+LOADS = """
+import sys, threading
+from irforge.runtime import preload_libraries
+from irforge.models import DenseEncoder, SpladeEncoder
+preload_libraries()
+dense, splade = sys.argv[1], sys.argv[2]
+errors = []
+def task(i):
+    try:
+        if i % 2:
+            SpladeEncoder(splade, cache_dir=sys.argv[3]).encode(["a passage about wings"], 100.0)
+        else:
+            DenseEncoder(dense, cache_dir=sys.argv[3], use_cache=False).encode(["a passage about wings"])
+    except Exception as e:
+        errors.append(repr(e)[:200])
+threads = [threading.Thread(target=task, args=(i,)) for i in range(6)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(len(errors), errors[:1])
+"""
+
+
+def test_models_loaded_from_several_threads_at_once_hold_real_weights(tiny_models, tmp_path) -> None:
+    # The flow starts index-dense-zs, index-splade-zs, doc2query and synthesize together; without the loading
+    # lock a model built in one thread kept meta tensors ("Tensor on device meta is not on the expected device").
+    done = subprocess.run([sys.executable, "-c", LOADS, str(tiny_models["dense"]), str(tiny_models["splade"]),
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("0 "), done.stdout

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from irforge.models.resolve import ResolvedModel, resolve_model
+from irforge.runtime.preload import model_loading
 from irforge.runtime.progress import progress
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ class Generator:
             if not self.info.gguf_file:
                 kwargs["use_safetensors"] = True
             # bfloat16 halves the prefill time on CPUs with AVX512-BF16/AMX (GGUF weights are dequantized here).
-            self._model = cls.from_pretrained(self.info.path, local_files_only=True, dtype=self.dtype,
-                                              **kwargs).eval()
+            with model_loading:
+                self._model = cls.from_pretrained(self.info.path, local_files_only=True, dtype=self.dtype,
+                                                  **kwargs).eval()
         return self._model
 
     @property

@@ -29,6 +29,7 @@ from irforge.contract.artifacts import stable_hash, validate
 from irforge.contract.schemas import SCHEMAS
 from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text
 from irforge.models.resolve import ResolvedModel, resolve_model
+from irforge.runtime.preload import model_loading
 from irforge.runtime.progress import progress
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ def load_sentence_transformer(model: ResolvedModel, max_length: int | None = Non
     import torch
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(model.path), device="cpu", local_files_only=True,
-                             model_kwargs={"use_safetensors": True, "dtype": torch.float32})
+    with model_loading:
+        st = SentenceTransformer(str(model.path), device="cpu", local_files_only=True,
+                                 model_kwargs={"use_safetensors": True, "dtype": torch.float32})
     if max_length:
         st.max_seq_length = max_length
     return st

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from irforge.models.resolve import ResolvedModel, resolve_model
+from irforge.runtime.preload import model_loading
 from irforge.runtime.progress import progress
 
 if TYPE_CHECKING:
@@ -58,8 +59,9 @@ class SpladeEncoder:
         self.model_info: ResolvedModel = model if isinstance(model, ResolvedModel) else resolve_model(model, cache_dir)
         path = str(self.model_info.path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                          dtype=torch.float32)
+        with model_loading:
+            self.model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                              dtype=torch.float32)
         self.model.eval()
         self.max_length = max_length
         self.batch_size = batch_size

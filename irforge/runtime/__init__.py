@@ -2,7 +2,7 @@
 heavy libraries once before tasks run in parallel threads."""
 
 from irforge.runtime.partition import map_partitions, partitions_hint
-from irforge.runtime.preload import preload_libraries
+from irforge.runtime.preload import model_loading, preload_libraries
 from irforge.runtime.progress import progress, setup_logging
 
-__all__ = ["map_partitions", "partitions_hint", "preload_libraries", "progress", "setup_logging"]
+__all__ = ["map_partitions", "model_loading", "partitions_hint", "preload_libraries", "progress", "setup_logging"]

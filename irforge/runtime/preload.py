@@ -15,6 +15,12 @@ import threading
 _LOCK = threading.Lock()
 _DONE = False
 
+# Loading weights is not thread-safe either: transformers builds a model on the meta device under process-wide
+# patches of torch, so a model loaded in a second thread at the same moment kept meta tensors ("Tensor on device
+# meta is not on the expected device cpu!" in the flow, where index-dense-zs, index-splade-zs, doc2query and
+# synthesize start together). Every weight load holds this lock; inference runs in parallel as before.
+model_loading = threading.Lock()
+
 # (module, names the code imports from it lazily). Touching a name resolves it for every later import.
 HEAVY: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("torch", ()),
