@@ -16,7 +16,7 @@ and writes empty outputs, so the DAG still completes.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -24,10 +24,18 @@ from pydantic import Field, model_validator
 
 from irforge.config import Section
 from irforge.contract import ARTIFACTS, SCHEMAS, Metrics, Output, Stage
-from irforge.corpus import qrels_of, queries_of
+from irforge.corpus import SPLITS, qrels_of, queries_of, splits_of
 from irforge.engine import StageContext
 from irforge.evaluation import DEFAULT_MEASURES, score, search_timed, significance
-from irforge.retrieval import Run, chunks_to_docs, open_system, reciprocal_rank_fusion
+from irforge.retrieval import (
+    BM25Retriever,
+    FaissRetriever,
+    Run,
+    VectorRocchio,
+    chunks_to_docs,
+    open_system,
+    reciprocal_rank_fusion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +44,26 @@ def fusion_name(members: list[str]) -> str:
     return "rrf(" + "+".join(members) + ")"
 
 
+class FeedbackConfig(Section):
+    """A pseudo-relevance feedback system: ``system`` searched again with its queries moved towards the top
+    documents of ``feedback`` (its own run, or any other: a fusion's top documents feed a dense leg well)."""
+
+    system: str  # the system searched again: a faiss system (rocchio) or a bm25 one (rm3, rocchio)
+    method: Literal["rocchio", "rm3"] = "rocchio"
+    feedback: str = "self"  # whose top documents: self, or a system, fusion or feedback system (faiss only)
+    docs: int = Field(5, ge=1)  # feedback documents per query
+    terms: int = Field(10, ge=1)  # bm25: expansion terms
+    alpha: float = Field(1.0, ge=0)  # rocchio: weight of the query
+    beta: float = Field(0.5, ge=0)  # rocchio: weight of the mean feedback vector
+    query_weight: float = Field(0.5, ge=0, le=1)  # rm3: share of the original query in the expanded one
+
+
 class EvaluateConfig(Section):
     # Systems to compare; each is an index of index.systems (artifacts/index/<system>).
     systems: list[str] = Field(["bm25", "bm25-d2q", "dense-zs", "dense", "splade-zs", "splade"], min_length=1)
-    # Reciprocal-rank fusions (RRF) of systems listed above.
+    # Pseudo-relevance feedback systems: name -> FeedbackConfig. Usable in fusions and compare like systems.
+    feedback: dict[str, FeedbackConfig] = {}
+    # Reciprocal-rank fusions (RRF) of systems or feedback systems listed above.
     fusions: list[list[str]] = [["bm25", "dense-zs"], ["bm25", "dense"], ["bm25", "splade-zs"], ["bm25", "splade"],
                                 ["bm25", "dense-zs", "splade-zs"], ["bm25", "dense", "splade"]]
     # Paired tests of [system, reference]: each trained system against the same system zero-shot.
@@ -56,23 +80,49 @@ class EvaluateConfig(Section):
 
     @model_validator(mode="after")
     def _names_are_known(self) -> EvaluateConfig:
+        clash = sorted(set(self.feedback) & set(self.systems))
+        if clash:
+            raise ValueError(f"evaluate.feedback: '{clash[0]}' is already a system of evaluate.systems")
+        searched = [*self.systems, *self.feedback]
         for members in self.fusions:
-            missing = [m for m in members if m not in self.systems]
+            missing = [m for m in members if m not in searched]
             if len(members) < 2 or missing:
-                raise ValueError(f"evaluate.fusions: {members} must name 2+ systems listed in evaluate.systems"
-                                 + (f" ('{missing[0]}' is not)" if missing else ""))
-        runs = [*self.systems, *(fusion_name(m) for m in self.fusions)]
+                raise ValueError(f"evaluate.fusions: {members} must name 2+ systems of evaluate.systems or "
+                                 "evaluate.feedback" + (f" ('{missing[0]}' is not one)" if missing else ""))
+        runs = [*searched, *(fusion_name(m) for m in self.fusions)]
+        for name, fb in self.feedback.items():
+            if fb.system not in self.systems:
+                raise ValueError(f"evaluate.feedback.{name}.system: '{fb.system}' is not in evaluate.systems")
+            if fb.feedback not in ("self", *runs) or fb.feedback == name:
+                raise ValueError(f"evaluate.feedback.{name}.feedback: '{fb.feedback}' must be self or another "
+                                 f"run (known: {', '.join(r for r in runs if r != name)})")
         for pair in self.compare:
             if len(pair) != 2:
                 raise ValueError(f"evaluate.compare: {pair} must be a pair [system, reference]")
             unknown = [name for name in pair if name not in runs]
             if unknown:
-                raise ValueError(f"evaluate.compare: '{unknown[0]}' is neither in evaluate.systems nor a fusion of "
-                                 f"evaluate.fusions (known: {', '.join(runs)})")
+                raise ValueError(f"evaluate.compare: '{unknown[0]}' is not a system, feedback system or fusion "
+                                 f"(known: {', '.join(runs)})")
         if self.significance_measure not in self.measures:
             raise ValueError(f"evaluate.significance_measure '{self.significance_measure}' must be one of "
                              f"evaluate.measures ({', '.join(self.measures)})")
+        self.derived_order()  # a cycle (a fusion feeding a feedback system it contains) is an error now
         return self
+
+    def derived_order(self) -> list[str]:
+        """Feedback systems and fusions in an order where every run is computed after the runs it reads."""
+        needs: dict[str, list[str]] = {fusion_name(m): list(m) for m in self.fusions}
+        for name, fb in self.feedback.items():
+            needs[name] = [fb.system] + ([] if fb.feedback == "self" else [fb.feedback])
+        done, order = set(self.systems), []
+        while len(order) < len(needs):
+            ready = [n for n in needs if n not in done and all(d in done for d in needs[n])]
+            if not ready:
+                stuck = sorted(n for n in needs if n not in done)
+                raise ValueError(f"evaluate: feedback and fusions depend on each other in a cycle: {', '.join(stuck)}")
+            order += ready
+            done.update(ready)
+        return order
 
 
 def evaluated_indexes(config: Any, variant: str | None) -> list[str]:
@@ -89,7 +139,7 @@ def evaluated_indexes(config: Any, variant: str | None) -> list[str]:
 
 STAGE = Stage(
     name="evaluate",
-    version="3",
+    version="4",
     params=("seed", "bm25", "evaluate"),
     config=EvaluateConfig,
     inputs=("queries", "qrels", evaluated_indexes),
@@ -122,54 +172,52 @@ def trec_lines(system: str, run: Run) -> str:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg: EvaluateConfig = ctx.section("evaluate")
-    bm25 = ctx.section("bm25")
-    measures, depth, main, baseline = cfg.measures, cfg.depth, cfg.significance_measure, cfg.baseline
+    measures, main, baseline = cfg.measures, cfg.significance_measure, cfg.baseline
     qrels = qrels_of(ctx.read("qrels"))
-    queries = {q: t for q, t in queries_of(ctx.read("queries")).items() if q in qrels}
+    query_table = ctx.read("queries")
+    queries = {q: t for q, t in queries_of(query_table).items() if q in qrels}
+    splits = {q: s for q, s in splits_of(query_table).items() if q in queries}
     metrics: dict[str, Any] = {}
     per_query_rows: list[dict] = []
     run_rows: list[dict] = []
     runs: dict[str, Run] = {}
-    latencies: dict[str, np.ndarray] = {}
     if not qrels:
         log.warning("the corpus has no queries/qrels (corpus.queries, corpus.qrels): evaluation skipped")
     else:
-        log.info("evaluating %d judged queries on %s", len(queries), ", ".join(cfg.systems))
-        # Every index opens before any search: a missing one fails fast. Queries are encoded one at a time with
-        # runtime.query_threads, so latency is what one user waits.
-        retrievers = {s: open_system(ctx.input_path(f"index/{s}"), ctx, bm25.k1, bm25.b,
-                                     threads=ctx.runtime.query_threads) for s in cfg.systems}
-        for system, retriever in retrievers.items():
-            # Fetch extra chunk hits so that `depth` documents remain after max-aggregation.
-            chunk_hits, seconds = search_timed(retriever, queries, k=depth * cfg.chunk_factor)
-            retriever.close()
-            runs[system] = {qid: chunks_to_docs(hits, depth) for qid, hits in chunk_hits.items()}
-            latencies[system] = np.array(seconds)
-        for members in cfg.fusions:
-            runs[fusion_name(members)] = reciprocal_rank_fusion([runs[m] for m in members], k=cfg.rrf_k, depth=depth)
-            latencies[fusion_name(members)] = sum(latencies[m] for m in members)  # members run one after the other
+        log.info("evaluating %d judged queries (%s) on %s", len(queries),
+                 ", ".join(f"{split} {sum(v == split for v in splits.values())}" for split in SPLITS),
+                 ", ".join([*cfg.systems, *cfg.feedback]))
+        runs, latencies, notes = search_all(ctx, cfg, queries)
         per_query_main: dict[str, dict[str, float]] = {}
         for system, system_run in runs.items():
             means, per_query = score(system_run, qrels, measures)
             metrics[system] = {m: round(v, 4) for m, v in means.items()}
             metrics[system]["latency_mean_ms"] = round(float(latencies[system].mean() * 1000), 2)
             metrics[system]["latency_p95_ms"] = round(float(np.percentile(latencies[system], 95) * 1000), 2)
+            metrics[system].update(notes.get(system, {}))
             per_query_main[system] = {r["query_id"]: r["value"] for r in per_query if r["measure"] == main}
             per_query_rows += [{"system": system, **row} for row in per_query]
+            for split in SPLITS:  # means over each split's queries (a query with no hits counts 0)
+                qids = [q for q, s in splits.items() if s == split]
+                if qids:
+                    metrics[system][split] = {m: round(float(np.mean([v.get(q, 0.0) for q in qids])), 4)
+                                              for m, v in by_measure(per_query, measures).items()}
             run_rows += [
                 {"system": system, "query_id": qid, "doc_id": doc, "rank": rank, "score": s}
                 for qid, hits in system_run.items() for rank, (doc, s) in enumerate(hits, start=1)
             ]
-            log.info("%s: %s", system, "  ".join(f"{m} {v}" for m, v in metrics[system].items()))
-        if baseline in per_query_main:
-            for system in runs:
-                if system != baseline:
-                    test = significance(per_query_main, system, baseline, ctx.seed, cfg.resamples)
-                    metrics[system].update({f"{k}_vs_{baseline}": v for k, v in test.items()})
-        # The comparison that matters for training: each trained system against the same system zero-shot.
-        for system, reference in cfg.compare:
+            log.info("%s: %s", system, "  ".join(f"{m} {v}" for m, v in metrics[system].items()
+                                                 if not isinstance(v, dict)))
+        pairs = [(s, baseline) for s in runs if s != baseline and baseline in runs] + [tuple(p) for p in cfg.compare]
+        for system, reference in pairs:
             test = significance(per_query_main, system, reference, ctx.seed, cfg.resamples)
             metrics[system].update({f"{k}_vs_{reference}": v for k, v in test.items()})
+            for split in SPLITS:
+                if split in metrics[system]:
+                    within = {s: {q: v for q, v in values.items() if splits.get(q) == split}
+                              for s, values in per_query_main.items()}
+                    test = significance(within, system, reference, ctx.seed, cfg.resamples)
+                    metrics[system][split].update({f"{k}_vs_{reference}": v for k, v in test.items()})
 
     ctx.write("per_query", pa.Table.from_pylist(per_query_rows, SCHEMAS["per_query_metrics"]))
     ctx.write("runs", pa.Table.from_pylist(run_rows, SCHEMAS["run"]))
@@ -180,3 +228,79 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ctx.metrics(metrics)
     ctx.write_text("systems_table", systems_csv(metrics, [*measures, "latency_mean_ms", "latency_p95_ms"]))
     return {"systems": list(metrics), "metrics": metrics}
+
+
+def by_measure(per_query: list[dict], measures: list[str]) -> dict[str, dict[str, float]]:
+    values: dict[str, dict[str, float]] = {m: {} for m in measures}
+    for row in per_query:
+        values.setdefault(row["measure"], {})[row["query_id"]] = row["value"]
+    return {m: values[m] for m in measures}
+
+
+def search_all(ctx: StageContext, cfg: EvaluateConfig, queries: dict[str, str]
+               ) -> tuple[dict[str, Run], dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Document runs and per-query latencies of every system, feedback system and fusion, and notes (how
+    many queries a system's query length cut)."""
+    bm25 = ctx.section("bm25")
+    k = cfg.depth * cfg.chunk_factor  # extra chunk hits, so `depth` documents remain after max-aggregation
+    runs: dict[str, Run] = {}
+    latencies: dict[str, np.ndarray] = {}
+    notes: dict[str, dict[str, Any]] = {}
+
+    def open_index(system: str):
+        return open_system(ctx.input_path(f"index/{system}"), ctx, bm25.k1, bm25.b, threads=ctx.runtime.query_threads)
+
+    # Every index opens before any search: a missing one fails fast. Queries are encoded one at a time with
+    # runtime.query_threads, so latency is what one user waits.
+    retrievers = {s: open_index(s) for s in cfg.systems}
+    try:
+        for system, retriever in retrievers.items():
+            encoder = getattr(retriever, "encoder", None)
+            if encoder is not None:
+                cut = encoder.truncated(list(queries.values()))
+                notes[system] = {"queries_truncated": cut}
+                if cut:
+                    log.warning("%s: %d of %d queries are longer than its query_max_length (%d tokens) and were cut",
+                                system, cut, len(queries), encoder.max_length)
+            chunk_hits, seconds = search_timed(retriever, queries, k)
+            runs[system] = {qid: chunks_to_docs(hits, cfg.depth) for qid, hits in chunk_hits.items()}
+            latencies[system] = np.array(seconds)
+        for name in cfg.derived_order():
+            if name in cfg.feedback:
+                fb = cfg.feedback[name]
+                chunk_hits, seconds = search_feedback(name, fb, retrievers[fb.system], open_index, runs, queries, k)
+                source = fb.system if fb.feedback == "self" else fb.feedback
+                if isinstance(retrievers[fb.system], FaissRetriever):  # the feedback run was searched first
+                    seconds = latencies[source] + np.array(seconds)
+                runs[name] = {qid: chunks_to_docs(hits, cfg.depth) for qid, hits in chunk_hits.items()}
+                latencies[name] = np.array(seconds)
+            else:
+                members = next(m for m in cfg.fusions if fusion_name(m) == name)
+                runs[name] = reciprocal_rank_fusion([runs[m] for m in members], k=cfg.rrf_k, depth=cfg.depth)
+                latencies[name] = sum(latencies[m] for m in members)  # members run one after the other
+    finally:
+        for retriever in retrievers.values():
+            retriever.close()
+    return runs, latencies, notes
+
+
+def search_feedback(name: str, fb: FeedbackConfig, retriever: Any, open_index, runs: dict[str, Run],
+                    queries: dict[str, str], k: int) -> tuple[Run, list[float]]:
+    """A feedback system's chunk run and per-query seconds (for faiss, the second search only)."""
+    if isinstance(retriever, FaissRetriever):
+        if fb.method != "rocchio":
+            raise ValueError(f"evaluate.feedback.{name}: a faiss system takes method rocchio, not {fb.method}")
+        source = runs[fb.system if fb.feedback == "self" else fb.feedback]
+        return search_timed(VectorRocchio(retriever, fb.docs, fb.alpha, fb.beta).given(source), queries, k)
+    if isinstance(retriever, BM25Retriever):
+        if fb.feedback != "self":
+            raise ValueError(f"evaluate.feedback.{name}: BM25 feedback ({fb.method}) comes from the system's own "
+                             f"top documents; set feedback: self (got '{fb.feedback}')")
+        expanded = open_index(fb.system)  # its own searcher: feedback settings stay off the plain one
+        try:
+            expanded.use_feedback(fb.method, fb.docs, fb.terms, fb.query_weight, fb.alpha, fb.beta)
+            return search_timed(expanded, queries, k)
+        finally:
+            expanded.close()
+    raise ValueError(f"evaluate.feedback.{name}: feedback for '{fb.system}' ({type(retriever).__name__}) is not "
+                     "supported; it works on faiss (rocchio) and bm25 (rm3, rocchio) systems")

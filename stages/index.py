@@ -51,7 +51,7 @@ class IndexConfig(Section):
         "splade": SystemSpec(kind="impact", model=f"{ARTIFACTS}/train/splade"),
     }
     max_length: int = Field(256, gt=0)  # passage tokens read by neural encoders
-    query_max_length: int = Field(64, gt=0)  # query tokens read at search time
+    query_max_length: int = Field(256, gt=0)  # query tokens read at search time (longer queries are cut, and counted)
     impact_scale: float = Field(100, gt=0)  # SPLADE weight -> integer impact: round(weight * scale)
     faiss: FaissConfig = FaissConfig()
 

@@ -40,7 +40,7 @@ def ablation_file(config: Any) -> list[str]:
 
 STAGE = Stage(
     name="report",
-    version="2",
+    version="3",
     params=("seed", "corpus", "evaluate", "report"),
     config=ReportConfig,
     inputs=("evaluate.metrics", "per_query", "queries", "filtered_queries", train_logs),
@@ -61,6 +61,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             order = [s for s in ev.systems if s in metrics]
             metrics = {s: metrics[s] for s in order + sorted(set(metrics) - set(order))}
             parts.append(sections.systems(metrics, measures, baseline, main, folder))
+            parts.append(sections.splits(metrics, ev.compare, baseline, main))
             parts.append(sections.comparison(metrics, ev.compare, main))
             written.append("systems")
             per_query: dict[str, dict[str, float]] = {}

@@ -121,7 +121,7 @@ def test_judged_project_is_evaluated_from_the_judgments_artifacts(evaluated_proj
 def test_corpus_without_judgments_skips_evaluation_with_empty_outputs(evaluated_copy: Project) -> None:
     corpus = evaluated_copy.params.section("corpus")
     evaluated_copy.set_params(corpus={**corpus, "queries": None, "qrels": None})
-    assert evaluated_copy.run("judgments") == {"queries": 0, "judged_queries": 0, "judgments": 0}
+    assert evaluated_copy.run("judgments") == {"queries": 0, "judged_queries": 0, "judgments": 0, "dev": 0, "test": 0}
     assert evaluated_copy.run("evaluate") == {"systems": [], "metrics": {}}
     out = evaluated_copy.root
     assert pq.read_table(out / paths.QUERIES).num_rows == 0 and pq.read_table(out / paths.QRELS).num_rows == 0

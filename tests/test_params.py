@@ -48,7 +48,7 @@ def test_wrong_types_and_ranges_are_named(key: str, value, expected: str) -> Non
 def test_rules_across_keys_are_checked() -> None:
     assert "chunk.stride must be smaller than chunk.max_tokens" in _error(chunk__stride=300)
     assert "corpus.queries is set but corpus.qrels is null" in _error(corpus__qrels=None)
-    assert "evaluate.compare: 'nope' is neither in evaluate.systems" in _error(evaluate__compare=[["nope", "bm25"]])
+    assert "evaluate.compare: 'nope' is not a system, feedback system or fusion" in _error(evaluate__compare=[["nope", "bm25"]])
 
 
 def test_every_error_is_reported_at_once() -> None:

@@ -112,7 +112,7 @@ def test_evaluate_tests_each_trained_system_against_its_reference(evaluated):
 
 def test_compare_must_name_systems_that_ran(evaluated):
     root, params = evaluated
-    with pytest.raises(ValueError, match="evaluate.compare: 'splade-zs' is neither in evaluate.systems"):
+    with pytest.raises(ValueError, match="evaluate.compare: 'splade-zs' is not a system, feedback system or fusion"):
         run_stage("evaluate", root, params.with_overrides({"evaluate.compare": [["splade", "splade-zs"]],
                                                             "evaluate.systems": ["bm25", "splade"], "evaluate.fusions": []}))
 

@@ -47,11 +47,12 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("raw", _str),  # first 500 characters of the offending row
         ]
     ),
-    # judgments: the collection's judged queries (empty when it has none)
+    # judgments: the collection's queries (empty when it has none)
     "queries": pa.schema(
         [
             pa.field("query_id", _str, nullable=False),
             pa.field("text", _str, nullable=False),
+            pa.field("split", _str, nullable=False),  # dev (tuning, few-shot examples) | test (reported) | unjudged
         ]
     ),
     # judgments: relevance grades (BEIR qrels)

@@ -2,7 +2,17 @@
 definition of a passage's text, and the collection's judgments (queries and qrels)."""
 
 from irforge.corpus.chunking import Chunker, sentence_starts, split_windows
-from irforge.corpus.judgments import JudgmentsError, load_qrels, load_queries, qrels_of, queries_of, read_json_lines
+from irforge.corpus.judgments import (
+    SPLITS,
+    JudgmentsError,
+    load_qrels,
+    load_queries,
+    qrels_of,
+    queries_of,
+    read_json_lines,
+    split_queries,
+    splits_of,
+)
 from irforge.corpus.readers import (
     BadRow,
     CorpusError,
@@ -17,7 +27,8 @@ from irforge.corpus.readers import (
 from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text, sha256_text
 
 __all__ = [
-    "BadRow", "Chunker", "CorpusError", "Document", "JudgmentsError", "LoadedCorpus", "corpus_file", "detect_format",
+    "SPLITS", "BadRow", "Chunker", "CorpusError", "Document", "JudgmentsError", "LoadedCorpus", "corpus_file", "detect_format",
     "PASSAGE_TEXT_VERSION", "load_documents", "load_qrels", "load_queries", "passage_text", "qrels_of", "queries_of",
-    "read_corpus", "read_json_lines", "screen_documents", "sentence_starts", "sha256_text", "split_windows",
+    "read_corpus", "read_json_lines", "screen_documents", "sentence_starts", "sha256_text", "split_queries",
+    "split_windows", "splits_of",
 ]

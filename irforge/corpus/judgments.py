@@ -4,9 +4,12 @@ must keep test queries out of prompts or use training judgments as few-shot exam
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+
+SPLITS = ("dev", "test")
 
 
 class JudgmentsError(ValueError):
@@ -76,3 +79,19 @@ def qrels_of(table) -> dict[str, dict[str, int]]:
     for q, d, g in zip(*(table.column(c).to_pylist() for c in ("query_id", "doc_id", "grade")), strict=True):
         qrels.setdefault(q, {})[d] = g
     return qrels
+
+
+def split_queries(judged: list[str], dev_queries: int, seed: int) -> dict[str, str]:
+    """``{query_id: "dev" | "test"}``: the ``dev_queries`` judged queries first by ``sha256(seed:id)``.
+
+    Hash order, not a shuffle of the list, so the split of a query does not move when others are added or
+    reordered. Dev queries are for tuning and few-shot examples; results are reported on test.
+    """
+    ranked = sorted(judged, key=lambda q: (hashlib.sha256(f"{seed}:{q}".encode()).hexdigest(), q))
+    dev = set(ranked[:dev_queries])
+    return {q: "dev" if q in dev else "test" for q in judged}
+
+
+def splits_of(table) -> dict[str, str]:
+    """A ``queries`` artifact as ``{query_id: split}`` (``dev``, ``test``, or ``unjudged``)."""
+    return dict(zip(table.column("query_id").to_pylist(), table.column("split").to_pylist(), strict=True))

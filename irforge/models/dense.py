@@ -146,6 +146,10 @@ class DenseEncoder:
         return stable_hash({"model": self.model_info.sha256, "max_length": self.max_length,
                             "precision": self.precision, "pooling": str(self.model), "passage_text": PASSAGE_TEXT_VERSION})
 
+    def truncated(self, texts: Sequence[str]) -> int:
+        """How many of ``texts`` are longer than ``max_length`` tokens (their ends are not read)."""
+        return sum(len(ids) > self.max_length for ids in self.model.tokenizer(list(texts))["input_ids"])
+
     def encode(self, texts: Sequence[str], desc: str = "encode") -> np.ndarray:
         import torch
 

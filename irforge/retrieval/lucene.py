@@ -74,6 +74,17 @@ class BM25Retriever:
         self.searcher.set_bm25(k1, b)
         self.threads = threads or max(1, os.cpu_count() or 1)
 
+    def use_feedback(self, method: str, docs: int, terms: int, query_weight: float = 0.5, alpha: float = 1.0,
+                     beta: float = 0.75) -> None:
+        """Pseudo-relevance feedback from each query's own top ``docs`` chunks, as pyserini implements it:
+        ``rm3`` (``query_weight`` = share of the original query) or ``rocchio`` (``alpha``, ``beta``)."""
+        if method == "rm3":
+            self.searcher.set_rm3(fb_terms=terms, fb_docs=docs, original_query_weight=query_weight)
+        elif method == "rocchio":
+            self.searcher.set_rocchio(top_fb_terms=terms, top_fb_docs=docs, alpha=alpha, beta=beta)
+        else:
+            raise ValueError(f"unknown BM25 feedback method '{method}' (rm3, rocchio)")
+
     def search(self, queries: dict[str, str], k: int) -> Run:
         qids = list(queries)
         results = self.searcher.batch_search([queries[q] for q in qids], qids, k=k, threads=self.threads)
