@@ -62,14 +62,20 @@ class EvaluateConfig(Section):
     # Systems to compare; each is an index of index.systems (artifacts/index/<system>).
     systems: list[str] = Field(["bm25", "bm25-d2q", "dense-zs", "dense", "splade-zs", "splade"], min_length=1)
     # Pseudo-relevance feedback systems: name -> FeedbackConfig. Usable in fusions and compare like systems.
-    feedback: dict[str, FeedbackConfig] = {}
+    feedback: dict[str, FeedbackConfig] = Field(default_factory=lambda: {
+        "bm25-rm3": FeedbackConfig(system="bm25", method="rm3", docs=10, terms=10),
+        "dense-zs-prf": FeedbackConfig(system="dense-zs", feedback="rrf(bm25+dense-zs)", docs=3, beta=1.0),
+        "dense-prf": FeedbackConfig(system="dense", feedback="rrf(bm25+dense)", docs=3, beta=1.0)})
     # Reciprocal-rank fusions (RRF) of systems or feedback systems listed above.
     fusions: list[list[str]] = [["bm25", "dense-zs"], ["bm25", "dense"], ["bm25", "splade-zs"], ["bm25", "splade"],
-                                ["bm25", "dense-zs", "splade-zs"], ["bm25", "dense", "splade"]]
+                                ["bm25", "dense-zs", "splade-zs"], ["bm25", "dense", "splade"],
+                                ["bm25-rm3", "dense-zs-prf"], ["bm25-rm3", "dense-prf"]]
     # Paired tests of [system, reference]: each trained system against the same system zero-shot.
     compare: list[list[str]] = [["dense", "dense-zs"], ["splade", "splade-zs"],
                                 ["rrf(bm25+dense)", "rrf(bm25+dense-zs)"],
-                                ["rrf(bm25+dense+splade)", "rrf(bm25+dense-zs+splade-zs)"]]
+                                ["rrf(bm25+dense+splade)", "rrf(bm25+dense-zs+splade-zs)"],
+                                ["dense-prf", "dense-zs-prf"], ["dense-zs-prf", "dense-zs"],
+                                ["rrf(bm25-rm3+dense-zs-prf)", "rrf(bm25+dense-zs+splade-zs)"]]
     rrf_k: int = Field(60, ge=0)  # RRF constant: score = sum 1 / (rrf_k + rank)
     measures: list[str] = Field(list(DEFAULT_MEASURES), min_length=1)  # ir-measures names
     depth: int = Field(1000, ge=1)  # documents per query in the run

@@ -41,13 +41,18 @@ def plots(variant: str) -> list[dict[str, Any]]:
     return out
 
 
+def teacher_scores(config: Any, variant: str | None) -> list[str]:
+    """The teach stage's scores, for a trainer that distils (``train.<trainer>.loss`` kl or margin_mse)."""
+    return ["teacher_scores"] if variant and getattr(config.section("train"), variant).distills else []
+
+
 STAGE = Stage(
     name="train",
-    version="2",
+    version="3",
     params=("seed", "train"),
     config=train_config(),
     variants=models,
-    inputs=("chunks", "triples"),
+    inputs=("chunks", "triples", teacher_scores),
     outputs=(
         Output("model/{variant}", "{variant}", "folder", description="the trained model",
                registry={"type": "model", "desc": "fine-tuned on the corpus's own synthetic queries",
@@ -83,10 +88,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
     torch.use_deterministic_algorithms(True, warn_only=True)
     chunks = ctx.read("chunks", ["chunk_id", "title", "text"]).to_pylist()
     texts = {c["chunk_id"]: passage_text(c["title"], c["text"]) for c in chunks}
+    block = getattr(cfg, name)
+    teacher = None
+    if block.distills:  # the combined teacher score of every (query, candidate) pair
+        teacher = {}
+        for r in ctx.read("teacher_scores").to_pylist():
+            if r["teacher"] == "combined":
+                teacher.setdefault(r["query_id"], {})[r["chunk_id"]] = r["score"]
     examples = build_examples(ctx.read("triples").to_pylist(), texts, cfg.negatives, cfg.negative_pick,
                               cfg.queries_per_chunk, cfg.max_triples, np.random.default_rng(ctx.seed),
-                              source=ctx.input("triples").path)
-    block = getattr(cfg, name)
+                              source=ctx.input("triples").path, teacher=teacher)
     with ctx.publish("model/{variant}") as tmp:
         rows = trainer(name).train(TrainJob(examples, block, ctx.seed, tmp, ctx.model))
     table = log_table(rows)

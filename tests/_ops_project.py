@@ -29,7 +29,7 @@ def make_project(root: Path, n_docs: int = 60, **overrides: object) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["corpus"].update(path="corpus", queries="corpus/queries.jsonl", qrels="corpus/qrels/test.tsv")
     params["chunk"].update(max_tokens=48, stride=8)  # several chunks per document
-    params["evaluate"].update(depth=20, systems=["bm25"], fusions=[], compare=[])  # BM25 only: no model stages here
+    params["evaluate"].update(depth=20, systems=["bm25"], feedback={}, fusions=[], compare=[])  # BM25 only: no model stages here
     params["runtime"]["threads"] = 1
     for dotted, value in overrides.items():
         section, key = dotted.split("__")

@@ -108,10 +108,12 @@ def tiny_params(corpus: str = "data/tiny", judged: bool = True) -> dict[str, Any
         },
         "bm25": {"k1": 0.9, "b": 0.4},
         "index": {"systems": {"bm25": {"kind": "bm25"}}},
+        "teach": {"teachers": {"bm25": {"kind": "bm25"}}},  # no model to load
         "runtime": {**yaml.safe_load((REPO / "params.yaml").read_text())["runtime"], "threads": 1},
         "evaluate": {
             **yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"],
             "systems": ["bm25"],
+            "feedback": {},
             "fusions": [],
             "compare": [],
             "measures": ["nDCG@10", "RR@10", "R@100"],

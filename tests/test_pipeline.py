@@ -43,8 +43,15 @@ def test_direct_run_gives_the_predicted_metrics(evaluated_project: Project) -> N
     assert {q for q, _ in per_query} == {"q1", "q2", "q3", "q4", "q5"}  # q6 has no judgments
 
     metrics = json.loads((root / paths.METRICS).read_text())
-    measures = {s: {m: v for m, v in d.items() if not m.startswith("latency")} for s, d in metrics.items()}
+    measures = {s: {m: v for m, v in d.items() if not m.startswith("latency") and m not in ("dev", "test")}
+                for s, d in metrics.items()}
     assert measures == {"bm25": {"nDCG@10": round((3 + NDCG_Q3) / 5, 4), "RR@10": 0.8, "R@100": 0.7}}
+    # The same measures over each split's queries alone.
+    splits = {r["query_id"]: r["split"] for r in pq.read_table(root / paths.QUERIES).to_pylist()}
+    for split in ("dev", "test"):
+        qids = [q for q in ("q1", "q2", "q3", "q4", "q5") if splits[q] == split]
+        expected = {m: round(sum(per_query[(q, m)] for q in qids) / len(qids), 4) for m in ("nDCG@10", "RR@10", "R@100")}
+        assert metrics["bm25"][split] == expected
 
     runs = pq.read_table(root / paths.RUNS).to_pylist()
     q4 = [r for r in runs if r["query_id"] == "q4"]
@@ -204,7 +211,8 @@ def test_dvc_repro_and_experiments_on_a_copy_of_the_project(tmp_path: Path) -> N
     assert all(f"Running stage '{key}'" in out for key in FOUNDATION), out
     assert "Running stage 'doc2query'" not in out and not (repo / paths.DOC2QUERY).exists()
     metrics = json.loads((repo / paths.METRICS).read_text())
-    measures = {s: {m: v for m, v in d.items() if not m.startswith("latency")} for s, d in metrics.items()}
+    measures = {s: {m: v for m, v in d.items() if not m.startswith("latency") and m not in ("dev", "test")}
+                for s, d in metrics.items()}
     assert measures == {"bm25": {"nDCG@10": round((3 + NDCG_Q3) / 5, 4), "RR@10": 0.8, "R@100": 0.7}}
     assert "Data and pipelines are up to date." in _sh(["dvc", "repro", "evaluate"], repo, env)
 

@@ -54,7 +54,7 @@ def test_each_artifact_records_the_artifacts_it_read(evaluated_project: Project)
                                 "sha256": sha256_file(root / paths.CHUNKS)}]
     # The judgments stage read the raw judgment files; evaluate reads its artifacts.
     judgments = read_provenance(root / paths.QRELS)
-    assert (judgments["stage"], set(judgments["params"])) == ("judgments", {"corpus"})
+    assert (judgments["stage"], set(judgments["params"])) == ("judgments", {"seed", "corpus", "judgments"})
     assert {i["path"]: i["stage"] for i in judgments["inputs"]} == {
         "data/tiny/queries.jsonl": None, "data/tiny/qrels/test.tsv": None}
     per_query = read_provenance(root / paths.PER_QUERY)

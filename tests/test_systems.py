@@ -57,6 +57,8 @@ def evaluated(tmp_path_factory, tiny_models) -> tuple[Path, object]:
     params = make_project(root, tiny_models, **_judgments(root), **{
         "train.dense.epochs": 1, "train.splade.epochs": 1, "evaluate.systems": SYSTEMS,
         "evaluate.fusions": [["bm25", "dense-zs"], ["bm25", "dense", "splade"]], "evaluate.resamples": 500,
+        "evaluate.feedback": {"bm25-rm3": {"system": "bm25", "method": "rm3"},
+                              "dense-prf": {"system": "dense", "feedback": "rrf(bm25+dense+splade)", "docs": 2}},
         "evaluate.compare": [["dense", "dense-zs"], ["rrf(bm25+dense+splade)", "rrf(bm25+dense-zs)"]],
         "evaluate.depth": 10})
     run_stage("judgments", root, params)  # evaluate and report read the judgments artifacts
@@ -81,7 +83,9 @@ def test_every_index_opens_from_its_system_json(evaluated):
 def test_evaluate_compares_every_system_and_fusion(evaluated):
     root, _ = evaluated
     metrics = json.loads((root / paths.METRICS).read_text())
-    assert set(metrics) == {*SYSTEMS, "rrf(bm25+dense-zs)", "rrf(bm25+dense+splade)"}
+    assert set(metrics) == {*SYSTEMS, "bm25-rm3", "dense-prf", "rrf(bm25+dense-zs)", "rrf(bm25+dense+splade)"}
+    # A feedback system searches after the run it feeds on: its latency includes that run's.
+    assert metrics["dense-prf"]["latency_mean_ms"] >= metrics["rrf(bm25+dense+splade)"]["latency_mean_ms"]
     for system, values in metrics.items():
         assert {"nDCG@10", "RR@10", "R@100", "R@1000", "AP", "latency_mean_ms", "latency_p95_ms"} <= set(values)
         assert values["latency_p95_ms"] >= 0 and 0 <= values["nDCG@10"] <= 1
@@ -114,7 +118,8 @@ def test_compare_must_name_systems_that_ran(evaluated):
     root, params = evaluated
     with pytest.raises(ValueError, match="evaluate.compare: 'splade-zs' is not a system, feedback system or fusion"):
         run_stage("evaluate", root, params.with_overrides({"evaluate.compare": [["splade", "splade-zs"]],
-                                                            "evaluate.systems": ["bm25", "splade"], "evaluate.fusions": []}))
+                                                            "evaluate.systems": ["bm25", "splade"], "evaluate.fusions": [],
+                                                            "evaluate.feedback": {}}))
 
 
 def test_missing_index_is_a_clear_error(evaluated, tmp_path):
@@ -123,10 +128,10 @@ def test_missing_index_is_a_clear_error(evaluated, tmp_path):
     # A system evaluate names must be declared in index.systems ...
     with pytest.raises(ValueError, match=r"evaluate.systems: 'nope' is not a system of index.systems \(known: bm25, "):
         run_stage("evaluate", root, params.with_overrides({"evaluate.systems": ["bm25", "nope"], "evaluate.fusions": [],
-                                                            "evaluate.compare": []}))
+                                                            "evaluate.compare": [], "evaluate.feedback": {}}))
     # ... and its index built: the error names the index folder and the command that builds it.
     declared = params.with_overrides({"index.systems.nope": {"kind": "bm25"}, "evaluate.systems": ["bm25", "nope"],
-                                      "evaluate.fusions": [], "evaluate.compare": []})
+                                      "evaluate.fusions": [], "evaluate.compare": [], "evaluate.feedback": {}})
     with pytest.raises(ArtifactError, match=re.escape(f"{root / paths.index_dir('nope')}: artifact 'index/nope' "
                                                       "not found; build it with `irforge run index nope`")):
         run_stage("evaluate", root, declared)
@@ -136,7 +141,7 @@ def test_missing_index_is_a_clear_error(evaluated, tmp_path):
 def test_fusion_must_name_listed_systems(evaluated):
     root, params = evaluated
     with pytest.raises(ValueError, match="'splade' is not"):
-        run_stage("evaluate", root, params.with_overrides({"evaluate.systems": ["bm25"],
+        run_stage("evaluate", root, params.with_overrides({"evaluate.systems": ["bm25"], "evaluate.feedback": {},
                                                             "evaluate.fusions": [["bm25", "splade"]]}))
 
 

@@ -124,5 +124,66 @@ def test_queries_per_chunk_and_negatives_params_shape_the_examples(tmp_path, tin
                                   cfg.queries_per_chunk, cfg.max_triples, np.random.default_rng(0))
         assert len(examples) == len(TOPICS)
         assert all(len(e.negatives) == 5 and e.positive not in e.negatives for e in examples)  # 3 mined + 2 fillers
-    summary = run_stage("train", tmp_path, config.params.with_overrides({"train.dense.epochs": 1}), "dense")
+    # Without a teacher (mnrl), queries with too few mined negatives are topped up with random passages.
+    summary = run_stage("train", tmp_path, config.params.with_overrides({"train.dense.epochs": 1,
+                                                                         "train.dense.loss": "mnrl"}), "dense")
     assert summary["examples"] == len(TOPICS) and summary["positives"] == len(TOPICS)  # what the stage trains on
+
+
+def test_distillation_examples_carry_teacher_scores_and_skip_unscored_queries(tmp_path, tiny_models):
+    from irforge.training import build_examples
+
+    rows = [{"query_id": "a", "query": "qa", "positive_id": "0#0", "negatives": [
+                {"chunk_id": "2#0", "rank": 2, "score": 0.0, "source": "bm25"},
+                {"chunk_id": "1#0", "rank": 1, "score": 0.0, "source": "bm25"}]},
+            {"query_id": "b", "query": "qb", "positive_id": "1#0", "negatives": [
+                {"chunk_id": "0#0", "rank": 1, "score": 0.0, "source": "bm25"}]}]
+    texts = {f"{i}#0": f"passage {i}" for i in range(4)}
+    teacher = {"a": {"0#0": 1.5, "1#0": 0.5, "2#0": -2.0}, "b": {"1#0": 1.0, "0#0": 0.0}}
+    examples = build_examples(rows, texts, 2, "top", None, None, np.random.default_rng(0), teacher=teacher)
+    assert len(examples) == 1  # b has one scored negative, not two: left out, never topped up unscored
+    assert examples[0].negatives == ("passage 1", "passage 2") and examples[0].teacher == (1.5, 0.5, -2.0)
+    with pytest.raises(ValueError, match="no example has 3 teacher-scored negatives"):
+        build_examples(rows, texts, 3, "top", None, None, np.random.default_rng(0), teacher=teacher)
+
+
+def test_distillation_loss_values() -> None:
+    import torch
+
+    from irforge.training.losses import listwise_kl, margin_mse
+
+    student = torch.tensor([[2.0, 1.0, 0.0]])
+    assert float(listwise_kl(student, student.clone())) == pytest.approx(0.0, abs=1e-6)
+    assert float(listwise_kl(student, torch.tensor([[0.0, 1.0, 2.0]]))) > 0.5
+    assert float(margin_mse(student, student + 5.0)) == pytest.approx(0.0)  # margins, not levels
+    # student margins (1, 2), teacher margins (-1, -2): squared errors 4 and 16
+    assert float(margin_mse(student, torch.tensor([[0.0, 1.0, 2.0]]))) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(("loss", "direction"), [("kl", 1), ("margin_mse", 1), ("mnrl", -1)])
+def test_the_student_learns_the_teachers_order_not_the_binary_label(tmp_path, tiny_models, loss, direction):
+    """A teacher that prefers each query's first mined negative to its positive: after distillation the dense
+    student scores that negative higher relative to the positive than before; MNRL, which ignores the teacher,
+    pushes it down."""
+    from irforge.models.dense import DenseEncoder
+
+    params = make_project(tmp_path, tiny_models, **{"train.dense.loss": loss, "train.negatives": 2})
+    triples = read_artifact(tmp_path / paths.TRIPLES, "triples").to_pylist()
+    scores = [{"query_id": t["query_id"], "chunk_id": c, "role": "positive" if k == 0 else "negative",
+               "teacher": "combined", "score": s, "normalised": s}
+              for t in triples for k, (c, s) in enumerate(zip([t["positive_id"], *(n["chunk_id"] for n in t["negatives"])],
+                                                              [0.0, 3.0, -3.0, -3.0], strict=False))]
+    write_artifact(pa.Table.from_pylist(scores, SCHEMAS["teacher_scores"]), tmp_path / paths.TEACHER_SCORES,
+                   "teacher_scores", PROVENANCE)
+    chunks = {c["chunk_id"]: c["text"] for c in read_artifact(tmp_path / paths.CHUNKS, "chunks").to_pylist()}
+
+    def preference(model: str) -> float:
+        encoder = DenseEncoder(model, tmp_path / "cache", max_length=32, use_cache=False)
+        q = encoder.encode([t["query"] for t in triples])
+        pos = encoder.encode([chunks[t["positive_id"]] for t in triples])
+        neg = encoder.encode([chunks[sorted(t["negatives"], key=lambda n: n["rank"])[0]["chunk_id"]] for t in triples])
+        return float(np.mean((q * neg).sum(1) - (q * pos).sum(1)))
+
+    before = preference(str(tiny_models["dense"]))
+    run_stage("train", tmp_path, params, "dense")
+    assert direction * (preference(str(tmp_path / paths.model_dir("dense"))) - before) > 0.05

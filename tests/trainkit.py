@@ -85,6 +85,12 @@ def make_project(root: Path, models: dict[str, Path], queries_per_chunk: int = 3
                             "template": "toy", "negatives": negs})
     write_artifact(pa.Table.from_pylist(chunks, SCHEMAS["chunks"]), root / paths.CHUNKS, "chunks", PROVENANCE)
     write_artifact(pa.Table.from_pylist(triples, SCHEMAS["triples"]), root / paths.TRIPLES, "triples", PROVENANCE)
+    # A toy teacher (what the teach stage writes): the positive first, then the negatives by their mined rank.
+    scores = [{"query_id": t["query_id"], "chunk_id": c, "role": "positive" if k == 0 else "negative",
+               "teacher": "combined", "score": 2.0 - k, "normalised": 2.0 - k}
+              for t in triples for k, c in enumerate([t["positive_id"], *(n["chunk_id"] for n in t["negatives"])])]
+    write_artifact(pa.Table.from_pylist(scores, SCHEMAS["teacher_scores"]), root / paths.TEACHER_SCORES,
+                   "teacher_scores", PROVENANCE)
     base = Params.load(REPO / "params.yaml")
     tiny = {
         "train.dense.base": str(models["dense"]), "train.splade.base": str(models["splade"]),

@@ -118,6 +118,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("negatives", pa.list_(pa.field("item", NEGATIVE, nullable=False)), nullable=False),
         ]
     ),
+    # teach: every teacher's score of every (query, candidate) pair; teacher "combined" is the mixture
+    "teacher_scores": pa.schema(
+        [
+            pa.field("query_id", _str, nullable=False),
+            pa.field("chunk_id", _str, nullable=False),
+            pa.field("role", _str, nullable=False),  # positive (the query's own passage) | negative (mined)
+            pa.field("teacher", _str, nullable=False),  # a name of teach.teachers, or "combined"
+            pa.field("score", pa.float64(), nullable=False),  # raw (cosine, BM25, logit); combined: the mixture
+            pa.field("normalised", pa.float64(), nullable=False),  # z-score within the query's candidates
+        ]
+    ),
     # dense encoding cache / embeddings of chunks
     "embeddings": pa.schema(
         [

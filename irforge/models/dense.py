@@ -148,7 +148,7 @@ class DenseEncoder:
 
     def truncated(self, texts: Sequence[str]) -> int:
         """How many of ``texts`` are longer than ``max_length`` tokens (their ends are not read)."""
-        return sum(len(ids) > self.max_length for ids in self.model.tokenizer(list(texts))["input_ids"])
+        return sum(len(ids) > self.max_length for ids in self.model.tokenizer(list(texts), verbose=False)["input_ids"])
 
     def encode(self, texts: Sequence[str], desc: str = "encode") -> np.ndarray:
         import torch

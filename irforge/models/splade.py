@@ -70,7 +70,7 @@ class SpladeEncoder:
 
     def truncated(self, texts: list[str]) -> int:
         """How many of ``texts`` are longer than ``max_length`` tokens (their ends are not read)."""
-        return sum(len(ids) > self.max_length for ids in self.tokenizer(list(texts))["input_ids"])
+        return sum(len(ids) > self.max_length for ids in self.tokenizer(list(texts), verbose=False)["input_ids"])
 
     def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         return self.tokenizer(texts, padding=True, truncation=True, max_length=max_length or self.max_length,

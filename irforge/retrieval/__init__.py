@@ -8,6 +8,7 @@ from irforge.retrieval.lucene import (
     MAX_QUERY_TERMS,
     BM25Retriever,
     ImpactRetriever,
+    bm25_pair_scores,
     bm25_search,
     build_impact_index,
     build_lucene_index,
@@ -18,7 +19,7 @@ from irforge.retrieval.systems import SYSTEM_FILE, Encoders, Retriever, open_sys
 
 __all__ = [
     "MAX_QUERY_TERMS", "SYSTEM_FILE", "BM25Retriever", "DenseRetriever", "Encoders", "FaissRetriever", "Hits",
-    "ImpactRetriever", "Retriever", "Run", "bm25_search", "build_faiss", "build_impact_index", "build_lucene_index",
+    "ImpactRetriever", "Retriever", "Run", "bm25_pair_scores", "bm25_search", "build_faiss", "build_impact_index", "build_lucene_index",
     "chunks_to_docs", "doc_id_of", "ensure_java", "index_json_collection", "open_system", "rank_of", "read_system",
     "reciprocal_rank_fusion", "run_pyserini_module", "save_faiss", "VectorRocchio", "write_system",
 ]

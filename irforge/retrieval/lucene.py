@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from irforge.models.splade import SparseVector, SpladeEncoder
 from irforge.retrieval.java import ensure_java
 from irforge.retrieval.runs import Run
@@ -102,6 +104,23 @@ def bm25_search(index_dir: Path, queries: dict[str, str], k: int, k1: float, b: 
         return retriever.search(queries, k)
     finally:
         retriever.close()
+
+
+def bm25_pair_scores(index_dir: Path, queries: dict[str, str], candidates: dict[str, list[str]], k1: float = 0.9,
+                     b: float = 0.4) -> dict[str, np.ndarray]:
+    """BM25 of each query against each of its candidate chunks (by id), with the index's collection statistics:
+    the score a search would give, for any chunk, ranked or not."""
+    ensure_java()
+    from pyserini.index.lucene import LuceneIndexReader
+    from pyserini.pyclass import autoclass
+
+    reader = LuceneIndexReader(str(index_dir))
+    similarity = autoclass("org.apache.lucene.search.similarities.BM25Similarity")(float(k1), float(b))
+    try:
+        return {q: np.array([reader.compute_query_document_score(c, queries[q], similarity) for c in cs], dtype=np.float64)
+                for q, cs in candidates.items()}
+    finally:
+        reader.reader.close()
 
 
 # ---------------------------------------------------------------- Lucene impact (SPLADE)

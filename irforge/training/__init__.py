@@ -17,7 +17,7 @@ class TrainSettings(Section):
     """What every trainer shares: which trainers run, and which examples they see."""
 
     models: list[str] = ["dense", "splade"]  # trainers to run (one `train-<name>` stage each)
-    negatives: int = Field(1, ge=0)  # mined hard negatives per query (0 = in-batch negatives only)
+    negatives: int = Field(3, ge=0)  # mined hard negatives per query (the candidates a teacher ranks; 0 = in-batch only)
     negative_pick: Literal["top", "random"] = "top"  # best-ranked mined negatives first, or a random subset
     queries_per_chunk: int | None = Field(None, ge=1)  # cap on training queries per positive chunk (null = all)
     max_triples: int | None = Field(256, ge=1)  # cap on examples after the seeded shuffle (null = all)

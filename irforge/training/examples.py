@@ -18,17 +18,22 @@ class Example:
     positive_id: str
     positive: str
     negatives: tuple[str, ...]
+    teacher: tuple[float, ...] | None = None  # the teacher's scores of (positive, *negatives), when distilling
 
 
 def build_examples(rows: list[dict[str, Any]], texts: dict[str, str], negatives: int, pick: str,
                    queries_per_chunk: int | None, max_triples: int | None, rng: np.random.Generator,
-                   source: str = "triples") -> list[Example]:
+                   source: str = "triples", teacher: dict[str, dict[str, float]] | None = None) -> list[Example]:
     """Triples -> examples with exactly ``negatives`` hard negatives each.
 
     Negatives are the mined ones (``pick``: ``top`` = best ranked first, ``random`` = a random subset); a query
     with fewer mined negatives than asked gets random corpus passages to fill up, so every example has the
     same shape. ``texts`` maps chunk ids to passage texts; an id that is not a chunk is an error naming the
     row and field.
+
+    With ``teacher`` (query id -> chunk id -> score, from the teach stage) every example carries the teacher's
+    scores of its candidates; negatives then come only from the scored (mined) ones, and a query with fewer
+    than ``negatives`` of them is left out (counted in the log) rather than topped up with unscored passages.
     """
     if not rows:
         raise ValueError(f"{source}: no triples to train on")
@@ -38,6 +43,7 @@ def build_examples(rows: list[dict[str, Any]], texts: dict[str, str], negatives:
     order = rng.permutation(len(rows))
     kept: dict[str, int] = {}
     examples: list[Example] = []
+    unscored = 0
     for i in order:
         row = rows[i]
         where = f"{source}: row {i} (query_id {row['query_id']})"
@@ -53,17 +59,29 @@ def build_examples(rows: list[dict[str, Any]], texts: dict[str, str], negatives:
         if pick == "random" and len(ids) > negatives:
             ids = [ids[j] for j in sorted(rng.choice(len(ids), negatives, replace=False))]
         ids = ids[:negatives]
+        if teacher is not None:
+            scored = teacher.get(row["query_id"], {})
+            ids = [j for j in ids if j in scored]
+            if row["positive_id"] not in scored or len(ids) < negatives:
+                unscored += 1
+                continue
         while len(ids) < negatives:
             filler = chunk_ids[int(rng.integers(len(chunk_ids)))]
             if filler != row["positive_id"] and filler not in ids:
                 ids.append(filler)
         kept[row["positive_id"]] = kept.get(row["positive_id"], 0) + 1
+        scores = None if teacher is None else tuple(teacher[row["query_id"]][j] for j in [row["positive_id"], *ids])
         examples.append(Example(row["query"], row["positive_id"], texts[row["positive_id"]],
-                                tuple(texts[j] for j in ids)))
+                                tuple(texts[j] for j in ids), scores))
     if max_triples is not None:
         examples = examples[:max_triples]
     log.info("training examples: %d (of %d triples), %d hard negative(s) each, %d distinct positives",
              len(examples), len(rows), negatives, len({e.positive_id for e in examples}))
+    if unscored:
+        log.warning("%d triple(s) left out: fewer than %d teacher-scored negatives (mine.n_negatives)", unscored, negatives)
+    if not examples:
+        raise ValueError(f"{source}: no example has {negatives} teacher-scored negatives; lower train.negatives "
+                         "or raise mine.n_negatives")
     return examples
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -34,6 +34,14 @@ class TrainerConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     max_query_length: int = Field(32, ge=1)  # tokens read from a query
     max_doc_length: int = Field(128, ge=1)  # tokens read from a passage while training
+    # kl: listwise KL to the teacher's softmax over each query's candidates (teach stage); margin_mse: the
+    # teacher's score margins (GPL); mnrl: binary labels, in-batch + hard negatives (no teacher).
+    loss: Literal["kl", "margin_mse", "mnrl"] = "kl"
+    teacher_temperature: float = Field(1.0, gt=0)  # kl: softmax temperature on the teacher's combined z-scores
+
+    @property
+    def distills(self) -> bool:
+        return self.loss != "mnrl"
 
 
 def optimiser(parameters, cfg: TrainerConfig, total_steps: int):

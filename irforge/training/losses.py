@@ -31,3 +31,21 @@ def quadratic_warmup(step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return 1.0
     return min(1.0, (step / warmup_steps) ** 2)
+
+
+def listwise_kl(student: torch.Tensor, teacher: torch.Tensor, teacher_temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(teacher / T) || softmax(student)) over each row's candidates, averaged over rows: the listwise
+    distillation loss (rows are queries, columns their positive then their negatives)."""
+    import torch
+
+    target = torch.softmax(teacher.detach() / teacher_temperature, dim=1)
+    return torch.nn.functional.kl_div(torch.log_softmax(student, dim=1), target, reduction="batchmean")
+
+
+def margin_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """MarginMSE (Hofstätter et al. 2020, GPL): squared error between the student's and the teacher's margins
+    positive - negative, for each negative (column 0 is the positive)."""
+    import torch
+
+    teacher = teacher.detach()
+    return torch.nn.functional.mse_loss(student[:, :1] - student[:, 1:], teacher[:, :1] - teacher[:, 1:])

@@ -1,5 +1,7 @@
-"""Dense bi-encoder (sentence-transformers, all-MiniLM-L6-v2 by default) trained with
-MultipleNegativesRankingLoss: InfoNCE over cosine x ``scale`` with in-batch and mined hard negatives.
+"""Dense bi-encoder (sentence-transformers, all-MiniLM-L6-v2 by default), distilled from the teach stage's
+scores with sentence-transformers' own losses: ``kl`` = DistillKLDivLoss (listwise, student logits = cosine x
+``scale``), ``margin_mse`` = MarginMSELoss (margins of cosine x ``scale``); or, without a teacher, ``mnrl`` =
+MultipleNegativesRankingLoss (InfoNCE over cosine x ``scale`` with in-batch and mined hard negatives).
 Saved as a sentence-transformers folder (safetensors)."""
 
 from __future__ import annotations
@@ -21,13 +23,28 @@ class DenseConfig(TrainerConfig):
 
 def train(job: TrainJob) -> list[dict[str, Any]]:
     import torch
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        DistillKLDivLoss,
+        MarginMSELoss,
+        MultipleNegativesRankingLoss,
+    )
+    from sentence_transformers.util import pairwise_cos_sim
 
     cfg: DenseConfig = job.config
     torch.manual_seed(job.seed)
     model = load_sentence_transformer(job.resolve(cfg.base))
     model.train()
-    loss_fn = MultipleNegativesRankingLoss(model, scale=cfg.scale)
+
+    def scaled_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # the score the student ranks by, as logits
+        return cfg.scale * pairwise_cos_sim(a, b)
+
+    if cfg.loss == "kl":
+        loss_fn = DistillKLDivLoss(model, similarity_fct=scaled_cosine, student_temperature=1.0,
+                                   teacher_temperature=cfg.teacher_temperature)
+    elif cfg.loss == "margin_mse":
+        loss_fn = MarginMSELoss(model, similarity_fct=scaled_cosine)
+    else:
+        loss_fn = MultipleNegativesRankingLoss(model, scale=cfg.scale)
 
     def embed(texts: list[str], max_length: int) -> torch.Tensor:
         model.max_seq_length = max_length
@@ -37,7 +54,8 @@ def train(job: TrainJob) -> list[dict[str, Any]]:
         queries = embed([e.query for e in batch], cfg.max_query_length)
         columns = [[e.positive for e in batch]] + [[e.negatives[j] for e in batch] for j in range(len(batch[0].negatives))]
         docs = [embed(col, cfg.max_doc_length) for col in columns]
-        loss = loss_fn.compute_loss_from_embeddings([queries, *docs], labels=None)
+        labels = torch.tensor([e.teacher for e in batch], dtype=torch.float32) if cfg.distills else None
+        loss = loss_fn.compute_loss_from_embeddings([queries, *docs], labels=labels)
         return loss, {"loss_rank": float(loss.detach()), "loss_reg": 0.0}
 
     rows = run_loop("dense", job.examples, cfg, job.seed, step_fn, [p for p in model.parameters() if p.requires_grad])
@@ -47,4 +65,4 @@ def train(job: TrainJob) -> list[dict[str, Any]]:
     return rows
 
 
-TRAINER = Trainer("dense", DenseConfig, train, "bi-encoder, MultipleNegativesRankingLoss")
+TRAINER = Trainer("dense", DenseConfig, train, "bi-encoder: teacher distillation (KL, MarginMSE) or MNRL")

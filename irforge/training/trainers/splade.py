@@ -1,6 +1,8 @@
-"""SPLADE (a BERT masked-LM, splade-tiny by default) trained with the in-batch + hard-negative softmax over
-SPLADE dot products plus FLOPS regularisation of queries and passages (``lambda_q``, ``lambda_d``), warmed up
-quadratically over ``lambda_warmup`` of the steps (SPLADE paper). Saved as a transformers folder."""
+"""SPLADE (a BERT masked-LM, splade-tiny by default) distilled from the teach stage's scores over each
+query's candidates (``kl``: listwise KL; ``margin_mse``: MarginMSE on dot products), or without a teacher
+(``mnrl``) trained with the in-batch + hard-negative softmax over SPLADE dot products; plus FLOPS
+regularisation of queries and passages (``lambda_q``, ``lambda_d``), warmed up quadratically over
+``lambda_warmup`` of the steps (SPLADE paper). Saved as a transformers folder."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ from pydantic import Field
 from irforge.models.splade import SpladeEncoder
 from irforge.training.examples import Example
 from irforge.training.loop import TrainerConfig, run_loop
-from irforge.training.losses import flops_estimate, flops_loss, in_batch_softmax, quadratic_warmup
+from irforge.training.losses import (
+    flops_estimate,
+    flops_loss,
+    in_batch_softmax,
+    listwise_kl,
+    margin_mse,
+    quadratic_warmup,
+)
 from irforge.training.registry import Trainer, TrainJob
 
 
@@ -37,7 +46,14 @@ def train(job: TrainJob) -> list[dict[str, Any]]:
         doc_texts = [e.positive for e in batch] + [n for j in range(len(batch[0].negatives)) for n in
                                                     (e.negatives[j] for e in batch)]
         docs = encoder.forward(encoder.tokenize(doc_texts, cfg.max_doc_length))
-        rank = in_batch_softmax(queries @ docs.T)  # column i is query i's positive
+        scores = queries @ docs.T  # column i is query i's positive; its negative j is column i + (j + 1) * batch
+        if cfg.distills:
+            n = len(batch)
+            own = torch.stack([scores[i, [i + j * n for j in range(1 + len(batch[0].negatives))]] for i in range(n)])
+            teacher = torch.tensor([e.teacher for e in batch], dtype=torch.float32)
+            rank = listwise_kl(own, teacher, cfg.teacher_temperature) if cfg.loss == "kl" else margin_mse(own, teacher)
+        else:
+            rank = in_batch_softmax(scores)
         factor = quadratic_warmup(step, int(cfg.lambda_warmup * total_steps))
         reg = factor * (cfg.lambda_q * flops_loss(queries) + cfg.lambda_d * flops_loss(docs))
         with torch.no_grad():
@@ -57,4 +73,4 @@ def train(job: TrainJob) -> list[dict[str, Any]]:
     return rows
 
 
-TRAINER = Trainer("splade", SpladeConfig, train, "SPLADE max pooling, in-batch softmax + FLOPS")
+TRAINER = Trainer("splade", SpladeConfig, train, "SPLADE max pooling: teacher distillation (KL, MarginMSE) or in-batch softmax; + FLOPS")

@@ -1,0 +1,113 @@
+"""Teachers: relevance scores for (query, passage) pairs, the pseudo-labels a student is distilled from (GPL,
+Wang et al. 2022: a teacher's score margins, not the binary "this query came from this passage", carry the
+gain; a generated query's own passage is not always its best match, and a mined "negative" may be relevant).
+
+Every teacher scores the candidates of a query (its positive and its mined negatives). Raw scores of different
+teachers live on different scales (cosine, BM25, logits), so each is z-normalised within the query's candidates
+before a weighted mixture combines them: the combined score is what students learn from.
+
+Kinds:
+- ``bi-encoder``: cosine of a sentence-transformers model (a stronger one than the student, all-mpnet-base-v2).
+- ``splade``: dot product of SPLADE vectors.
+- ``bm25``: Lucene BM25 of the query against the passage, with the index's collection statistics.
+- ``cross-encoder``: a sentence-transformers CrossEncoder named by folder or hub id (none is embedded).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from irforge.config import Section
+from irforge.retrieval import bm25_pair_scores
+
+log = logging.getLogger(__name__)
+
+KINDS = ("bi-encoder", "splade", "bm25", "cross-encoder")
+Pairs = list[tuple[str, str]]  # (query text, passage id)
+
+
+class TeacherConfig(Section):
+    kind: Literal["bi-encoder", "splade", "bm25", "cross-encoder"]
+    model: str | None = None  # bi-encoder, splade, cross-encoder: pkg: name, folder or hub id
+    weight: float = Field(1.0, ge=0)  # share in the combined score (after per-query z-normalisation)
+    max_length: int = Field(256, gt=0)  # passage tokens read
+
+    @model_validator(mode="after")
+    def _model_when_needed(self) -> TeacherConfig:
+        if self.kind != "bm25" and not self.model:
+            raise ValueError(f"a {self.kind} teacher needs a model (pkg: name, folder or hub id)")
+        return self
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """Scores standardised within one query's candidates (all equal: all 0)."""
+    std = float(scores.std())
+    return (scores - scores.mean()) / std if std > 1e-12 else np.zeros_like(scores)
+
+
+def combine(raw: dict[str, dict[str, np.ndarray]], weights: dict[str, float]) -> dict[str, np.ndarray]:
+    """``{teacher: {query_id: raw scores}}`` -> ``{query_id: weighted sum of z-scores}`` (weights sum to 1)."""
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("teach.teachers: at least one teacher needs a weight above 0")
+    queries = next(iter(raw.values()))
+    return {q: sum(weights[t] / total * zscore(raw[t][q]) for t in raw) for q in queries}
+
+
+def agreement(scores: dict[str, np.ndarray]) -> float:
+    """Share of queries whose positive (candidate 0) the scores rank first (ties count against it)."""
+    if not scores:
+        return 0.0
+    return float(np.mean([bool(s[0] > s[1:].max()) if len(s) > 1 else True for s in scores.values()]))
+
+
+def bi_encoder_scorer(encoder) -> Callable[[dict[str, str], dict[str, list[str]], dict[str, dict]], dict[str, np.ndarray]]:
+    def score(queries: dict[str, str], candidates: dict[str, list[str]], chunks: dict[str, dict]) -> dict[str, np.ndarray]:
+        ids = sorted({c for cs in candidates.values() for c in cs})
+        vectors = dict(zip(ids, encoder.encode_chunks([chunks[c] for c in ids], desc="teacher: passages"), strict=True))
+        qvectors = encoder.encode_queries(queries, desc="teacher: queries")
+        return {q: np.array([float(qvectors[i] @ vectors[c]) for c in candidates[q]])
+                for i, q in enumerate(queries)}
+    return score
+
+
+def splade_scorer(encoder, passage_text: Callable[[dict], str]):
+    def score(queries: dict[str, str], candidates: dict[str, list[str]], chunks: dict[str, dict]) -> dict[str, np.ndarray]:
+        ids = sorted({c for cs in candidates.values() for c in cs})
+        vectors = dict(zip(ids, encoder.encode([passage_text(chunks[c]) for c in ids], 1.0, desc="teacher: passages"),
+                           strict=True))
+        qvectors = encoder.encode(list(queries.values()), 1.0, desc="teacher: queries")
+        return {q: np.array([sum(w * vectors[c].get(t, 0.0) for t, w in qvectors[i].items()) for c in candidates[q]])
+                for i, q in enumerate(queries)}
+    return score
+
+
+def bm25_scorer(index_dir, k1: float, b: float):
+    def score(queries: dict[str, str], candidates: dict[str, list[str]], chunks: dict[str, dict]) -> dict[str, np.ndarray]:
+        return bm25_pair_scores(index_dir, queries, candidates, k1, b)
+    return score
+
+
+def cross_encoder_scorer(path: str, max_length: int, passage_text: Callable[[dict], str], batch_size: int = 32):
+    def score(queries: dict[str, str], candidates: dict[str, list[str]], chunks: dict[str, dict]) -> dict[str, np.ndarray]:
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(path, device="cpu", max_length=max_length, local_files_only=True,
+                             model_kwargs={"use_safetensors": True})
+        pairs = [(queries[q], passage_text(chunks[c])) for q in queries for c in candidates[q]]
+        flat = np.asarray(model.predict(pairs, batch_size=batch_size, show_progress_bar=False), dtype=np.float64)
+        out, start = {}, 0
+        for q in queries:
+            out[q] = flat[start:start + len(candidates[q])]
+            start += len(candidates[q])
+        return out
+    return score
+
+
+def describe(name: str, cfg: TeacherConfig) -> dict[str, Any]:
+    return {"teacher": name, "kind": cfg.kind, "model": cfg.model, "weight": cfg.weight}
