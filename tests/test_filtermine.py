@@ -346,6 +346,14 @@ def test_audit_query_story(corpus_root, tmp_path):
         query_story(root / paths.TRIPLES, "nope", root)
     assert pq.read_schema(root / paths.TRIPLES).metadata  # provenance is what the story follows
 
+    # From the teacher scores: the same story, with what every teacher said about each candidate.
+    run_stage("teach", root, params.with_overrides({"teach.teachers": {"bm25": {"kind": "bm25"}}}))
+    story = query_story(root / paths.TEACHER_SCORES, "q2", root)
+    assert story["chunk"]["chunk_id"] == "d2#0" and set(story["teacher"]) == {"d2#0", *(n["chunk_id"] for n in story["negatives"])}
+    assert set(story["teacher"]["d2#0"]) == {"bm25", "combined"}
+    text = render_query_story(story)
+    assert text.count("teachers: bm25 ") == 3 and "combined" in text  # the positive and its two negatives
+
 
 @pytest.mark.slow
 def test_filter_and_mine_with_the_embedded_encoder(corpus_root, tmp_path):

@@ -138,8 +138,14 @@ def query_story(path: Path | str, query_id: str, root: Path | str = ".") -> dict
     root = Path(root)
     path = Path(path) if Path(path).is_absolute() else root / path
     kind = (read_provenance(path) or {}).get("artifact")
+    scores: dict[str, dict[str, tuple[float, float]]] = {}
+    if kind == "teacher_scores":  # every teacher's score of each candidate, then the triple they scored
+        scores = _teacher_scores(path, query_id)
+        path, kind = _input_of(path, "triples", root), "triples"
+        if path is None:
+            raise ValueError("the teacher scores record no triples artifact in their provenance")
     if kind not in ("triples", "filtered_queries"):
-        raise ValueError(f"{path}: --query needs a triples or filtered_queries artifact, found '{kind}'")
+        raise ValueError(f"{path}: --query needs a teacher_scores, triples or filtered_queries artifact, found '{kind}'")
     triple, filtered_path = None, path
     if kind == "triples":
         triple = _find(path, "triples", "query_id", query_id)
@@ -159,7 +165,28 @@ def query_story(path: Path | str, query_id: str, root: Path | str = ".") -> dict
         negatives.append({**neg, "chunk": _find(chunks_path, "chunks", "chunk_id", neg["chunk_id"])})
     return {"query_id": query_id, "generated": generated, "filtered": filtered,
             "chunk": _find(chunks_path, "chunks", "chunk_id", filtered["chunk_id"]),
-            "triple": triple, "negatives": negatives}
+            "triple": triple, "negatives": negatives, "teacher": scores}
+
+
+def _teacher_scores(path: Path, query_id: str) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{chunk_id: {teacher: (score, normalised)}}`` of one query, from a teacher_scores artifact."""
+    import pyarrow.compute as pc
+
+    from irforge.contract.artifacts import read_artifact
+
+    table = read_artifact(path, "teacher_scores")
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for r in table.filter(pc.equal(table.column("query_id"), query_id)).to_pylist():
+        out.setdefault(r["chunk_id"], {})[r["teacher"]] = (r["score"], r["normalised"])
+    if not out:
+        raise KeyError(f"{path}: no teacher scores for query '{query_id}'")
+    return out
+
+
+def _teachers(story: dict[str, Any], chunk_id: str) -> str:
+    said = story.get("teacher", {}).get(chunk_id)
+    return "" if not said else "  teachers: " + "  ".join(
+        f"{t} {s:.3f} (z {z:+.2f})" if t != "combined" else f"combined {s:+.2f}" for t, (s, z) in said.items())
 
 
 def _snippet(chunk: dict[str, Any] | None, width: int = 100) -> str:
@@ -180,9 +207,13 @@ def render_query_story(story: dict[str, Any]) -> str:
     lines.append(f"  filter: {'kept' if f['kept'] else 'dropped: ' + str(f['reason'])}  "
                  f"rank_bm25 {f['rank_bm25']}  rank_dense {f['rank_dense']}")
     lines.append(f"  positive {f['chunk_id']}: {_snippet(story['chunk'])}")
+    if story.get("teacher"):
+        lines.append(f"  {_teachers(story, f['chunk_id']).strip()}")
     if story["triple"] is not None:
         lines.append(f"  negatives ({len(story['negatives'])}):")
         for n in story["negatives"]:
             lines.append(f"    {n['chunk_id']:<12} {n['source']:<6} rank {n['rank']:<4} score {n['score']:.3f}  "
                          f"{_snippet(n['chunk'], 70)}")
+            if story.get("teacher"):
+                lines.append(f"      {_teachers(story, n['chunk_id']).strip()}")
     return "\n".join(lines)
