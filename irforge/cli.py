@@ -137,8 +137,9 @@ def audit(
     html: Annotated[Path | None, typer.Option("--html", help="also write the report as HTML to this file")] = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
-    query: Annotated[str | None, typer.Option("--query", help="on triples / filtered queries: one query's story "
-                                              "(chunk, generator, prompt, filter ranks, negatives)")] = None,
+    query: Annotated[str | None, typer.Option("--query", help="on teacher scores / triples / filtered queries: one "
+                                              "query's story (chunk, generator, prompt, filter ranks, negatives, "
+                                              "teacher scores)")] = None,
 ) -> None:
     """Print an artifact's provenance and walk its inputs back to the raw corpus; `--validate` checks a whole run."""
     from irforge.ops.audit import audit_command, query_story, render_query_story
