@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from irforge.contract import read_artifact  # noqa: E402
 from irforge.corpus import load_documents, passage_text, qrels_of, queries_of, splits_of  # noqa: E402
 from irforge.engine import load_config  # noqa: E402
-from irforge.evaluation import score  # noqa: E402
+from irforge.evaluation import score, significance  # noqa: E402
 from irforge.models.dense import DenseEncoder  # noqa: E402
 
 
@@ -55,6 +55,13 @@ def main() -> None:
     if metrics:
         print(f"{'irforge dense-zs (chunks)':<28}{metrics['nDCG@10']:>8.4f}{metrics['dev']['nDCG@10']:>8.4f}"
               f"{metrics['test']['nDCG@10']:>8.4f}")
+        chunked = {r["query_id"]: r["value"] for r in read_artifact(root / "artifacts/evaluate/per_query.parquet",
+                                                                    "per_query_metrics").to_pylist()
+                   if r["system"] == "dense-zs" and r["measure"] == "nDCG@10"}
+        test = [q for q in queries if splits[q] == "test"]
+        paired = {"chunks": {q: chunked.get(q, 0.0) for q in test}, "whole": {q: values.get(q, 0.0) for q in test}}
+        result = significance(paired, "chunks", "whole", seed=config.params.data.get("seed", 13))
+        print(f"test split, chunks - whole document: {result['delta']:+.4f} nDCG@10, p = {result['p_randomisation']}")
 
 
 if __name__ == "__main__":
