@@ -6,7 +6,7 @@ regularisation of queries and passages (``lambda_q``, ``lambda_d``), warmed up q
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -31,6 +31,8 @@ class SpladeConfig(TrainerConfig):
     lambda_q: float = Field(1.0e-3, ge=0)  # FLOPS weight for queries (sparser queries = faster search)
     lambda_d: float = Field(1.0e-4, ge=0)  # FLOPS weight for passages
     lambda_warmup: float = Field(0.3, ge=0, le=1)  # fraction of steps over which lambda grows quadratically
+    # Not kl by default: raw dot products have no fixed scale, and KL to the teacher's z-scores hurt (measured).
+    loss: Literal["kl", "margin_mse", "mnrl"] = "mnrl"
 
 
 def train(job: TrainJob) -> list[dict[str, Any]]:
