@@ -275,3 +275,27 @@ def test_synthesize_refuses_examples_that_are_test_queries(tiny_llama, tmp_path)
     with pytest.raises(LeakedTestQueryError, match="evaluation query 'q1'"):
         run_stage("synthesize", tmp_path, params)
     assert not (tmp_path / paths.SYNTHETIC).exists()
+
+
+def test_generation_caches_opened_at_once_on_a_fresh_file_do_not_fail(tmp_path):
+    """doc2query and synthesize open the same fresh cache file in parallel flow tasks; switching it to WAL used to
+    fail with 'database is locked' in a few rounds out of 200 (CI caught it in the flow test)."""
+    import threading
+
+    from irforge.generation.cache import GenerationCache
+
+    errors: list[Exception] = []
+
+    def open_close(path):
+        try:
+            GenerationCache(path).close()
+        except Exception as e:  # any failure is what this test looks for
+            errors.append(e)
+
+    for i in range(200):
+        threads = [threading.Thread(target=open_close, args=(tmp_path / f"{i}.sqlite",)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,18 @@ class GenerationCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=120)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, rows TEXT NOT NULL)")
-        self._db.commit()
+        # Switching a fresh file to WAL takes an exclusive lock, and SQLite answers "database is locked" at once
+        # (no busy wait) when another process or thread opens the same fresh file at that moment: retry.
+        for attempt in range(1, 41):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, rows TEXT NOT NULL)")
+                self._db.commit()
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 40:
+                    raise
+                time.sleep(0.05 * attempt)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, list[Sample]]:
         keys = list(dict.fromkeys(keys))
