@@ -2,7 +2,7 @@
 
 For each mined triple, the candidates are its positive and its mined negatives. Each teacher scores every
 (query, candidate) pair; scores are z-normalised within the query's candidates and mixed by the teachers'
-weights into the ``combined`` score the students are distilled from (``train.loss: kl`` or ``margin_mse``).
+weights into the ``combined`` score the students are distilled from (``train.<trainer>.loss``: kl or margin_mse).
 Every raw and normalised score is kept per pair and teacher, so an audit shows what each teacher said
 (``irforge audit --query``).
 

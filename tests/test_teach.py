@@ -15,7 +15,7 @@ from irforge.corpus import passage_text
 from irforge.engine import run_stage
 from irforge.models.dense import DenseEncoder
 from irforge.training.teachers import TeacherConfig, agreement, combine, zscore
-from trainkit import make_project
+from trainkit import _config, _tokenizer_files, make_project
 
 
 def test_zscore_combine_and_agreement() -> None:
@@ -76,3 +76,29 @@ def test_teach_stage_scores_every_candidate_with_every_teacher(tmp_path, tiny_mo
                     max(by[("bm25", t["query_id"], n["chunk_id"])]["score"] for n in t["negatives"]) for t in triples])
     assert metrics["agreement"]["bm25"] == pytest.approx(mine, abs=1e-4)
     assert set(metrics["agreement"]) == {"dense", "splade", "bm25", "combined"}
+
+
+def test_cross_encoder_teacher_scores_pairs_with_the_model(tmp_path, tiny_models) -> None:
+    """A cross-encoder named by folder (a tiny random one here): its logit is each pair's score."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    folder = tmp_path / "cross-encoder"
+    config = _config()
+    config.num_labels = 1
+    BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    _tokenizer_files(folder)
+    params = make_project(tmp_path / "p", tiny_models, **{"teach.teachers": {
+        "ce": {"kind": "cross-encoder", "model": str(folder), "max_length": 32}}})
+    run_stage("teach", tmp_path / "p", params)
+    rows = read_artifact(tmp_path / "p" / paths.TEACHER_SCORES, "teacher_scores").to_pylist()
+    first = read_artifact(tmp_path / "p" / paths.TRIPLES, "triples").to_pylist()[0]
+    chunk = next(c for c in read_artifact(tmp_path / "p" / paths.CHUNKS, "chunks").to_pylist()
+                 if c["chunk_id"] == first["positive_id"])
+    pair = (first["query"], passage_text(chunk["title"], chunk["text"]))
+    expected = CrossEncoder(str(folder), device="cpu", max_length=32).predict([pair])[0]
+    got = next(r["score"] for r in rows if r["teacher"] == "ce" and r["query_id"] == first["query_id"]
+               and r["chunk_id"] == first["positive_id"])
+    assert got == pytest.approx(float(expected), abs=1e-4)

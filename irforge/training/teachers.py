@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 
 from irforge.config import Section
 from irforge.retrieval import bm25_pair_scores
+from irforge.runtime import model_loading
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,9 @@ def cross_encoder_scorer(path: str, max_length: int, passage_text: Callable[[dic
     def score(queries: dict[str, str], candidates: dict[str, list[str]], chunks: dict[str, dict]) -> dict[str, np.ndarray]:
         from sentence_transformers import CrossEncoder
 
-        model = CrossEncoder(path, device="cpu", max_length=max_length, local_files_only=True,
-                             model_kwargs={"use_safetensors": True})
+        with model_loading:  # one model loads at a time in a process (parallel flow tasks)
+            model = CrossEncoder(path, device="cpu", max_length=max_length, local_files_only=True,
+                                 model_kwargs={"use_safetensors": True})
         pairs = [(queries[q], passage_text(chunks[c])) for q in queries for c in candidates[q]]
         flat = np.asarray(model.predict(pairs, batch_size=batch_size, show_progress_bar=False), dtype=np.float64)
         out, start = {}, 0
