@@ -194,6 +194,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                  ", ".join(f"{split} {sum(v == split for v in splits.values())}" for split in SPLITS),
                  ", ".join([*cfg.systems, *cfg.feedback]))
         runs, latencies, notes = search_all(ctx, cfg, queries)
+        split_qids = {split: [q for q, s in splits.items() if s == split] for split in SPLITS}
+        split_qids = {split: qids for split, qids in split_qids.items() if qids}
         per_query_main: dict[str, dict[str, float]] = {}
         for system, system_run in runs.items():
             means, per_query = score(system_run, qrels, measures)
@@ -203,11 +205,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
             metrics[system].update(notes.get(system, {}))
             per_query_main[system] = {r["query_id"]: r["value"] for r in per_query if r["measure"] == main}
             per_query_rows += [{"system": system, **row} for row in per_query]
-            for split in SPLITS:  # means over each split's queries (a query with no hits counts 0)
-                qids = [q for q, s in splits.items() if s == split]
-                if qids:
-                    metrics[system][split] = {m: round(float(np.mean([v.get(q, 0.0) for q in qids])), 4)
-                                              for m, v in by_measure(per_query, measures).items()}
+            values = by_measure(per_query, measures)
+            for split, qids in split_qids.items():  # means over each split's queries (a query with no hits counts 0)
+                metrics[system][split] = {m: round(float(np.mean([v.get(q, 0.0) for q in qids])), 4)
+                                          for m, v in values.items()}
             run_rows += [
                 {"system": system, "query_id": qid, "doc_id": doc, "rank": rank, "score": s}
                 for qid, hits in system_run.items() for rank, (doc, s) in enumerate(hits, start=1)
@@ -215,15 +216,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
             log.info("%s: %s", system, "  ".join(f"{m} {v}" for m, v in metrics[system].items()
                                                  if not isinstance(v, dict)))
         pairs = [(s, baseline) for s in runs if s != baseline and baseline in runs] + [tuple(p) for p in cfg.compare]
+        within = {split: {s: {q: v for q, v in values.items() if splits.get(q) == split}
+                          for s, values in per_query_main.items()} for split in split_qids}
         for system, reference in pairs:
             test = significance(per_query_main, system, reference, ctx.seed, cfg.resamples)
             metrics[system].update({f"{k}_vs_{reference}": v for k, v in test.items()})
-            for split in SPLITS:
-                if split in metrics[system]:
-                    within = {s: {q: v for q, v in values.items() if splits.get(q) == split}
-                              for s, values in per_query_main.items()}
-                    test = significance(within, system, reference, ctx.seed, cfg.resamples)
-                    metrics[system][split].update({f"{k}_vs_{reference}": v for k, v in test.items()})
+            for split, per_split in within.items():
+                test = significance(per_split, system, reference, ctx.seed, cfg.resamples)
+                metrics[system][split].update({f"{k}_vs_{reference}": v for k, v in test.items()})
 
     ctx.write("per_query", pa.Table.from_pylist(per_query_rows, SCHEMAS["per_query_metrics"]))
     ctx.write("runs", pa.Table.from_pylist(run_rows, SCHEMAS["run"]))
