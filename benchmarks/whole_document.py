@@ -60,7 +60,7 @@ def main() -> None:
                    if r["system"] == "dense-zs" and r["measure"] == "nDCG@10"}
         test = [q for q in queries if splits[q] == "test"]
         paired = {"chunks": {q: chunked.get(q, 0.0) for q in test}, "whole": {q: values.get(q, 0.0) for q in test}}
-        result = significance(paired, "chunks", "whole", seed=config.params.data.get("seed", 13))
+        result = significance(paired, "chunks", "whole", seed=config.seed)
         print(f"test split, chunks - whole document: {result['delta']:+.4f} nDCG@10, p = {result['p_randomisation']}")
 
 
