@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup repro flow test test-fast lint clean
+.PHONY: setup repro repro-quality flow test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ repro: setup
 	irforge dag --write
 	dvc repro
 	dvc metrics show
+
+# The quality preset (params-quality.yaml): the default run, then the stages the preset changes in runs/quality/.
+repro-quality: repro
+	irforge preset params-quality.yaml
 
 flow: setup
 	irforge flow

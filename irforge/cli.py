@@ -131,6 +131,35 @@ def flow(
 
 
 @app.command()
+def preset(
+    preset_file: Annotated[Path, typer.Argument(help="a YAML file of dotted params overrides, e.g. params-quality.yaml")],
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    out: Annotated[Path, typer.Option(help="the preset's project goes to OUT/NAME (NAME: the file name less params-)")]
+    = Path("runs"),
+) -> None:
+    """Run a params preset on top of this project's run (`dvc repro` first): the stages its keys touch run again
+    in runs/NAME/, everything else is linked from here; prints the time per stage and the headline metrics."""
+    from irforge.config import load_yaml
+    from irforge.ops.ablation import run_variant
+
+    overrides = load_yaml(preset_file.read_text(encoding="utf-8")) if preset_file.exists() else None
+    if not isinstance(overrides, dict) or not overrides:
+        raise UsageError(f"{preset_file}: expected a YAML mapping of dotted params keys to values "
+                         "(e.g. train.max_triples: null)")
+    name = preset_file.stem.removeprefix("params-")
+    row = run_variant(name, overrides, root, _config(root, params, None), root / out)
+    (root / out / name / "preset.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+    for key, seconds in row["stage_seconds"].items():
+        typer.echo(f"{key:<24} {seconds:>8.1f} s")
+    typer.echo(f"{'total':<24} {row['seconds']:>8.1f} s")
+    for system, values in row["metrics"].items():
+        splits = "  ".join(f"{split} {values[split].get('nDCG@10', float('nan')):.4f}" for split in ("dev", "test") if split in values)
+        typer.echo(f"{system:<56} nDCG@10 {values.get('nDCG@10', float('nan')):.4f}  {splits}")
+    typer.echo(f"artifacts and preset.json in {root / out / name}")
+
+
+@app.command()
 def audit(
     path: Annotated[Path | None, typer.Argument(help="an artifact: Parquet file, index/model folder, or run file")] = None,
     validate: Annotated[bool, typer.Option("--validate", help="check every artifact under artifacts/; exit 1 on any violation")] = False,

@@ -24,9 +24,11 @@ from pydantic import Field, model_validator
 
 from irforge.config import Section
 from irforge.contract import ARTIFACTS, SCHEMAS, Metrics, Output, Stage
-from irforge.corpus import SPLITS, qrels_of, queries_of, splits_of
+from irforge.corpus import SPLITS, passage_text, qrels_of, queries_of, splits_of
 from irforge.engine import StageContext
-from irforge.evaluation import DEFAULT_MEASURES, score, search_timed, significance
+from irforge.evaluation import DEFAULT_MEASURES, PassageScorer, rerank_run, score, search_timed, significance
+from irforge.generation import QueryLikelihood
+from irforge.models import CrossEncoderScorer, resolve_precision
 from irforge.retrieval import (
     BM25Retriever,
     FaissRetriever,
@@ -58,6 +60,19 @@ class FeedbackConfig(Section):
     query_weight: float = Field(0.5, ge=0, le=1)  # rm3: share of the original query in the expanded one
 
 
+class RerankConfig(Section):
+    """A reranked system: the top ``depth`` documents of ``system`` (any run) scored again by a reranker."""
+
+    system: str  # the first-stage run: a system, feedback system or fusion
+    kind: Literal["qlm", "cross-encoder", "bi-encoder"]  # query likelihood (causal LM) | cross-encoder | bi-encoder
+    model: str  # pkg: name, folder or hub id
+    depth: int = Field(10, ge=1)  # documents reranked per query
+    max_passages: int = Field(2, ge=1)  # passages of a document scored (those sharing most words with the query)
+    fusion: Literal["none", "rrf"] = "none"  # rrf: fuse the reranker's order with the first stage's
+    max_length: int = Field(256, gt=0)  # passage tokens read
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # qlm: auto = bfloat16 where the CPU has native bf16
+
+
 class EvaluateConfig(Section):
     # Systems to compare; each is an index of index.systems (artifacts/index/<system>).
     systems: list[str] = Field(["bm25", "bm25-d2q", "dense-zs", "dense", "splade-zs", "splade"], min_length=1)
@@ -66,6 +81,8 @@ class EvaluateConfig(Section):
         "bm25-rm3": FeedbackConfig(system="bm25", method="rm3", docs=10, terms=10),
         "dense-zs-prf": FeedbackConfig(system="dense-zs", feedback="rrf(bm25+dense-zs)", docs=3, beta=1.0),
         "dense-prf": FeedbackConfig(system="dense", feedback="rrf(bm25+dense)", docs=3, beta=1.0)})
+    # Reranked systems: name -> RerankConfig. None by default (a QLM reranker costs seconds per query on CPU).
+    rerank: dict[str, RerankConfig] = {}
     # Reciprocal-rank fusions (RRF) of systems or feedback systems listed above.
     fusions: list[list[str]] = [["bm25", "dense-zs"], ["bm25", "dense"], ["bm25", "splade-zs"], ["bm25", "splade"],
                                 ["bm25", "dense-zs", "splade-zs"], ["bm25", "dense", "splade"],
@@ -89,7 +106,10 @@ class EvaluateConfig(Section):
         clash = sorted(set(self.feedback) & set(self.systems))
         if clash:
             raise ValueError(f"evaluate.feedback: '{clash[0]}' is already a system of evaluate.systems")
-        searched = [*self.systems, *self.feedback]
+        clash = sorted(set(self.rerank) & {*self.systems, *self.feedback})
+        if clash:
+            raise ValueError(f"evaluate.rerank: '{clash[0]}' is already a system or feedback system")
+        searched = [*self.systems, *self.feedback, *self.rerank]
         for members in self.fusions:
             missing = [m for m in members if m not in searched]
             if len(members) < 2 or missing:
@@ -102,6 +122,10 @@ class EvaluateConfig(Section):
             if fb.feedback not in ("self", *runs) or fb.feedback == name:
                 raise ValueError(f"evaluate.feedback.{name}.feedback: '{fb.feedback}' must be self or another "
                                  f"run (known: {', '.join(r for r in runs if r != name)})")
+        for name, rr in self.rerank.items():
+            if rr.system not in runs or rr.system == name:
+                raise ValueError(f"evaluate.rerank.{name}.system: '{rr.system}' must be another run "
+                                 f"(known: {', '.join(r for r in runs if r != name)})")
         for pair in self.compare:
             if len(pair) != 2:
                 raise ValueError(f"evaluate.compare: {pair} must be a pair [system, reference]")
@@ -116,36 +140,42 @@ class EvaluateConfig(Section):
         return self
 
     def derived_order(self) -> list[str]:
-        """Feedback systems and fusions in an order where every run is computed after the runs it reads."""
+        """Feedback systems, reranks and fusions in an order where every run is computed after the runs it reads."""
         needs: dict[str, list[str]] = {fusion_name(m): list(m) for m in self.fusions}
         for name, fb in self.feedback.items():
             needs[name] = [fb.system] + ([] if fb.feedback == "self" else [fb.feedback])
+        for name, rr in self.rerank.items():
+            needs[name] = [rr.system]
         done, order = set(self.systems), []
         while len(order) < len(needs):
             ready = [n for n in needs if n not in done and all(d in done for d in needs[n])]
             if not ready:
                 stuck = sorted(n for n in needs if n not in done)
-                raise ValueError(f"evaluate: feedback and fusions depend on each other in a cycle: {', '.join(stuck)}")
+                raise ValueError(f"evaluate: feedback systems, reranks and fusions depend on each other in a cycle: "
+                                 f"{', '.join(stuck)}")
             order += ready
             done.update(ready)
         return order
 
 
 def evaluated_indexes(config: Any, variant: str | None) -> list[str]:
-    """The index of every evaluated system, and the trained model its queries are encoded with."""
+    """The index of every evaluated system, the trained models its queries are encoded (or reranked) with, and the
+    chunks when a reranker reads passages."""
     systems = config.section("evaluate").systems
     specs = config.section("index").systems
     unknown = [s for s in systems if s not in specs]
     if unknown:
         raise ValueError(f"evaluate.systems: '{unknown[0]}' is not a system of index.systems "
                          f"(known: {', '.join(specs)})")
-    models = [specs[s].model for s in systems if specs[s].model and specs[s].model.startswith(ARTIFACTS + "/")]
-    return [*(f"index/{s}" for s in systems), *models]
+    rerankers = [rr.model for rr in config.section("evaluate").rerank.values()]
+    models = [specs[s].model for s in systems if specs[s].model] + rerankers
+    trained = [m for m in dict.fromkeys(models) if m.startswith(ARTIFACTS + "/")]
+    return [*(f"index/{s}" for s in systems), *trained, *(["chunks"] if rerankers else [])]
 
 
 STAGE = Stage(
     name="evaluate",
-    version="4",
+    version="5",
     params=("seed", "bm25", "evaluate"),
     config=EvaluateConfig,
     inputs=("queries", "qrels", evaluated_indexes),
@@ -245,7 +275,7 @@ def by_measure(per_query: list[dict], measures: list[str]) -> dict[str, dict[str
 
 def search_all(ctx: StageContext, cfg: EvaluateConfig, queries: dict[str, str]
                ) -> tuple[dict[str, Run], dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-    """Document runs and per-query latencies of every system, feedback system and fusion, and notes (how
+    """Document runs and per-query latencies of every system, feedback system, rerank and fusion, and notes (how
     many queries a system's query length cut)."""
     bm25 = ctx.section("bm25")
     k = cfg.depth * cfg.chunk_factor  # extra chunk hits, so `depth` documents remain after max-aggregation
@@ -256,9 +286,11 @@ def search_all(ctx: StageContext, cfg: EvaluateConfig, queries: dict[str, str]
     def open_index(system: str):
         return open_system(ctx.input_path(f"index/{system}"), ctx, bm25.k1, bm25.b, threads=ctx.runtime.query_threads)
 
-    # Every index opens before any search: a missing one fails fast. Queries are encoded one at a time with
-    # runtime.query_threads, so latency is what one user waits.
+    # Every index and reranker opens before any search: a missing one fails fast. Queries are encoded (and
+    # reranked) one at a time with runtime.query_threads, so latency is what one user waits.
     retrievers = {s: open_index(s) for s in cfg.systems}
+    passages = passages_by_doc(ctx) if cfg.rerank else {}
+    rerankers = {name: open_reranker(ctx, rr) for name, rr in cfg.rerank.items()}  # a missing model fails here
     try:
         for system, retriever in retrievers.items():
             encoder = getattr(retriever, "encoder", None)
@@ -272,7 +304,12 @@ def search_all(ctx: StageContext, cfg: EvaluateConfig, queries: dict[str, str]
             runs[system] = {qid: chunks_to_docs(hits, cfg.depth) for qid, hits in chunk_hits.items()}
             latencies[system] = np.array(seconds)
         for name in cfg.derived_order():
-            if name in cfg.feedback:
+            if name in cfg.rerank:
+                rr = cfg.rerank[name]
+                runs[name], seconds = rerank_run(runs[rr.system], queries, passages, rerankers[name],
+                                                 rr.depth, rr.max_passages, rr.fusion, cfg.rrf_k, desc=f"rerank {name}")
+                latencies[name] = latencies[rr.system] + np.array(seconds)  # the first stage ran first
+            elif name in cfg.feedback:
                 fb = cfg.feedback[name]
                 chunk_hits, seconds = search_feedback(name, fb, retrievers[fb.system], open_index, runs, queries, k)
                 source = fb.system if fb.feedback == "self" else fb.feedback
@@ -288,6 +325,30 @@ def search_all(ctx: StageContext, cfg: EvaluateConfig, queries: dict[str, str]
         for retriever in retrievers.values():
             retriever.close()
     return runs, latencies, notes
+
+
+def passages_by_doc(ctx: StageContext) -> dict[str, list[dict]]:
+    """Each document's chunks in passage order (what a reranker reads)."""
+    grouped: dict[str, list[dict]] = {}
+    rows = ctx.read("chunks", ["chunk_id", "doc_id", "passage_index", "title", "text", "content_hash"]).to_pylist()
+    for row in sorted(rows, key=lambda r: (r["doc_id"], r["passage_index"])):
+        grouped.setdefault(row["doc_id"], []).append(row)
+    return grouped
+
+
+def open_reranker(ctx: StageContext, rr: RerankConfig) -> PassageScorer:
+    """A (query, chunks) -> scores function for a reranker, on runtime.query_threads like every query-time model."""
+    threads = ctx.runtime.query_threads
+    text = lambda chunks: [passage_text(c["title"], c["text"]) for c in chunks]  # noqa: E731
+    if rr.kind == "qlm":
+        likelihood = QueryLikelihood(ctx.generator(rr.model, "never", resolve_precision(rr.dtype), threads=threads),
+                                     rr.max_length)
+        return lambda query, chunks: likelihood.score(query, text(chunks))
+    if rr.kind == "cross-encoder":
+        model = CrossEncoderScorer(ctx.model(rr.model), rr.max_length)
+        return lambda query, chunks: model.score(query, text(chunks))
+    encoder = ctx.dense_encoder(rr.model, rr.max_length, threads=threads)
+    return lambda query, chunks: encoder.encode_chunks(list(chunks)) @ encoder.encode_queries({"q": query})[0]
 
 
 def search_feedback(name: str, fb: FeedbackConfig, retriever: Any, open_index, runs: dict[str, Run],

@@ -25,14 +25,16 @@ from irforge.config import Section
 from irforge.contract import SCHEMAS, Metrics, Output, Stage
 from irforge.corpus import passage_text
 from irforge.engine import StageContext
+from irforge.generation import QueryLikelihood
+from irforge.models import CrossEncoderScorer, resolve_precision
 from irforge.training.teachers import (
     TeacherConfig,
     agreement,
     bi_encoder_scorer,
     bm25_scorer,
     combine,
-    cross_encoder_scorer,
     describe,
+    per_query_scorer,
     splade_scorer,
     zscore,
 )
@@ -43,7 +45,7 @@ COMBINED = "combined"
 
 
 class TeachConfig(Section):
-    # Teachers by name: kind (bi-encoder | splade | bm25 | cross-encoder), model, weight in the mixture.
+    # Teachers by name: kind (bi-encoder | splade | bm25 | cross-encoder | qlm), model, weight in the mixture.
     teachers: dict[str, TeacherConfig] = Field(
         default_factory=lambda: {"mpnet": TeacherConfig(kind="bi-encoder", model="pkg:all-mpnet-base-v2"),
                                  "bm25": TeacherConfig(kind="bm25", weight=0.5)},
@@ -92,8 +94,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
             scorer = splade_scorer(ctx.splade_encoder(teacher.model, teacher.max_length), text)
         elif teacher.kind == "bm25":
             scorer = bm25_scorer(ctx.input_path("index/bm25"), bm25.k1, bm25.b)
+        elif teacher.kind == "cross-encoder":
+            model = CrossEncoderScorer(ctx.model(teacher.model), teacher.max_length)
+            scorer = per_query_scorer(model.score, text, f"teacher {name}")
         else:
-            scorer = cross_encoder_scorer(str(ctx.model(teacher.model).path), teacher.max_length, text)
+            likelihood = QueryLikelihood(ctx.generator(teacher.model, "never", resolve_precision(teacher.dtype)),
+                                         teacher.max_length)
+            scorer = per_query_scorer(likelihood.score, text, f"teacher {name}")
         raw[name] = scorer(queries, candidates, chunks)
     combined = combine(raw, {name: t.weight for name, t in cfg.teachers.items()})
     rows = []

@@ -196,10 +196,10 @@ class StageContext:
         return SpladeEncoder(self.model(name), max_length=max_length, batch_size=self.runtime.encode_batch_size,
                              threads=threads or self.threads)
 
-    def generator(self, name: str, chat_template: str, dtype: str) -> Generator:
-        from irforge.generation import Generator  # lazily: only the query stages (which import it) generate
+    def generator(self, name: str, chat_template: str, dtype: str, threads: int | None = None) -> Generator:
+        from irforge.generation import Generator  # lazily: only the stages that generate or score with an LM import it
 
-        return Generator(self.model(name), threads=self.threads, chat_template=chat_template, dtype=dtype)
+        return Generator(self.model(name), threads=threads or self.threads, chat_template=chat_template, dtype=dtype)
 
     # ------------------------------------------------------------ outputs
     def output(self, name: str) -> BoundOutput:

@@ -32,7 +32,7 @@ def score(run: Run, qrels: dict[str, dict[str, int]], measures: list[str]) -> tu
 
 
 @contextlib.contextmanager
-def _quiet_bars():
+def quiet_bars():
     """No progress bars while queries are encoded one at a time (a bar per query is noise)."""
     previous = os.environ.get("IRFORGE_PROGRESS")
     os.environ["IRFORGE_PROGRESS"] = "0"
@@ -49,7 +49,7 @@ def search_timed(retriever, queries: dict[str, str], k: int) -> tuple[Run, list[
     """Search query by query (encoding included), so each query's latency is what a user would wait."""
     run: Run = {}
     latencies: list[float] = []
-    with _quiet_bars():
+    with quiet_bars():
         for qid, text in queries.items():
             started = time.perf_counter()
             run.update(retriever.search({qid: text}, k))

@@ -4,6 +4,7 @@ few-shot examples, cleaning rules, the row cache, and the one function both quer
 from irforge.generation.cache import GenerationCache, cache_key
 from irforge.generation.cleaning import REASONS, CleaningRules, clean_chunk, strip_echo
 from irforge.generation.generator import Generator, Sample, SamplingParams, sample_tokens
+from irforge.generation.likelihood import QueryLikelihood
 from irforge.generation.prompting import (
     Example,
     LeakedTestQueryError,
@@ -17,7 +18,7 @@ from irforge.generation.querygen import QueryGenConfig, QueryRun, generate_queri
 
 __all__ = [
     "REASONS", "CleaningRules", "Example", "GenerationCache", "Generator", "LeakedTestQueryError", "QueryGenConfig",
-    "QueryRun", "Sample", "SamplingParams", "Template", "cache_key", "check_no_test_queries", "clean_chunk",
+    "QueryLikelihood", "QueryRun", "Sample", "SamplingParams", "Template", "cache_key", "check_no_test_queries", "clean_chunk",
     "generate_queries", "generic_examples", "load_template", "resolve_examples", "sample_tokens", "select_chunks",
     "strip_echo",
 ]

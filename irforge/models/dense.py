@@ -60,7 +60,7 @@ def cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"encoder.precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision == "auto":
         return "bfloat16" if cpu_has_bf16() else "float32"
     return precision

@@ -48,11 +48,14 @@ def run_variant(name: str, overrides: dict[str, Any], base: Path, config: Config
             link.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(target.absolute(), link)
     started = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
     for n in dirty:
+        began = time.perf_counter()
         run_stage(n.stage.name, root, variant_config, n.variant)
+        stage_seconds[n.key] = round(time.perf_counter() - began, 1)
     metrics = json.loads((root / "artifacts/evaluate/metrics.json").read_text())
     examples = None
     for path in sorted((root / "artifacts/train").glob("metrics-*.json")):
         examples = json.loads(path.read_text())["train"]["examples"]
     return {"name": name, "overrides": overrides, "steps": sorted(keys), "seconds": round(time.perf_counter() - started, 1),
-            "examples": examples, "metrics": metrics}
+            "stage_seconds": stage_seconds, "examples": examples, "metrics": metrics}

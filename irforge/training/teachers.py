@@ -11,6 +11,7 @@ Kinds:
 - ``splade``: dot product of SPLADE vectors.
 - ``bm25``: Lucene BM25 of the query against the passage, with the index's collection statistics.
 - ``cross-encoder``: a sentence-transformers CrossEncoder named by folder or hub id (none is embedded).
+- ``qlm``: query likelihood under a causal LM (:mod:`irforge.generation.likelihood`): mean log P(query | passage).
 """
 
 from __future__ import annotations
@@ -24,19 +25,20 @@ from pydantic import Field, model_validator
 
 from irforge.config import Section
 from irforge.retrieval import bm25_pair_scores
-from irforge.runtime import model_loading
+from irforge.runtime import progress
 
 log = logging.getLogger(__name__)
 
-KINDS = ("bi-encoder", "splade", "bm25", "cross-encoder")
+KINDS = ("bi-encoder", "splade", "bm25", "cross-encoder", "qlm")
 Pairs = list[tuple[str, str]]  # (query text, passage id)
 
 
 class TeacherConfig(Section):
-    kind: Literal["bi-encoder", "splade", "bm25", "cross-encoder"]
-    model: str | None = None  # bi-encoder, splade, cross-encoder: pkg: name, folder or hub id
+    kind: Literal["bi-encoder", "splade", "bm25", "cross-encoder", "qlm"]
+    model: str | None = None  # bi-encoder, splade, cross-encoder, qlm: pkg: name, folder or hub id
     weight: float = Field(1.0, ge=0)  # share in the combined score (after per-query z-normalisation)
     max_length: int = Field(256, gt=0)  # passage tokens read
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # qlm: auto = bfloat16 where the CPU has native bf16
 
     @model_validator(mode="after")
     def _model_when_needed(self) -> TeacherConfig:
@@ -94,21 +96,12 @@ def bm25_scorer(index_dir, k1: float, b: float):
     return score
 
 
-def cross_encoder_scorer(path: str, max_length: int, passage_text: Callable[[dict], str], batch_size: int = 32):
-    def score(queries: dict[str, str], candidates: dict[str, list[str]], chunks: dict[str, dict]) -> dict[str, np.ndarray]:
-        from sentence_transformers import CrossEncoder
-
-        with model_loading:  # one model loads at a time in a process (parallel flow tasks)
-            model = CrossEncoder(path, device="cpu", max_length=max_length, local_files_only=True,
-                                 model_kwargs={"use_safetensors": True})
-        pairs = [(queries[q], passage_text(chunks[c])) for q in queries for c in candidates[q]]
-        flat = np.asarray(model.predict(pairs, batch_size=batch_size, show_progress_bar=False), dtype=np.float64)
-        out, start = {}, 0
-        for q in queries:
-            out[q] = flat[start:start + len(candidates[q])]
-            start += len(candidates[q])
-        return out
-    return score
+def per_query_scorer(score: Callable[[str, list[str]], np.ndarray], passage_text: Callable[[dict], str], desc: str):
+    """A teacher from a pair scorer (cross-encoder, query likelihood) that reads one query's passages at a time."""
+    def scorer(queries: dict[str, str], candidates: dict[str, list[str]], chunks: dict[str, dict]) -> dict[str, np.ndarray]:
+        return {q: score(queries[q], [passage_text(chunks[c]) for c in candidates[q]])
+                for q in progress(queries, desc=desc, unit="query")}
+    return scorer
 
 
 def describe(name: str, cfg: TeacherConfig) -> dict[str, Any]:
