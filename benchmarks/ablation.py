@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from irforge.config import parse_overrides  # noqa: E402
 from irforge.engine import load_config  # noqa: E402
-from irforge.evaluation import ablation_rows, write_ablation  # noqa: E402
+from irforge.evaluation import ablation_corpus, ablation_rows, corpus_identity, same_corpus, write_ablation  # noqa: E402
 from irforge.ops.ablation import run_variant  # noqa: E402
 from irforge.runtime import setup_logging  # noqa: E402
 
@@ -51,11 +51,15 @@ def main() -> None:
     config = load_config(args.root, args.params or "params.yaml")
     # Variants accumulate across invocations (one re-run replaces its own row), so a long ablation can go in parts.
     rows = [] if args.fresh or not args.table.exists() else ablation_rows(args.table)
+    corpus = corpus_identity(args.root / "artifacts/chunk/chunks.parquet")
+    if rows and not same_corpus(ablation_corpus(args.table), corpus):
+        sys.exit(f"{args.table} holds runs on another corpus ({ablation_corpus(args.table)}); pass --fresh to start "
+                 f"it over for {corpus and corpus['path']}, or --table another file")
     for name, overrides in variants.items():
         log.info("variant %s: %s", name, overrides or "(base params)")
         row = run_variant(name, overrides, args.root, config, args.out / "ablation")
         rows = [r for r in rows if r["name"] != name] + [row]
-        write_ablation(args.table, rows, args.measure)  # kept in git
+        write_ablation(args.table, rows, args.measure, {"corpus": corpus})  # kept in git
     systems = sorted({s for r in rows for s in r["metrics"]})
     print("variant".ljust(22) + "".join(s[:22].rjust(24) for s in systems))
     for r in rows:

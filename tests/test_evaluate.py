@@ -129,6 +129,11 @@ def test_corpus_without_judgments_skips_evaluation_with_empty_outputs(evaluated_
     assert pq.read_table(out / paths.PER_QUERY).num_rows == 0
     assert pq.read_table(out / paths.RUNS).num_rows == 0
     assert sorted(p.name for p in (out / paths.TREC_RUNS).iterdir()) == ["_provenance.json"]  # bm25.trec is gone
+    # The report says why there are no systems (not that metrics.json is missing) and that nothing was judged.
+    evaluated_copy.run("report")
+    text = (out / paths.REPORT / "index.html").read_text()
+    assert "No system was evaluated: this corpus has no judged queries" in text
+    assert "No judgments: no system is evaluated." in text and "metrics.json does not exist" not in text
 
 
 def test_configured_judgments_that_do_not_exist_are_an_error(evaluated_copy: Project) -> None:

@@ -15,7 +15,7 @@ import pytest
 import paths
 from irforge.contract import SCHEMAS, ArtifactError, read_provenance, write_artifact
 from irforge.engine import run_stage
-from irforge.evaluation import significance
+from irforge.evaluation import corpus_identity, significance
 from irforge.retrieval import read_system
 from trainkit import PROVENANCE, SYSTEMS, TOPICS, make_project
 
@@ -154,11 +154,21 @@ def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
     write_artifact(pa.Table.from_pylist(rows, SCHEMAS["filtered_queries"]), root / paths.FILTERED,
                    "filtered_queries", PROVENANCE)
     ablation = root / "ablation.json"
-    ablation.write_text(json.dumps({"rows": [
-        {"name": "base", "overrides": {"train.negatives": 1}, "examples": 8,
-         "metrics": {"dense": {"nDCG@10": 0.5}, "bm25": {"nDCG@10": 0.3}}},
-        {"name": "no-negatives", "overrides": {"train.negatives": 0}, "examples": 8,
-         "metrics": {"dense": {"nDCG@10": 0.4}, "bm25": {"nDCG@10": 0.3}}}]}))
+    rows = [{"name": "base", "overrides": {"train.negatives": 1}, "examples": 8,
+             "metrics": {"dense": {"nDCG@10": 0.5}, "bm25": {"nDCG@10": 0.3}}},
+            {"name": "no-negatives", "overrides": {"train.negatives": 0}, "examples": 8,
+             "metrics": {"dense": {"nDCG@10": 0.4}, "bm25": {"nDCG@10": 0.3}}}]
+    # Measured on another corpus (or on one it does not name): a note says so, no numbers are shown.
+    other = {"path": "data/elsewhere", "sha256": "f" * 64}
+    for recorded, said in ((other, "was measured on data/elsewhere (corpus sha256 ffffffffffff)"),
+                           (None, "was measured on a corpus it does not name")):
+        ablation.write_text(json.dumps({"rows": rows} | ({"corpus": recorded} if recorded else {})))
+        summary = run_stage("report", root, params.with_overrides({"report.ablation": str(ablation)}))
+        assert summary["sections"] == ["systems", "training", "filter"]
+        text = (root / paths.REPORT / "index.html").read_text()
+        assert said in text and "no-negatives" not in text
+    here = corpus_identity(root / paths.CHUNKS)
+    ablation.write_text(json.dumps({"corpus": here, "rows": rows}))
     summary = run_stage("report", root, params.with_overrides({"report.ablation": str(ablation)}))
     assert summary["sections"] == ["systems", "training", "ablation", "filter"]
     page_path = root / paths.REPORT / "index.html"
@@ -172,6 +182,9 @@ def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
     assert "no-negatives" in text and "rrf(bm25+dense+splade)" in text
     assert "Trained vs zero-shot" in page.headings  # evaluate.compare pairs, tested against each other
     assert "Unchanged in every run: bm25 0.3000" in text  # the systems no ablation run changed are named once
+    # The page says which corpus (and which judgments) its numbers come from.
+    assert f"(sha256 of its files {here['sha256'][:12]}). Judgments: " in text
+    assert "12 judged queries (4 dev, 8 test)" in text
     assert "http://" not in text and "https://" not in text and "<script" not in text  # static, offline
     assert page.tables >= 5 and "Training" in page.headings
 

@@ -38,7 +38,12 @@ def image(name: str) -> str:
 
 
 def missing(title: str, what: str) -> str:
-    return f'<h2>{esc(title)}</h2><p class="note">Skipped: {esc(what)} does not exist yet.</p>'
+    return note(title, f"Skipped: {what} does not exist yet.")
+
+
+def note(title: str, text: str) -> str:
+    """A section replaced by one line saying why (escaped here)."""
+    return f'<h2>{esc(title)}</h2><p class="note">{esc(text)}</p>'
 
 
 def page(title: str, intro: str, sections: list[str]) -> str:
