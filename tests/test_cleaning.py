@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,22 @@ def test_rules_from_params_reject_unknown_keys():
                         ).section(stage).cleaning.chatter == ["foo"]
         with pytest.raises(ParamsError, match=rf"{stage}\.cleaning\.max_word: unknown key"):
             validate(Params.load(repo / "params.yaml", {f"{stage}.cleaning.max_word": 9}))
+
+
+def test_chatter_is_talk_about_the_task_not_a_domain_s_vocabulary():
+    """The default phrases catch a model talking about the task, and no human query of the bundled collection
+    (nor queries whose domain is queries, help desks or answers) trips them."""
+    rules = CleaningRules()
+    seen: set[str] = set()
+    for talk in ("Sure! Here is a query about wings", "I'm happy to help with that", "The answer is: lift",
+                 "a search query for the wing", "what does this passage say about flutter", "As an AI, I think"):
+        assert judge(talk, PASSAGE, rules, seen) == "chatter", talk
+    for domain in ("forbid extra query parameters", "help desk ticket routing", "answer set programming solvers",
+                   "sentence embeddings for retrieval", "passage of air through a nozzle", "i am interested in flutter"):
+        assert judge(domain, PASSAGE, rules, seen) is None, domain
+    repo = Path(__file__).resolve().parents[1]
+    human = [json.loads(line)["text"] for line in (repo / "data/cranfield/queries.jsonl").open(encoding="utf-8")]
+    assert len(human) == 225
+    tripped = [q for q in human if judge(strip_echo(q), "", CleaningRules(max_words=200, max_chars=2000), set())
+               == "chatter"]
+    assert tripped == []
