@@ -159,6 +159,53 @@ def preset(
     typer.echo(f"artifacts and preset.json in {root / out / name}")
 
 
+judge_app = typer.Typer(help="Judge a few queries by hand: export a pooled sheet to grade, import the graded sheet.",
+                        no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
+
+
+@judge_app.command("export")
+def judge_export(
+    queries: Annotated[Path, typer.Argument(help="your queries: a text file, one per line, or BEIR queries.jsonl")],
+    out: Annotated[Path, typer.Option(help="the sheet to grade: .csv (a spreadsheet opens it) or .jsonl")]
+    = Path("judgments.csv"),
+    systems: Annotated[str | None, typer.Option(help="comma-separated systems to pool (default: evaluate.systems "
+                                                "that have an index)")] = None,
+    depth: Annotated[int, typer.Option(min=1, help="documents pooled from each system per query")] = 10,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Pool the top documents of several systems for your queries into a sheet with an empty 'grade' column."""
+    from irforge.ops import judge
+
+    config = _config(root, params, None)
+    chosen = systems.split(",") if systems else [s for s in config.section("evaluate").systems
+                                                 if (root / "artifacts" / "index" / s).exists()]
+    if not chosen:
+        raise UsageError("no system has an index yet: run `dvc repro` (or `irforge run index bm25`) first")
+    bm25 = config.section("bm25")
+    rows = judge.pool(root, judge.read_queries(queries), [s.strip() for s in chosen], depth, bm25.k1, bm25.b,
+                      root / config.runtime.cache_dir, config.seed)
+    judge.write_sheet(rows, out)
+    typer.echo(f"{out}: {len(rows)} (query, document) pairs from {', '.join(chosen)}, top {depth} each. Fill the "
+               "'grade' column: 0 not relevant, 1 related, 2 relevant, 3 perfect (blank = not judged); then run "
+               f"`irforge judge import {out}`.")
+
+
+@judge_app.command("import")
+def judge_import(
+    sheet: Annotated[Path, typer.Argument(help="the graded sheet (.csv or .jsonl) from `irforge judge export`")],
+    out: Annotated[Path, typer.Option(help="folder for BEIR queries.jsonl and qrels/test.tsv")] = Path("data/judged"),
+) -> None:
+    """Turn a graded sheet into BEIR judgments that corpus.queries and corpus.qrels can point to."""
+    from irforge.ops import judge
+
+    summary = judge.import_sheet(sheet, out)
+    typer.echo(f"{summary['queries']} queries, {summary['judgments']} judgments ({summary['relevant']} relevant, "
+               f"{summary['blank']} rows left blank). In params.yaml set corpus.queries: {summary['queries_file']} "
+               f"and corpus.qrels: {summary['qrels_file']}, then run `make repro`.")
+
+
 @app.command()
 def audit(
     path: Annotated[Path | None, typer.Argument(help="an artifact: Parquet file, index/model folder, or run file")] = None,

@@ -57,7 +57,8 @@ def sorted_differences(diffs: dict[str, np.ndarray], ylabel: str):
     ax.axhline(0, color="#888", lw=0.8)
     ax.set_xlabel("queries, sorted by difference")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+    if diffs:  # a project with only the baseline system has no difference to draw
+        ax.legend(fontsize=7)
     return fig
 
 

@@ -15,11 +15,20 @@ from irforge.retrieval.lucene import (
     index_json_collection,
 )
 from irforge.retrieval.runs import Hits, Run, chunks_to_docs, doc_id_of, rank_of, reciprocal_rank_fusion
-from irforge.retrieval.systems import SYSTEM_FILE, Encoders, Retriever, open_system, read_system, write_system
+from irforge.retrieval.systems import (
+    SYSTEM_FILE,
+    Encoders,
+    ProjectEncoders,
+    Retriever,
+    open_system,
+    read_system,
+    write_system,
+)
 
 __all__ = [
     "MAX_QUERY_TERMS", "SYSTEM_FILE", "BM25Retriever", "DenseRetriever", "Encoders", "FaissRetriever", "Hits",
-    "ImpactRetriever", "Retriever", "Run", "bm25_pair_scores", "bm25_search", "build_faiss", "build_impact_index", "build_lucene_index",
-    "chunks_to_docs", "doc_id_of", "ensure_java", "index_json_collection", "open_system", "rank_of", "read_system",
-    "reciprocal_rank_fusion", "run_pyserini_module", "save_faiss", "VectorRocchio", "write_system",
+    "ImpactRetriever", "ProjectEncoders", "Retriever", "Run", "bm25_pair_scores", "bm25_search", "build_faiss",
+    "build_impact_index", "build_lucene_index", "chunks_to_docs", "doc_id_of", "ensure_java",
+    "index_json_collection", "open_system", "rank_of", "read_system", "reciprocal_rank_fusion",
+    "run_pyserini_module", "save_faiss", "VectorRocchio", "write_system",
 ]

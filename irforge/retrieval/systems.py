@@ -58,3 +58,25 @@ def open_system(index_dir: Path, encoders: Encoders, k1: float, b: float, thread
         return FaissRetriever(index_dir, encoder)
     encoder = encoders.splade_encoder(meta["model"], meta["query_max_length"], threads=threads)
     return ImpactRetriever(index_dir, encoder, scale=meta["scale"], threads=threads)
+
+
+class ProjectEncoders:
+    """Query encoders for opening a project's indexes outside a stage (judge pools, search): a model name that is a
+    folder of the project (a trained model, ``artifacts/train/dense``) resolves against ``root``."""
+
+    def __init__(self, root: Path | str, cache_dir: Path | str, threads: int | None = None):
+        self.root, self.cache_dir, self.threads = Path(root), Path(cache_dir), threads
+
+    def _model(self, name: str):
+        from irforge.models import resolve_model
+
+        local = self.root / name
+        return resolve_model(str(local) if not name.startswith("pkg:") and local.exists() else name, self.cache_dir)
+
+    def dense_encoder(self, name: str, max_length: int, precision: str = "float32",
+                      threads: int | None = None) -> DenseEncoder:
+        return DenseEncoder(self._model(name), self.cache_dir, max_length=max_length, threads=threads or self.threads,
+                            precision=precision)
+
+    def splade_encoder(self, name: str, max_length: int, threads: int | None = None) -> SpladeEncoder:
+        return SpladeEncoder(self._model(name), self.cache_dir, max_length=max_length, threads=threads or self.threads)
