@@ -75,7 +75,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         _check_bad(ctx, bad, corpus.total, cfg.max_bad_fraction, corpus.path)
     chunks = pa.concat_tables(batches).combine_chunks()
     ctx.write("chunks", chunks)
-    return {"documents": len(corpus.documents) - len(tokenless), "quarantined": len(bad), "chunks": chunks.num_rows}
+    skipped = sum(b.skipped for b in bad)
+    return {"documents": len(corpus.documents) - len(tokenless), "quarantined": len(bad) - skipped, "skipped": skipped,
+            "chunks": chunks.num_rows}
 
 
 def _split_batch(chunker: Chunker, docs: list[Document]) -> list[tuple[pa.Table, list[BadRow]]]:
@@ -93,12 +95,17 @@ def _check_bad(ctx: StageContext, bad: list[BadRow], total: int, limit: float, c
     quarantine = pa.Table.from_pylist([vars(b) for b in bad], schema=SCHEMAS["quarantine"])
     ctx.write("quarantine", quarantine)
     where = ctx.output("quarantine").path
-    for b in bad[:5]:
+    for b in [b for b in bad if not b.skipped][:5]:
         log.warning("quarantined %s:%d %s%s", b.source, b.line, b.reason, f" (id {b.doc_id})" if b.doc_id else "")
     if len(bad) > 5:
         log.warning("... and %d more quarantined rows, see %s", len(bad) - 5, where)
-    if len(bad) / total > limit:
+    skipped = sum(b.skipped for b in bad)  # files left out on purpose (corpus.include / exclude)
+    if skipped:
+        log.info("%d files skipped by corpus.include / corpus.exclude or for want of a reader, listed in %s",
+                 skipped, where)
+    failed, total = len(bad) - skipped, total - skipped
+    if total and failed / total > limit:
         raise CorpusError(
-            f"{corpus_path}: {len(bad)} of {total} rows ({len(bad) / total:.1%}) are bad, above "
+            f"{corpus_path}: {failed} of {total} rows ({failed / total:.1%}) are bad, above "
             f"chunk.max_bad_fraction={limit}; the reasons are in {where} (nothing else was written)"
         )

@@ -228,7 +228,7 @@ def test_every_bad_row_is_quarantined_with_file_line_field_reason(project: Proje
     _bad_corpus(project)
     _set_chunk(project, max_doc_chars=100, max_bad_fraction=1.0)
     summary = project.run("chunk")
-    assert summary == {"documents": 2, "quarantined": len(BAD_LINES), "chunks": 2}
+    assert summary == {"documents": 2, "quarantined": len(BAD_LINES), "skipped": 0, "chunks": 2}
     rows = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
     assert len(rows) == len(BAD_LINES)
     for row, (line, field, reason) in zip(rows, BAD_LINES):
@@ -348,18 +348,84 @@ def test_folder_of_text_and_markdown_files(project: Project) -> None:
     (folder / "broken.txt").write_bytes(b"caf\xe9")
     _point_at(project, "data/notes")
     _set_chunk(project, max_bad_fraction=0.5)
-    project.run("chunk")
+    summary = project.run("chunk")
     chunks = pq.read_table(project.root / paths.CHUNKS).to_pylist()
-    assert [(c["doc_id"], c["title"], c["text"]) for c in chunks] == [
-        ("a.txt", "a", "Plain text about aardvarks."), ("sub/b.md", "Penguins", "# Penguins\n\nPenguins swim fast.")]
+    assert [(c["doc_id"], c["title"], c["text"], c["section"]) for c in chunks] == [
+        ("a.txt", "a", "Plain text about aardvarks.", None), ("sub/b.md", "Penguins", "Penguins swim fast.", "Penguins")]
     bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
     assert [(b["source"], b["line"], b["field"], b["reason"]) for b in bad] == [
-        ("broken.txt", 0, "text", "invalid UTF-8 at byte 3")]
+        ("broken.txt", 0, "text", "invalid UTF-8 at byte 3"),
+        ("ignored.csv", 0, None, "skipped: not matched by corpus.include (**/*.md, **/*.txt)")]
+    assert summary["quarantined"] == 1 and summary["skipped"] == 1  # a skipped file is listed, not counted as bad
+
+
+MARKDOWN = """---
+title: Behind a Proxy
+tags: [deploy]
+---
+Intro before any heading, see [the guide](https://example.com/guide) and <b>bold</b> text.
+
+# Proxies { #behind-a-proxy }
+
+!!! note "Technical details"
+    The proxy sets `X-Forwarded-For`.
+
+## Stripped prefix { #stripped }
+
+```python
+def read_main():
+    return {"message": "Hello World"}
+```
+
+{* ../../docs_src/tutorial001.py hl[8] *}
+
+| Option | Meaning |
+|---|---|
+| root-path | the prefix |
+"""
+
+
+def test_markdown_is_read_by_structure(tmp_path) -> None:
+    from irforge.corpus.markdown import parse_markdown
+
+    doc = parse_markdown(MARKDOWN, "fallback")
+    assert doc.title == "Behind a Proxy"  # front matter first, even before the first heading
+    assert doc.front_matter["tags"] == ["deploy"] and doc.links == ["https://example.com/guide"]
+    assert [(b.text, b.section, b.code) for b in doc.blocks] == [
+        ("Intro before any heading, see the guide and bold text.", "", False),
+        ("Technical details: The proxy sets X-Forwarded-For.", "Proxies", False),
+        ('def read_main():\n    return {"message": "Hello World"}', "Proxies > Stripped prefix", True),
+        ("Option | Meaning\nroot-path | the prefix", "Proxies > Stripped prefix", False)]
+    assert [b.code for b in parse_markdown(MARKDOWN, "x", code="drop").blocks] == [False, False, False]
+    assert parse_markdown("Text first.\n\n## Later heading\n\nMore.", "file").title == "Later heading"
+    assert parse_markdown("No heading at all.", "file").title == "file"
+
+
+def test_markdown_passages_keep_code_whole_and_carry_their_section(project: Project) -> None:
+    folder = project.root / "data" / "docs"
+    folder.mkdir(parents=True)
+    code = "\n".join(f"value_{i} = compute_something({i}, option=True)" for i in range(12))  # > one window
+    (folder / "guide.md").write_text(f"# Guide\n\n## Setup\n\nInstall it first. Then run it.\n\n```python\n{code}\n```\n\n"
+                                     "## Usage\n\nCall the function with care.\n", encoding="utf-8")
+    (folder / "CHANGELOG.md").write_text("# Changes\n\nMany lines.\n", encoding="utf-8")
+    _point_at(project, "data/docs", exclude=["CHANGELOG.md"])
+    _set_chunk(project, max_tokens=32, stride=4)
+    project.run("chunk")
+    chunks = pq.read_table(project.root / paths.CHUNKS).to_pylist()
+    assert {c["doc_id"] for c in chunks} == {"guide.md"}
+    assert any(c["text"] == code and c["section"] == "Guide > Setup" for c in chunks)  # one piece, never cut
+    assert all(c["text"].count("value_0") <= 1 and ("value_11" in c["text"]) == ("value_0" in c["text"])
+               for c in chunks)
+    usage = next(c for c in chunks if "Call the function" in c["text"])
+    assert usage["section"] == "Guide > Usage" and usage["title"] == "Guide > Usage"  # the title is not repeated
+    assert "#" not in "".join(c["text"] for c in chunks)
+    bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
+    assert [(b["source"], b["reason"]) for b in bad] == [("CHANGELOG.md", "skipped: matched by corpus.exclude")]
 
 
 def test_folder_without_documents_is_an_error(project: Project) -> None:
     (project.root / "data" / "empty").mkdir()
     (project.root / "data" / "empty" / "x.csv").write_text("a")
     _point_at(project, "data/empty")
-    with pytest.raises(CorpusError, match="folder holds no .txt or .md files"):
+    with pytest.raises(CorpusError, match=r"no .txt or .md file matches corpus.include \(\*\*/\*.md, \*\*/\*.txt\)"):
         project.run("chunk")

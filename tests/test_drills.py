@@ -35,7 +35,8 @@ docs = pa.array([f"d{i}" for i in range(n)])
 text = pa.array([f"row {i} " + "lorem ipsum dolor sit amet " * 8 for i in range(n)])
 zero = pa.array([0] * n, pa.int32())
 table = pa.table({"chunk_id": ids, "doc_id": docs, "passage_index": zero, "title": docs, "text": text,
-                  "char_start": zero, "char_end": zero, "n_tokens": zero, "content_hash": ids, "doc_hash": ids})
+                  "char_start": zero, "char_end": zero, "n_tokens": zero, "content_hash": ids, "doc_hash": ids,
+                  "section": pa.nulls(n, pa.string())})
 config = validate(Params({}))  # every section at its defaults
 ctx = StageContext(node(config, "chunk"), root, config)
 assert ctx.output_path("chunks") == root / "artifacts/chunk/chunks.parquet"

@@ -34,6 +34,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("n_tokens", pa.int32(), nullable=False),
             pa.field("content_hash", _str, nullable=False),  # sha256 of title + chunk text
             pa.field("doc_hash", _str, nullable=False),  # sha256 of the whole document (change detection)
+            pa.field("section", _str),  # heading path of a structured (Markdown) document's passage; null otherwise
         ]
     ),
     # chunk: rows that failed validation, with where they came from and why

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from irforge.corpus.markdown import SEPARATOR
 from irforge.corpus.readers import Document
 from irforge.corpus.text import sha256_text
 
@@ -86,6 +87,9 @@ class Chunker:
         encodings = self.tokenizer.encode_batch([d.text for d in docs], add_special_tokens=False)
         rows: list[dict[str, Any]] = []
         for doc, enc in zip(docs, encodings, strict=True):
+            if doc.blocks is not None:
+                rows += self._split_blocks(doc, enc)
+                continue
             offsets = enc.offsets
             token_starts = [o[0] for o in offsets]
             boundaries = sorted({bisect.bisect_left(token_starts, c) for c in sentence_starts(doc.text)})
@@ -107,6 +111,59 @@ class Chunker:
                     "n_tokens": end - start,
                     "content_hash": sha256_text(doc.title, text),
                     "doc_hash": doc_hash,
+                    "section": None,
                 })
         return rows
+
+    def _split_blocks(self, doc: Document, enc) -> list[dict[str, Any]]:
+        """A structured document's passages: whole blocks packed in order up to ``max_tokens`` (a code block is
+        never cut: a longer one is a passage of its own); a prose block longer than a window is cut like plain
+        text. No overlap: block edges are natural cuts. Each passage records the heading path of its first block
+        and shows it after the title, so indexes and query generators read where the passage sits."""
+        token_starts = [o[0] for o in enc.offsets]
+        spans, at = [], 0  # each block's token range in the joined text
+        for block in doc.blocks or []:
+            begin, end = at, at + len(block.text)
+            spans.append((bisect.bisect_left(token_starts, begin), bisect.bisect_left(token_starts, end)))
+            at = end + 2  # the "\n\n" the reader joined blocks with
+        pieces: list[tuple[int, int, str]] = []  # (first token, end token, section)
+        current: list[int] | None = None
+        for block, (t0, t1) in zip(doc.blocks or [], spans, strict=True):
+            if t1 <= t0:
+                continue
+            if current is not None and t1 - current[0] <= self.max_tokens:
+                current[1] = t1
+                continue
+            if current is not None:
+                pieces.append((current[0], current[1], current[2]))
+                current = None
+            if t1 - t0 <= self.max_tokens or block.code:
+                current = [t0, t1, block.section]
+                continue
+            sentences = sorted({bisect.bisect_left(token_starts, c + enc.offsets[t0][0])
+                                for c in sentence_starts(doc.text[enc.offsets[t0][0]:enc.offsets[t1 - 1][1]])})
+            for start, end in split_windows(t1 - t0, [b - t0 for b in sentences], self.max_tokens, self.stride):
+                pieces.append((t0 + start, t0 + end, block.section))
+        if current is not None:
+            pieces.append((current[0], current[1], current[2]))
+        doc_hash = sha256_text(doc.doc_id, doc.title, doc.text, *(b.section for b in doc.blocks or []))
+        rows = []
+        for index, (start, end, section) in enumerate(pieces):
+            char_start, char_end = enc.offsets[start][0], enc.offsets[end - 1][1]
+            text = doc.text[char_start:char_end]
+            title = shown_title(doc.title, section)
+            rows.append({"chunk_id": f"{doc.doc_id}#{index}", "doc_id": doc.doc_id, "passage_index": index,
+                         "title": title, "text": text, "char_start": char_start, "char_end": char_end,
+                         "n_tokens": end - start, "content_hash": sha256_text(title, text), "doc_hash": doc_hash,
+                         "section": section or None})
+        return rows
+
+
+def shown_title(title: str, section: str) -> str:
+    """The title a passage is read with: the document's, then the heading path below it (a path that starts with
+    the title, the usual first heading, does not repeat it)."""
+    parts = [p for p in section.split(SEPARATOR) if p] if section else []
+    if parts and parts[0] == title:
+        parts = parts[1:]
+    return SEPARATOR.join([title, *parts]) if parts else title
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from irforge.config import CorpusConfig
+from irforge.corpus.markdown import Block, parse_markdown
 
 _RAW_PREVIEW = 500
 
@@ -33,6 +34,7 @@ class Document:
     text: str
     source: str = ""  # file it came from and its 1-based line (row for Parquet, 0 for a whole file)
     line: int = 0
+    blocks: list[Block] | None = None  # a structured document's blocks (Markdown); text is then their join
 
 
 @dataclass
@@ -43,6 +45,7 @@ class BadRow:
     doc_id: str | None = None
     field: str | None = None
     raw: str | None = None
+    skipped: bool = False  # a file left out on purpose (corpus.include / exclude): listed, not counted as bad
 
 
 # ---------------------------------------------------------------- reading
@@ -80,7 +83,7 @@ def read_corpus(path: Path, cfg: CorpusConfig) -> Iterator[Document | BadRow]:
     elif fmt == "parquet":
         yield from _read_parquet(path, fields)
     elif fmt == "folder":
-        yield from _read_folder(path)
+        yield from _read_folder(path, cfg)
     else:
         raise CorpusError(f"{path}: unknown corpus.format '{fmt}' (auto, beir, jsonl, parquet, folder)")
 
@@ -125,22 +128,60 @@ def _read_parquet(path: Path, fields: tuple[str, str, str]) -> Iterator[Document
             yield _document(obj, fields, path.name, row_no, json.dumps(obj, default=str)[:_RAW_PREVIEW])
 
 
-def _read_folder(path: Path) -> Iterator[Document | BadRow]:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
-    if not files:
-        raise CorpusError(f"{path}: folder holds no .txt or .md files")
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob over relative POSIX paths: ``**/`` any folders (or none), ``*`` within one name, ``?`` one character."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def _read_folder(path: Path, cfg: CorpusConfig) -> Iterator[Document | BadRow]:
+    include = [glob_regex(p) for p in cfg.include]
+    exclude = [glob_regex(p) for p in cfg.exclude]
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    read = 0
     for file in files:
         rel = file.relative_to(path).as_posix()
+        if not any(g.match(rel) for g in include):
+            yield BadRow(rel, 0, f"skipped: not matched by corpus.include ({', '.join(cfg.include)})", skipped=True)
+            continue
+        if any(g.match(rel) for g in exclude):
+            yield BadRow(rel, 0, "skipped: matched by corpus.exclude", skipped=True)
+            continue
+        if file.suffix.lower() not in (".txt", ".md", ".markdown"):
+            yield BadRow(rel, 0, f"skipped: no reader for {file.suffix or 'files without a suffix'} "
+                              "(a folder corpus reads .txt and .md)", skipped=True)
+            continue
+        read += 1
         try:
             text = file.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
             yield BadRow(rel, 0, f"invalid UTF-8 at byte {e.start}", doc_id=rel, field="text")
             continue
-        title = file.stem
-        heading = re.match(r"\s*#\s+(.+)", text)  # a Markdown file's first heading is its title
-        if heading:
-            title = heading.group(1).strip()
-        yield _document({"id": rel, "title": title, "text": text}, ("id", "title", "text"), rel, 0, text[:_RAW_PREVIEW])
+        if file.suffix.lower() == ".txt":
+            yield _document({"id": rel, "title": file.stem, "text": text}, ("id", "title", "text"), rel, 0,
+                            text[:_RAW_PREVIEW])
+            continue
+        doc = parse_markdown(text, file.stem, cfg.code)
+        joined = "\n\n".join(b.text for b in doc.blocks)
+        row = _document({"id": rel, "title": doc.title, "text": joined}, ("id", "title", "text"), rel, 0,
+                        text[:_RAW_PREVIEW])
+        if isinstance(row, Document):
+            row.blocks = doc.blocks
+        yield row
+    if not read:
+        raise CorpusError(f"{path}: no .txt or .md file matches corpus.include ({', '.join(cfg.include)}) and "
+                          "escapes corpus.exclude")
 
 
 def _document(obj: dict, fields: tuple[str, str, str], source: str, line: int, preview: str) -> Document | BadRow:
@@ -202,7 +243,9 @@ class LoadedCorpus:
     file: Path  # the file or folder whose content defines the corpus (what provenance hashes)
 
     def bad_fraction(self) -> float:
-        return len(self.bad) / self.total if self.total else 0.0
+        """Share of the rows read that are bad (files skipped on purpose are neither)."""
+        skipped = sum(b.skipped for b in self.bad)
+        return (len(self.bad) - skipped) / (self.total - skipped) if self.total > skipped else 0.0
 
 
 def load_documents(root: Path, cfg: CorpusConfig, max_chars: int,
