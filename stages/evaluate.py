@@ -175,16 +175,18 @@ def evaluated_indexes(config: Any, variant: str | None) -> list[str]:
 
 STAGE = Stage(
     name="evaluate",
-    version="5",
+    version="6",
     params=("seed", "bm25", "evaluate"),
     config=EvaluateConfig,
-    inputs=("queries", "qrels", evaluated_indexes),
+    inputs=("queries", "qrels", "filtered_queries", evaluated_indexes),
     outputs=(
         Output("per_query", "per_query.parquet", "per_query_metrics", description="one row per system, query, measure"),
         Output("runs", "runs.parquet", "run", description="the ranked lists"),
         Output("trec_runs", "trec", "folder", description="one TREC run file per system"),
         Output("systems_table", "systems.csv", "csv", cache=False, description="one row per system (dvc plots)"),
         Metrics(),
+        Output("synthetic", "synthetic.json", "json", cache=False, metric=True,
+               description="every system on the held-out generated queries, and its agreement with the judgments"),
     ),
     plots=({"nDCG@10 per system": {"template": "bar_horizontal", "x": "nDCG@10",
                                    "y": {"artifacts/evaluate/systems.csv": "system"}}},
@@ -263,7 +265,47 @@ def run(ctx: StageContext) -> dict[str, Any]:
             (trec / f"{system}.trec").write_text(trec_lines(system, system_run), encoding="utf-8")
     ctx.metrics(metrics)
     ctx.write_text("systems_table", systems_csv(metrics, [*measures, "latency_mean_ms", "latency_p95_ms"]))
-    return {"systems": list(metrics), "metrics": metrics}
+    synthetic = evaluate_synthetic(ctx, cfg, metrics)
+    ctx.write_json("synthetic", synthetic)
+    return {"systems": list(metrics), "metrics": metrics, "synthetic": synthetic}
+
+
+def evaluate_synthetic(ctx: StageContext, cfg: EvaluateConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Every system on the generated queries the filter held out (``filter.holdout``), each query's own document
+    relevant: an evaluation without labels. With judgments too, how well it ranks the systems as they do."""
+    if not ctx.has_input("filtered_queries"):  # a project evaluated before any query was generated
+        return {"queries": 0}
+    held = [r for r in ctx.read("filtered_queries").to_pylist() if r.get("holdout")]
+    if not held:
+        return {"queries": 0}
+    queries = {r["query_id"]: r["text"] for r in held}
+    qrels = {r["query_id"]: {r["doc_id"]: 1} for r in held}
+    log.info("synthetic evaluation: %d held-out generated queries (their own document relevant)", len(queries))
+    runs, _, _ = search_all(ctx, cfg, queries)
+    systems = {name: {m: round(v, 4) for m, v in score(run, qrels, cfg.measures)[0].items()} for name, run in runs.items()}
+    out: dict[str, Any] = {"queries": len(queries), "systems": systems}
+    if metrics:
+        out["agreement"] = agreement_with_judgments(systems, metrics, cfg)
+        log.info("synthetic vs judged ranking of the systems: %s", out["agreement"])
+    return out
+
+
+def agreement_with_judgments(synthetic: dict[str, dict], judged: dict[str, dict], cfg: EvaluateConfig) -> dict[str, Any]:
+    """Kendall's tau between the systems' synthetic and judged scores (the test split's when there is one), and
+    whether the synthetic scores get the sign of each compared pair (evaluate.compare, and each system vs the
+    baseline) right."""
+    from scipy.stats import kendalltau
+
+    main = cfg.significance_measure
+    real = {s: (v.get("test") or v)[main] for s, v in judged.items() if main in (v.get("test") or v)}
+    names = [s for s in synthetic if s in real and main in synthetic[s]]
+    tau = kendalltau([real[s] for s in names], [synthetic[s][main] for s in names]).statistic if len(names) > 1 else None
+    pairs = [tuple(p) for p in cfg.compare] + [(s, cfg.baseline) for s in names if s != cfg.baseline]
+    right = [np.sign(real[a] - real[b]) == np.sign(synthetic[a][main] - synthetic[b][main])
+             for a, b in pairs if a in names and b in names]
+    return {"measure": main, "systems": len(names),
+            "kendall_tau": None if tau is None or np.isnan(tau) else round(float(tau), 4),
+            "pairs": len(right), "pairs_same_sign": int(sum(right))}
 
 
 def by_measure(per_query: list[dict], measures: list[str]) -> dict[str, dict[str, float]]:

@@ -17,6 +17,10 @@ Rules, in order (the first that fails is the row's ``reason``; later rules are n
 6. ``low_score`` (InPars): outside the top ``filter.keep_fraction`` by the generator's mean log-prob, ranked
    within each ``filter.fraction_per`` group (template, generator or all).
 
+A seeded share of the kept queries (``filter.holdout``; by default a fifth when the corpus has no judgments) is
+held out (``holdout`` column): never trained on, it is the synthetic test set the evaluate stage scores every
+system on, each query's own document counting as its one relevant document.
+
 Every input row is in the output with the source chunk's rank under each retriever (null: not within
 ``filter.depth``, or that retriever not used). Pass rates per reason, generator and template go to DVC metrics.
 """
@@ -35,7 +39,7 @@ from pydantic import Field, model_validator
 
 from irforge.config import Section
 from irforge.contract import SCHEMAS, Metrics, Output, Stage
-from irforge.corpus import queries_of
+from irforge.corpus import queries_of, split_queries
 from irforge.engine import StageContext
 from irforge.models import text_key
 from irforge.retrieval import DenseRetriever, Hits, bm25_search, doc_id_of, rank_of
@@ -70,6 +74,9 @@ class FilterConfig(Section):
     keep_fraction: float = Field(1.0, gt=0, le=1)  # InPars score filter: keep the top fraction by mean log-prob
     fraction_per: Literal["template", "generator", "all"] = "template"  # rank log-probs within each ...
     leakage: LeakageConfig = LeakageConfig()
+    # Share of the kept queries held out as a synthetic test set (never trained on; evaluate scores every
+    # system on it, labelled synthetic). null: 0.2 for a corpus without judgments, 0 with them.
+    holdout: float | None = Field(None, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _too_easy_retriever_is_used(self) -> FilterConfig:
@@ -80,8 +87,8 @@ class FilterConfig(Section):
 
 STAGE = Stage(
     name="filter",
-    version="2",
-    params=("bm25", "encoder", "filter"),
+    version="3",
+    params=("seed", "bm25", "encoder", "filter"),
     config=FilterConfig,
     # Both generators' outputs, whichever filter.sources names: `dvc exp run -S filter.sources=...` then needs
     # no new dvc.yaml (the DAG's shape does not depend on it).
@@ -248,17 +255,23 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if i not in keep:
             reason[i] = f"low_score: below the top {cfg.keep_fraction:g} by mean_logprob per {cfg.fraction_per}"
 
+    share = cfg.holdout if cfg.holdout is not None else (0.0 if eval_queries else 0.2)
+    kept_ids = [rows[i]["query_id"] for i in range(len(rows)) if reason[i] is None]
+    held = {q for q, part in split_queries(kept_ids, round(share * len(kept_ids)), ctx.seed).items() if part == "dev"}
     out_rows = [{
         "query_id": r["query_id"], "chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "text": r["text"],
         "generator": r["generator"], "prompt_id": r["prompt_id"], "template": r["template"],
         "mean_logprob": r["mean_logprob"], "rank_bm25": ranks["bm25"][i], "rank_dense": ranks["dense"][i],
-        "kept": reason[i] is None, "reason": reason[i],
+        "kept": reason[i] is None, "reason": reason[i], "holdout": r["query_id"] in held,
     } for i, r in enumerate(rows)]
+    if held:
+        log.info("%d of %d kept queries held out as the synthetic test set (filter.holdout %.2f): never trained on",
+                 len(held), len(kept_ids), share)
     ctx.write("filtered_queries", pa.Table.from_pylist(out_rows, SCHEMAS["filtered_queries"]))
     metrics = {"filter": pass_rates(out_rows)}
     if encoder is not None:
         log.info("encoder cache: %d hits, %d misses", encoder.cache_hits, encoder.cache_misses)
     ctx.metrics(metrics)
     m = metrics["filter"]
-    return {"input": m["input"], "kept": m["kept"], "pass_rate": m["pass_rate"], "rejected": m["rejected"],
-            "metrics": metrics}
+    return {"input": m["input"], "kept": m["kept"], "holdout": len(held), "pass_rate": m["pass_rate"],
+            "rejected": m["rejected"], "metrics": metrics}

@@ -1,7 +1,8 @@
 """mine: hard negatives for every kept query, as training triples.
 
-For each query the filter kept, candidates come from each retriever in ``mine.retrievers`` (BM25 over the
-Lucene index, dense = the shared encoder through faiss), taken from the rank window ``mine.window``
+For each query the filter kept (but not those it held out as the synthetic test set), candidates come from
+each retriever in ``mine.retrievers`` (BM25 over the Lucene index, dense = the shared encoder through faiss),
+taken from the rank window ``mine.window``
 (1-based ranks in that retriever's full ranking, inclusive). The positive is never a candidate, nor (with
 ``mine.exclude_same_doc``) any other chunk of its document. A chunk proposed by both retrievers keeps its
 better rank. The false-negative guard (NV-Retriever) drops a candidate whose dense score is above
@@ -93,7 +94,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     n, ratio = cfg.n_negatives, cfg.false_negative_ratio
 
     filtered = ctx.read("filtered_queries").to_pylist()
-    queries = [r for r in filtered if r["kept"]]
+    queries = [r for r in filtered if r["kept"] and not r.get("holdout")]  # held-out queries test, never train
     chunks = ctx.read("chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
     known = {c["chunk_id"] for c in chunks}
     missing = next((q for q in queries if q["chunk_id"] not in known), None)

@@ -41,10 +41,10 @@ def ablation_file(config: Any) -> list[str]:
 
 STAGE = Stage(
     name="report",
-    version="4",
+    version="5",
     params=("seed", "corpus", "evaluate", "report"),
     config=ReportConfig,
-    inputs=("chunks", "evaluate.metrics", "per_query", "queries", "filtered_queries", train_logs),
+    inputs=("chunks", "evaluate.metrics", "synthetic", "per_query", "queries", "filtered_queries", train_logs),
     raw=(ablation_file,),
     outputs=(Output("report", "", "folder", description="index.html and its figures"),),
 )
@@ -91,6 +91,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                    "(corpus.queries / corpus.qrels are null, or no judgment names a known query)."))
         else:
             parts.append(html.missing("Systems", ctx.input("evaluate.metrics").path))
+        synthetic = ctx.read_json("synthetic") if ctx.has_input("synthetic") else {}
+        if synthetic.get("systems"):
+            parts.append(sections.synthetic(synthetic, metrics, ev.compare, main))
+            written.append("synthetic")
         logs = [i.name for i in ctx.node.inputs if i.name.startswith("train_log/") and ctx.has_input(i.name)]
         if logs:
             parts.append(sections.training([r for name in logs for r in ctx.read(name).to_pylist()], folder))

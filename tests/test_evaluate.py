@@ -122,7 +122,7 @@ def test_corpus_without_judgments_skips_evaluation_with_empty_outputs(evaluated_
     corpus = evaluated_copy.params.section("corpus")
     evaluated_copy.set_params(corpus={**corpus, "queries": None, "qrels": None})
     assert evaluated_copy.run("judgments") == {"queries": 0, "judged_queries": 0, "judgments": 0, "dev": 0, "test": 0}
-    assert evaluated_copy.run("evaluate") == {"systems": [], "metrics": {}}
+    assert evaluated_copy.run("evaluate") == {"systems": [], "metrics": {}, "synthetic": {"queries": 0}}
     out = evaluated_copy.root
     assert pq.read_table(out / paths.QUERIES).num_rows == 0 and pq.read_table(out / paths.QRELS).num_rows == 0
     assert json.loads((out / paths.METRICS).read_text()) == {}

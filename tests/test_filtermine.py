@@ -368,3 +368,47 @@ def test_filter_and_mine_with_the_embedded_encoder(corpus_root, tmp_path):
     triples = read_artifact(root / paths.TRIPLES, "triples").to_pylist()
     assert triples and all(n["chunk_id"].split("#")[0] != t["positive_id"].split("#")[0]
                            for t in triples for n in t["negatives"])
+
+
+# ---------------------------------------------------------------- synthetic evaluation
+
+
+def test_held_out_queries_are_never_trained_on_and_score_every_system(corpus_root, tmp_path):
+    rows = [_query(f"q{d}", f"d{d}#0", f"topic{d}a topic{d}b {COMMON[d % len(COMMON)]}") for d in range(20)]
+    root = _project(corpus_root, tmp_path, rows)
+    evaluate = {"evaluate.systems": ["bm25"], "evaluate.fusions": [], "evaluate.compare": [], "evaluate.depth": 10,
+                "evaluate.feedback": {"bm25-rm3": {"system": "bm25", "method": "rm3", "docs": 2, "terms": 3}},
+                "mine.window": [2, 20]}
+    run_stage("filter", root, _params(root, None, **evaluate))  # judged corpus: nothing held out by default
+    assert not any(r["holdout"] for r in _filtered(root).values())
+    params = _params(root, None, **evaluate, **{"filter.holdout": 0.25})
+    assert run_stage("filter", root, params)["holdout"] == 5
+    filtered = _filtered(root)
+    held = {q for q, r in filtered.items() if r["holdout"]}
+    kept = {q for q, r in filtered.items() if r["kept"]}
+    assert len(held) == 5 and held <= kept
+    run_stage("mine", root, params)
+    assert {t["query_id"] for t in read_artifact(root / paths.TRIPLES, "triples").to_pylist()} == kept - held
+    result = run_stage("evaluate", root, params)["synthetic"]
+    assert result["queries"] == 5
+    # Each held-out query names its document's own two words: BM25 ranks that document first.
+    assert result["systems"]["bm25"]["nDCG@10"] == pytest.approx(1.0)
+    assert set(result["systems"]) == {"bm25", "bm25-rm3"}
+    assert result["agreement"]["systems"] == 2 and result["agreement"]["pairs"] == 1
+    assert json.loads((root / "artifacts/evaluate/synthetic.json").read_text())["queries"] == 5
+    assert "synthetic" in run_stage("report", root, params)["sections"]
+    page = (root / paths.REPORT / "index.html").read_text()
+    assert "Synthetic evaluation (generated queries, not human judgments)" in page and "Kendall" in page
+
+
+def test_agreement_of_synthetic_and_judged_rankings():
+    from stages.evaluate import EvaluateConfig, agreement_with_judgments
+
+    cfg = EvaluateConfig(systems=["a", "b", "c"], feedback={}, fusions=[], compare=[["a", "b"]], baseline="c")
+    synthetic = {"a": {"nDCG@10": 0.5}, "b": {"nDCG@10": 0.4}, "c": {"nDCG@10": 0.3}}
+    judged = {"a": {"test": {"nDCG@10": 0.6}}, "b": {"test": {"nDCG@10": 0.2}}, "c": {"test": {"nDCG@10": 0.1}}}
+    same = agreement_with_judgments(synthetic, judged, cfg)
+    assert same == {"measure": "nDCG@10", "systems": 3, "kendall_tau": 1.0, "pairs": 3, "pairs_same_sign": 3}
+    judged["b"]["test"]["nDCG@10"] = 0.05  # b now below the baseline c
+    flipped = agreement_with_judgments(synthetic, judged, cfg)
+    assert flipped["kendall_tau"] == pytest.approx(1 / 3, abs=1e-4) and flipped["pairs_same_sign"] == 2

@@ -106,6 +106,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("rank_dense", pa.int32()),
             pa.field("kept", pa.bool_(), nullable=False),
             pa.field("reason", _str),  # first rule that rejected it (null when kept)
+            pa.field("holdout", pa.bool_()),  # kept but held out as the synthetic test set: never trained on
         ]
     ),
     # mine: training triples (query, positive, hard negatives)

@@ -52,6 +52,37 @@ def splits(metrics: dict[str, dict], pairs: list[list[str]], baseline: str, main
                      "p"], rows))
 
 
+def synthetic(result: dict[str, Any], judged: dict[str, dict], pairs: list[list[str]], main: str) -> str:
+    """Every system on the held-out generated queries (not human judgments), next to the judged score when there
+    is one, with how far the synthetic ranking agrees with the judged one."""
+    systems = result.get("systems") or {}
+    if not systems:
+        return ""
+    rows = []
+    for system, m in systems.items():
+        real = judged.get(system, {})
+        real = real.get("test") or real
+        rows.append([system, f"{m.get(main, float('nan')):.4f}",
+                     f"{real[main]:.4f}" if main in real else "—"])
+    trained = [f"{a} vs {b}: {systems[a][main] - systems[b][main]:+.4f}" for a, b in pairs
+               if a in systems and b in systems and main in systems[a] and main in systems[b]]
+    agreement = result.get("agreement")
+    if agreement:
+        tau = agreement.get("kendall_tau")
+        trust = (f" Against the judgments: Kendall's tau {tau if tau is not None else 'undefined (ties)'} over "
+                 f"{agreement['systems']} systems; {agreement['pairs_same_sign']} of {agreement['pairs']} compared "
+                 "pairs get the judged sign.")
+    else:
+        trust = (" There are no judgments to check it against: read it as a sanity check of each system on queries "
+                 "like the training ones, not as relevance.")
+    return ("<h2>Synthetic evaluation (generated queries, not human judgments)</h2><p>" + esc(
+        f"{result['queries']} generated queries held out by the filter (filter.holdout), never trained on; each "
+        f"query's own document counts as its one relevant document. It favours the retrievers the round-trip "
+        f"filter used to keep the queries.{trust}") + "</p>"
+            + (f"<p>{esc('; '.join(trained))}.</p>" if trained else "")
+            + table(["system", f"synthetic {main}", f"judged {main}"], rows))
+
+
 def comparison(metrics: dict[str, dict], pairs: list[list[str]], main: str) -> str:
     """Each trained system against the same system zero-shot (``evaluate.compare``): the comparison that says
     whether training on the generated queries paid off."""
