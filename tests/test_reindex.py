@@ -142,3 +142,25 @@ def test_one_refresh_at_a_time(tmp_path):
         pass
     with serving.exclusive(tmp_path, "bm25"):  # released on exit
         pass
+
+
+def test_without_judgments_the_gate_scores_the_held_out_generated_queries(tmp_path, prefect_server):
+    """A corpus without judgments: the experiment's synthetic test set (filter.holdout rows) gates re-indexing."""
+    import pyarrow as pa
+
+    from irforge.contract import SCHEMAS, write_artifact
+
+    root = make_project(tmp_path, n_docs=20, corpus__queries=None, corpus__qrels=None)
+    docs = [json.loads(line) for line in (root / "corpus/corpus.jsonl").read_text().splitlines()]
+    rows = [{"query_id": f"g{i}", "chunk_id": f"{d['_id']}#0", "doc_id": d["_id"], "text": d["title"],
+             "generator": "g", "prompt_id": "p", "template": "t", "mean_logprob": -1.0, "rank_bm25": 1,
+             "rank_dense": None, "kept": True, "reason": None, "holdout": i % 2 == 0} for i, d in enumerate(docs[:8])]
+    write_artifact(pa.Table.from_pylist(rows, SCHEMAS["filtered_queries"]), root / "artifacts/filter/queries.parquet",
+                   "filtered_queries", {"stage": "test"})
+    first = _reindex(root)
+    assert first["metrics"]["synthetic_queries"] == 4 and first["metrics"]["nDCG@10"] > 0
+    held_docs = {r["doc_id"] for r in rows if r["holdout"]}
+    path = root / "corpus/corpus.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs if d["_id"] not in held_docs))
+    held = _reindex(root, "--set", "reindex.max_metric_drop=0")
+    assert held["served"] == first["served"] and "fell from" in held["held"]

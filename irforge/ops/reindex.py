@@ -161,20 +161,40 @@ def chunk_ids_of(chunks: pa.Table, docs: set[str]) -> list[str]:
     return chunks.filter(mask).column("chunk_id").to_pylist()
 
 
+SYNTHETIC = "artifacts/filter/queries.parquet"  # the filter's verdicts: its held-out rows are the synthetic test set
+
+
+def synthetic_judgments(root: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]] | None:
+    """The experiment's held-out generated queries (``filter.holdout``) and their own documents as judgments."""
+    path = Path(root) / SYNTHETIC
+    if not path.exists():
+        return None
+    rows = [r for r in artifacts.read_artifact(path, "filtered_queries").to_pylist() if r.get("holdout")]
+    if not rows:
+        return None
+    return {r["query_id"]: r["text"] for r in rows}, {r["query_id"]: {r["doc_id"]: 1} for r in rows}
+
+
 def evaluate(root: str | Path, config: Config, folder: Path) -> dict[str, float] | None:
-    """Score the version's index on the corpus's judgments (None when it has none)."""
+    """Score the version's index on the corpus's judgments, or, for a corpus without them, on the experiment's
+    synthetic test set (the gate then keeps a version from losing its own queries' documents); None: neither."""
     from irforge.corpus import load_qrels, load_queries
     from irforge.evaluation import score
     from irforge.retrieval import BM25Retriever, chunks_to_docs
 
     root, corpus, cfg = Path(root), config.section("corpus"), config.section("reindex")
-    if not corpus.queries or not corpus.qrels:
+    qpath = root / corpus.queries if corpus.queries else None
+    rpath = root / corpus.qrels if corpus.qrels else None
+    extra: dict[str, float] = {}
+    if qpath and rpath and qpath.exists() and rpath.exists():
+        qrels = load_qrels(rpath)
+        queries = {q: t for q, t in load_queries(qpath).items() if q in qrels}
+    elif not corpus.queries and (held := synthetic_judgments(root)) is not None:
+        queries, qrels = held
+        extra["synthetic_queries"] = len(queries)
+        log.info("no judgments: scoring the new version on %d held-out generated queries (synthetic)", len(queries))
+    else:
         return None
-    qpath, rpath = root / corpus.queries, root / corpus.qrels
-    if not qpath.exists() or not rpath.exists():
-        return None
-    qrels = load_qrels(rpath)
-    queries = {q: t for q, t in load_queries(qpath).items() if q in qrels}
     bm25, depth = config.section("bm25"), cfg.eval_depth
     retriever = BM25Retriever(folder / "index", k1=bm25.k1, b=bm25.b)
     try:
@@ -183,7 +203,7 @@ def evaluate(root: str | Path, config: Config, folder: Path) -> dict[str, float]
         retriever.close()
     run = {qid: chunks_to_docs(h, depth) for qid, h in hits.items()}
     means, _ = score(run, qrels, cfg.measures)
-    return {m: round(v, 4) for m, v in means.items()}
+    return {m: round(v, 4) for m, v in means.items()} | extra
 
 
 def gate(config: Config, served: dict[str, Any] | None, metrics: dict[str, float] | None) -> str | None:
