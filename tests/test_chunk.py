@@ -355,7 +355,8 @@ def test_folder_of_text_and_markdown_files(project: Project) -> None:
     bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
     assert [(b["source"], b["line"], b["field"], b["reason"]) for b in bad] == [
         ("broken.txt", 0, "text", "invalid UTF-8 at byte 3"),
-        ("ignored.csv", 0, None, "skipped: not matched by corpus.include (**/*.md, **/*.txt)")]
+        ("ignored.csv", 0, None, "skipped: not matched by corpus.include (**/*.md, **/*.markdown, **/*.txt, "
+                                 "**/*.html, **/*.htm, **/*.pdf, **/*.docx)")]
     assert summary["quarantined"] == 1 and summary["skipped"] == 1  # a skipped file is listed, not counted as bad
 
 
@@ -427,5 +428,67 @@ def test_folder_without_documents_is_an_error(project: Project) -> None:
     (project.root / "data" / "empty").mkdir()
     (project.root / "data" / "empty" / "x.csv").write_text("a")
     _point_at(project, "data/empty")
-    with pytest.raises(CorpusError, match=r"no .txt or .md file matches corpus.include \(\*\*/\*.md, \*\*/\*.txt\)"):
+    with pytest.raises(CorpusError, match=r"no readable file \(.md, .markdown, .txt, .html, .htm, .pdf, .docx\) matches"):
         project.run("chunk")
+
+
+def _pdf(lines_per_page: list[list[str]], title: str = "") -> bytes:
+    """A minimal PDF (standard Helvetica, one text line per entry) with a correct cross-reference table."""
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", ""]  # 2: the page tree, filled in below
+    kids = []
+    for lines in lines_per_page:
+        stream = "BT /F1 12 Tf 72 720 Td 14 TL " + " ".join(f"({line}) Tj T*" for line in lines) + " ET"
+        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {len(objects)} 0 R "
+                       "/Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>")
+        kids.append(f"{len(objects)} 0 R")
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
+    objects.append(f"<< /Title ({title}) >>")
+    out, offsets = b"%PDF-1.4\n", []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += (f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info {len(objects)} 0 R >>\n"
+            f"startxref\n{xref}\n%%EOF\n").encode()
+    return out
+
+
+def test_html_pdf_and_docx_folders_are_read_by_structure(project: Project) -> None:
+    import docx
+
+    folder = project.root / "data" / "mixed"
+    folder.mkdir(parents=True)
+    (folder / "page.html").write_text(
+        "<html><head><title>Wing Guide</title><script>var x = 1;</script></head><body><nav>Home | About</nav>"
+        "<h1>Wings</h1><p>Wings make <a href='https://x.org'>lift</a>.</p><h2>Flutter</h2><ul><li>Panels flutter."
+        "</li></ul><pre>def f():\n    return 1</pre><table><tr><th>Mach</th><th>Load</th></tr></table>"
+        "<footer>Copyright</footer></body></html>", encoding="utf-8")
+    (folder / "report.pdf").write_bytes(_pdf([["Shock waves on cones."], ["Boundary layers transition."]],
+                                             title="Cone Report"))
+    (folder / "scan.pdf").write_bytes(_pdf([[]]))  # no text layer
+    document = docx.Document()
+    document.add_heading("Nozzles", level=1)
+    document.add_paragraph("Nozzle flow expands.")
+    document.add_heading("Throat", level=2)
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "area", "ratio"
+    document.save(folder / "notes.docx")
+    _point_at(project, "data/mixed")
+    _set_chunk(project, max_bad_fraction=0.5)
+    project.run("chunk")
+    chunks = pq.read_table(project.root / paths.CHUNKS).to_pylist()
+    by_doc = {d: [(c["title"], c["section"], c["text"]) for c in chunks if c["doc_id"] == d] for d in
+              ("page.html", "report.pdf", "notes.docx")}
+    assert by_doc["page.html"] == [("Wing Guide > Wings", "Wings",
+                                    "Wings make lift.\n\nPanels flutter.\n\ndef f():\n    return 1\n\nMach | Load")]
+    text = "".join(t for _, _, t in by_doc["page.html"])
+    assert "var x" not in text and "Home" not in text and "Copyright" not in text and "https" not in text
+    assert "def f():\n    return 1" in text and "Mach | Load" in text
+    assert by_doc["report.pdf"] == [("Cone Report", None, "Shock waves on cones.\n\nBoundary layers transition.")]
+    assert by_doc["notes.docx"][0][0] == "Nozzles" and "Nozzle flow expands.\n\narea | ratio" in by_doc["notes.docx"][0][2]
+    bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
+    assert [(b["source"], b["reason"]) for b in bad] == [
+        ("scan.pdf", "no extractable text (a scanned PDF needs OCR first)")]

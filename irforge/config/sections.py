@@ -42,9 +42,9 @@ class CorpusConfig(Section):
     text_field: str = "text"
     # A folder corpus: which files are read (globs over paths relative to the folder; ** = any folders). Every
     # file left out is listed in the quarantine with the reason, and not counted as bad.
-    include: list[str] = ["**/*.md", "**/*.txt"]
+    include: list[str] = ["**/*.md", "**/*.markdown", "**/*.txt", "**/*.html", "**/*.htm", "**/*.pdf", "**/*.docx"]
     exclude: list[str] = []
-    code: Literal["keep", "drop"] = "keep"  # Markdown code blocks: kept whole in one passage, or dropped
+    code: Literal["keep", "drop"] = "keep"  # Markdown/HTML code blocks: kept whole in one passage, or dropped
     queries: str | None = None  # judged queries (BEIR queries.jsonl); null: the corpus has no judgments
     qrels: str | None = None  # BEIR qrels TSV
 

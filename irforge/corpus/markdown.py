@@ -31,7 +31,7 @@ class Block:
 
 
 @dataclass
-class MarkdownDocument:
+class ParsedDocument:
     title: str
     blocks: list[Block]
     links: list[str] = field(default_factory=list)
@@ -97,7 +97,7 @@ def _unwrap_block_fences(source: str) -> str:
     return "\n".join(out)
 
 
-def parse_markdown(source: str, fallback_title: str, code: str = "keep") -> MarkdownDocument:
+def parse_markdown(source: str, fallback_title: str, code: str = "keep") -> ParsedDocument:
     """A Markdown file as its title and readable blocks; ``code``: keep (whole, as blocks) or drop."""
     if code not in ("keep", "drop"):
         raise ValueError(f"code must be keep or drop, got '{code}'")
@@ -156,4 +156,4 @@ def parse_markdown(source: str, fallback_title: str, code: str = "keep") -> Mark
                 blocks.append(Block(text, section))
         i += 1
     title = str(front.get("title") or "").strip() if isinstance(front.get("title"), str | int | float) else ""
-    return MarkdownDocument(title or first_heading or fallback_title, blocks, links, front)
+    return ParsedDocument(title or first_heading or fallback_title, blocks, links, front)

@@ -18,7 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from irforge.config import CorpusConfig
+from irforge.corpus.formats import UnreadableDocument, parse_docx, parse_html, parse_pdf
 from irforge.corpus.markdown import Block, parse_markdown
+
+FOLDER_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 
 _RAW_PREVIEW = 500
 
@@ -158,30 +161,39 @@ def _read_folder(path: Path, cfg: CorpusConfig) -> Iterator[Document | BadRow]:
         if any(g.match(rel) for g in exclude):
             yield BadRow(rel, 0, "skipped: matched by corpus.exclude", skipped=True)
             continue
-        if file.suffix.lower() not in (".txt", ".md", ".markdown"):
+        suffix = file.suffix.lower()
+        if suffix not in FOLDER_SUFFIXES:
             yield BadRow(rel, 0, f"skipped: no reader for {file.suffix or 'files without a suffix'} "
-                              "(a folder corpus reads .txt and .md)", skipped=True)
+                              f"(a folder corpus reads {', '.join(FOLDER_SUFFIXES)})", skipped=True)
             continue
         read += 1
-        try:
-            text = file.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield BadRow(rel, 0, f"invalid UTF-8 at byte {e.start}", doc_id=rel, field="text")
-            continue
-        if file.suffix.lower() == ".txt":
-            yield _document({"id": rel, "title": file.stem, "text": text}, ("id", "title", "text"), rel, 0,
-                            text[:_RAW_PREVIEW])
-            continue
-        doc = parse_markdown(text, file.stem, cfg.code)
+        if suffix in (".pdf", ".docx"):
+            try:
+                doc = (parse_pdf if suffix == ".pdf" else parse_docx)(file, file.stem)
+            except UnreadableDocument as e:
+                yield BadRow(rel, 0, str(e), doc_id=rel, field="text")
+                continue
+        else:
+            try:
+                text = file.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield BadRow(rel, 0, f"invalid UTF-8 at byte {e.start}", doc_id=rel, field="text")
+                continue
+            if suffix == ".txt":
+                yield _document({"id": rel, "title": file.stem, "text": text}, ("id", "title", "text"), rel, 0,
+                                text[:_RAW_PREVIEW])
+                continue
+            parse = parse_html if suffix in (".html", ".htm") else parse_markdown
+            doc = parse(text, file.stem, cfg.code)
         joined = "\n\n".join(b.text for b in doc.blocks)
         row = _document({"id": rel, "title": doc.title, "text": joined}, ("id", "title", "text"), rel, 0,
-                        text[:_RAW_PREVIEW])
+                        joined[:_RAW_PREVIEW])
         if isinstance(row, Document):
             row.blocks = doc.blocks
         yield row
     if not read:
-        raise CorpusError(f"{path}: no .txt or .md file matches corpus.include ({', '.join(cfg.include)}) and "
-                          "escapes corpus.exclude")
+        raise CorpusError(f"{path}: no readable file ({', '.join(FOLDER_SUFFIXES)}) matches corpus.include "
+                          f"({', '.join(cfg.include)}) and escapes corpus.exclude")
 
 
 def _document(obj: dict, fields: tuple[str, str, str], source: str, line: int, preview: str) -> Document | BadRow:
