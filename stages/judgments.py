@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import Field
@@ -30,6 +30,9 @@ class JudgmentsConfig(Section):
     # Judged queries held out as the dev split (tuning, few-shot examples), chosen by seed; the rest is test.
     # At most a third of the judged queries, so the test split stays the larger one.
     dev_queries: int = Field(25, ge=0)
+    # Judgments naming a query that is not in corpus.queries or a document that is not in the corpus cannot be
+    # scored: drop them (reported with counts and examples) or fail.
+    unknown: Literal["drop", "fail"] = "drop"
 
 
 def judgment_files(config: Any) -> list[str]:
@@ -49,9 +52,10 @@ def _inside(path: str, folder: str) -> bool:
 
 STAGE = Stage(
     name="judgments",
-    version="2",
+    version="3",
     params=("seed", "corpus", "judgments"),
     config=JudgmentsConfig,
+    inputs=("chunks",),
     raw=("${corpus.path}", judgment_files),
     outputs=(
         Output("queries", "queries.parquet", "queries", description="judged queries (empty without judgments)"),
@@ -72,6 +76,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                      "for a corpus without judgments)")
         queries = load_queries(ctx.use_input(paths["queries"], "queries"))
         qrels = load_qrels(ctx.use_input(paths["qrels"], "qrels"))
+    unknown = unknown_judgments(queries, qrels, set(ctx.read("chunks", ["doc_id"]).column("doc_id").to_pylist()))
+    if unknown["judgments"]:
+        where = ctx.path(corpus.qrels)
+        message = (f"{where}: {unknown['judgments']} judgments name {len(unknown['queries'])} unknown queries "
+                   f"(e.g. {', '.join(unknown['queries'][:3]) or '-'}) and {len(unknown['documents'])} documents not "
+                   f"in the corpus (e.g. {', '.join(unknown['documents'][:3]) or '-'})")
+        if ctx.section("judgments").unknown == "fail":
+            raise JudgmentsError(message + " (judgments.unknown: fail)")
+        log.warning("%s: dropped, they cannot be scored (judgments.unknown: drop)", message)
+        qrels = {q: {d: g for d, g in docs.items() if d not in unknown["documents"]}
+                 for q, docs in qrels.items() if q not in unknown["queries"]}
+        qrels = {q: docs for q, docs in qrels.items() if docs}
     judged = [q for q in queries if q in qrels]
     wanted = ctx.section("judgments").dev_queries
     dev_queries = min(wanted, len(judged) // 3)
@@ -85,4 +101,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                              for q, docs in qrels.items() for d, g in docs.items()],
                                             schema=SCHEMAS["qrels"]))
     return {"queries": len(queries), "judged_queries": len(qrels), "judgments": sum(len(d) for d in qrels.values()),
-            "dev": dev_queries, "test": len(judged) - dev_queries}
+            "dev": dev_queries, "test": len(judged) - dev_queries, "unknown_dropped": unknown["judgments"]}
+
+
+def unknown_judgments(queries: dict[str, str], qrels: dict[str, dict[str, int]], documents: set[str]) -> dict[str, Any]:
+    """The judgments no run can be scored against: their query is not in the queries file, or their document is
+    not in the corpus (sorted ids, and how many judgments they make)."""
+    bad_queries = sorted(q for q in qrels if q not in queries)
+    bad_docs = sorted({d for docs in qrels.values() for d in docs if d not in documents})
+    gone = set(bad_docs)
+    count = sum(len(docs) if q in set(bad_queries) else sum(d in gone for d in docs) for q, docs in qrels.items())
+    return {"queries": bad_queries, "documents": bad_docs, "judgments": count}

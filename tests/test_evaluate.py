@@ -121,7 +121,8 @@ def test_judged_project_is_evaluated_from_the_judgments_artifacts(evaluated_proj
 def test_corpus_without_judgments_skips_evaluation_with_empty_outputs(evaluated_copy: Project) -> None:
     corpus = evaluated_copy.params.section("corpus")
     evaluated_copy.set_params(corpus={**corpus, "queries": None, "qrels": None})
-    assert evaluated_copy.run("judgments") == {"queries": 0, "judged_queries": 0, "judgments": 0, "dev": 0, "test": 0}
+    assert evaluated_copy.run("judgments") == {"queries": 0, "judged_queries": 0, "judgments": 0, "dev": 0, "test": 0,
+                                               "unknown_dropped": 0}
     assert evaluated_copy.run("evaluate") == {"systems": [], "metrics": {}, "synthetic": {"queries": 0}}
     out = evaluated_copy.root
     assert pq.read_table(out / paths.QUERIES).num_rows == 0 and pq.read_table(out / paths.QRELS).num_rows == 0
@@ -158,3 +159,20 @@ def test_declared_system_without_an_index_is_an_error(evaluated_copy: Project) -
                               evaluate={**evaluated_copy.params.section("evaluate"), "systems": ["bm25", "bm26"]})
     with pytest.raises(ArtifactError, match=r"index/bm26: artifact 'index/bm26' not found; build it with `irforge run index bm26`"):
         evaluated_copy.run("evaluate")
+
+
+def test_judgments_naming_unknown_queries_or_documents_are_dropped_or_fail(evaluated_copy: Project) -> None:
+    """Such judgments cannot be scored: averaging them in as 0 would understate every system."""
+    qrels = evaluated_copy.corpus / "qrels" / "test.tsv"
+    qrels.write_text(qrels.read_text() + "q1\tno-such-doc\t1\nghost\td2\t1\nghost\td3\t2\n")
+    before = json.loads((evaluated_copy.root / paths.METRICS).read_text())["bm25"]["nDCG@10"]
+    summary = evaluated_copy.run("judgments")
+    assert summary["unknown_dropped"] == 3 and summary["judged_queries"] == 5  # ghost's two, q1's unknown document
+    grades = {(r["query_id"], r["doc_id"]) for r in pq.read_table(evaluated_copy.root / paths.QRELS).to_pylist()}
+    assert ("q1", "no-such-doc") not in grades and not any(q == "ghost" for q, _ in grades)
+    evaluated_copy.run("evaluate")
+    assert json.loads((evaluated_copy.root / paths.METRICS).read_text())["bm25"]["nDCG@10"] == before
+    evaluated_copy.set_params(judgments={**evaluated_copy.params.section("judgments"), "unknown": "fail"})
+    with pytest.raises(JudgmentsError, match=r"test.tsv: 3 judgments name 1 unknown queries \(e.g. ghost\) and 1 "
+                                             r"documents not in the corpus \(e.g. no-such-doc\)"):
+        evaluated_copy.run("judgments")

@@ -53,7 +53,7 @@ def test_dev_queries_is_capped_at_a_third_of_the_judged_queries(evaluated_copy: 
     assert evaluated_copy.run("judgments")["dev"] == 0
     evaluated_copy.set_params(judgments={"dev_queries": 100})
     assert evaluated_copy.run("judgments") | {} == {"queries": 6, "judged_queries": 5, "judgments": 6, "dev": 1,
-                                                    "test": 4}
+                                                    "test": 4, "unknown_dropped": 0}
 
 
 # ---------------------------------------------------------------- feedback systems

@@ -78,3 +78,27 @@ def test_extracted_weights_that_changed_are_refused(fake_embedded, tmp_path) -> 
     resolve._hash_cached.cache_clear()
     with pytest.raises(ModelNotFoundError, match="refusing to load it"):
         resolve_model("pkg:fake", tmp_path / "cache")
+
+
+def test_a_module_folder_with_only_pickled_weights_is_refused(tmp_path) -> None:
+    """sentence-transformers loads each module of modules.json from its own folder: a Dense module holding only
+    pytorch_model.bin would be unpickled, so the whole model is refused, naming the file."""
+    import json
+
+    import pytest
+
+    from irforge.models.resolve import ModelNotFoundError, resolve_model
+
+    model = tmp_path / "st-model"
+    (model / "2_Dense").mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"top-level weights")
+    (model / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    (model / "2_Dense" / "pytorch_model.bin").write_bytes(b"a pickle")
+    with pytest.raises(ModelNotFoundError, match=r"module '2_Dense' has only pickled weights \(2_Dense/pytorch_model.bin\)"):
+        resolve_model(str(model), tmp_path / "cache")
+    (model / "2_Dense" / "model.safetensors").write_bytes(b"dense weights")  # its loader prefers these
+    first = resolve_model(str(model), tmp_path / "cache").sha256
+    (model / "2_Dense" / "model.safetensors").write_bytes(b"other dense weights")
+    assert resolve_model(str(model), tmp_path / "cache").sha256 != first  # the module's weights are in the hash

@@ -15,6 +15,7 @@ Only safetensors and GGUF weights are accepted: pickled checkpoints (``*.bin``, 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -212,9 +213,36 @@ def _resolve_local(name: str, path: Path) -> ResolvedModel:
             f"model folder '{path}' has {why}; irforge loads *.safetensors or *.gguf only "
             "(convert with `safetensors`' convert script or save_pretrained(safe_serialization=True))"
         )
+    modules = _module_folders(path)
+    for folder in modules:  # sentence-transformers loads each module's own weights (a Dense layer, ...)
+        pickled = sorted(f for pattern in UNSAFE_WEIGHTS for f in folder.glob(pattern))
+        if pickled and not any(f for pattern in SAFE_WEIGHTS for f in folder.glob(pattern)):
+            raise ModelNotFoundError(
+                f"model folder '{path}': module '{folder.relative_to(path).as_posix()}' has only pickled weights "
+                f"({pickled[0].relative_to(path).as_posix()}), which its loader would unpickle and which can run "
+                "code; irforge loads *.safetensors only (re-save the model with safe_serialization=True)")
+        weights += sorted(f for pattern in SAFE_WEIGHTS for f in folder.glob(pattern) if f not in weights)
     gguf = [w for w in weights if w.suffix == ".gguf"]
     digest = stable_hash({w.relative_to(path).as_posix(): _hash(w) for w in weights})
     return ResolvedModel(name=name, source="local", path=path, sha256=digest, gguf_file=gguf[0].name if gguf else None)
+
+
+def _module_folders(path: Path) -> list[Path]:
+    """The sub-folders a sentence-transformers model loads modules from (its ``modules.json``), inside ``path``."""
+    spec = path / "modules.json"
+    if not spec.is_file():
+        return []
+    try:
+        modules = json.loads(spec.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelNotFoundError(f"model folder '{path}': modules.json is not valid JSON ({e})") from e
+    folders = []
+    for module in modules if isinstance(modules, list) else []:
+        sub = str(module.get("path") or "") if isinstance(module, dict) else ""
+        folder = (path / sub).resolve()
+        if sub and folder.is_dir() and folder.is_relative_to(path.resolve()):
+            folders.append(path / sub)
+    return folders
 
 
 def _resolve_hub(name: str, tried: list[str]) -> ResolvedModel | None:
