@@ -492,3 +492,22 @@ def test_html_pdf_and_docx_folders_are_read_by_structure(project: Project) -> No
     bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
     assert [(b["source"], b["reason"]) for b in bad] == [
         ("scan.pdf", "no extractable text (a scanned PDF needs OCR first)")]
+
+
+def test_ids_with_whitespace_never_reach_a_run_file(project: Project) -> None:
+    """A JSONL id with whitespace is quarantined (TREC run lines split on it); a file name with spaces is
+    percent-encoded into its id, the same way every time."""
+    rows = [{"_id": "a b", "title": "", "text": "Spaced id."}, {"_id": "ok", "title": "", "text": "Fine id."}]
+    (project.root / "data" / "ids.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _point_at(project, "data/ids.jsonl")
+    _set_chunk(project, max_bad_fraction=0.5)
+    project.run("chunk")
+    bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
+    assert [(b["line"], b["doc_id"], b["field"], b["reason"]) for b in bad] == [
+        (1, "a b", "_id", "id contains whitespace, which run files (TREC format) cannot hold")]
+    folder = project.root / "data" / "named"
+    folder.mkdir()
+    (folder / "My Notes.md").write_text("# Notes\n\nWings flutter.", encoding="utf-8")
+    _point_at(project, "data/named")
+    project.run("chunk")
+    assert pq.read_table(project.root / paths.CHUNKS).column("doc_id").to_pylist() == ["My%20Notes.md"]

@@ -24,6 +24,13 @@ from irforge.corpus.markdown import Block, parse_markdown
 FOLDER_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 
 _RAW_PREVIEW = 500
+_SPACE = re.compile(r"\s")
+
+
+def folder_doc_id(relative: str) -> str:
+    """A file's document id: its path in the folder, whitespace percent-encoded ("My Notes.md" -> "My%20Notes.md")
+    so run files can hold it; the same file always gets the same id."""
+    return _SPACE.sub(lambda m: "%" + "".join(f"{b:02X}" for b in m.group().encode()), relative)
 
 
 class CorpusError(ValueError):
@@ -171,23 +178,23 @@ def _read_folder(path: Path, cfg: CorpusConfig) -> Iterator[Document | BadRow]:
             try:
                 doc = (parse_pdf if suffix == ".pdf" else parse_docx)(file, file.stem)
             except UnreadableDocument as e:
-                yield BadRow(rel, 0, str(e), doc_id=rel, field="text")
+                yield BadRow(rel, 0, str(e), doc_id=folder_doc_id(rel), field="text")
                 continue
         else:
             try:
                 text = file.read_bytes().decode("utf-8")
             except UnicodeDecodeError as e:
-                yield BadRow(rel, 0, f"invalid UTF-8 at byte {e.start}", doc_id=rel, field="text")
+                yield BadRow(rel, 0, f"invalid UTF-8 at byte {e.start}", doc_id=folder_doc_id(rel), field="text")
                 continue
             if suffix == ".txt":
-                yield _document({"id": rel, "title": file.stem, "text": text}, ("id", "title", "text"), rel, 0,
-                                text[:_RAW_PREVIEW])
+                yield _document({"id": folder_doc_id(rel), "title": file.stem, "text": text}, ("id", "title", "text"),
+                            rel, 0, text[:_RAW_PREVIEW])
                 continue
             parse = parse_html if suffix in (".html", ".htm") else parse_markdown
             doc = parse(text, file.stem, cfg.code)
         joined = "\n\n".join(b.text for b in doc.blocks)
-        row = _document({"id": rel, "title": doc.title, "text": joined}, ("id", "title", "text"), rel, 0,
-                        joined[:_RAW_PREVIEW])
+        row = _document({"id": folder_doc_id(rel), "title": doc.title, "text": joined}, ("id", "title", "text"), rel,
+                        0, joined[:_RAW_PREVIEW])
         if isinstance(row, Document):
             row.blocks = doc.blocks
         yield row
@@ -205,6 +212,9 @@ def _document(obj: dict, fields: tuple[str, str, str], source: str, line: int, p
         return BadRow(source, line, f"id must be a string or integer, found {type(doc_id).__name__}",
                       field=id_field, raw=preview)
     doc_id = str(doc_id)
+    if _SPACE.search(doc_id):
+        return BadRow(source, line, "id contains whitespace, which run files (TREC format) cannot hold",
+                      doc_id=doc_id, field=id_field, raw=preview)
     text = obj.get(text_field)
     if text is None:
         return BadRow(source, line, "missing text", doc_id=doc_id, field=text_field, raw=preview)
