@@ -176,3 +176,20 @@ def test_judgments_naming_unknown_queries_or_documents_are_dropped_or_fail(evalu
     with pytest.raises(JudgmentsError, match=r"test.tsv: 3 judgments name 1 unknown queries \(e.g. ghost\) and 1 "
                                              r"documents not in the corpus \(e.g. no-such-doc\)"):
         evaluated_copy.run("judgments")
+
+
+def test_non_utf8_judgment_files_name_the_file_and_line(tmp_path) -> None:
+    queries = tmp_path / "queries.jsonl"
+    queries.write_bytes(b'{"_id": "1", "text": "fine"}\n{"_id": "2", "text": "caf\xe9"}\n')
+    with pytest.raises(JudgmentsError, match=rf"{queries}:2: not UTF-8"):
+        load_queries(queries)
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_bytes(b"query-id\tcorpus-id\tscore\n1\td1\t1\n2\td\xe92\t1\n")
+    with pytest.raises(JudgmentsError, match=rf"{qrels}:3: not UTF-8"):
+        load_qrels(qrels)
+
+
+def test_judgments_for_none_of_the_queries_leave_nothing_to_evaluate(evaluated_copy: Project) -> None:
+    (evaluated_copy.corpus / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nother\td1\t1\n")
+    assert evaluated_copy.run("judgments")["judged_queries"] == 0
+    assert evaluated_copy.run("evaluate")["metrics"] == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,12 @@ class JudgmentsError(ValueError):
 def read_json_lines(path: Path, required: tuple[str, ...], error: type[Exception] = ValueError) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file; a line that is not a JSON object with the
     ``required`` keys is an ``error`` naming the file and line."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise error(f"{path}:{line_no}: not UTF-8 (byte {e.start + 1} of the line); save the file as UTF-8") from e
             if not line.strip():
                 continue
             try:
@@ -55,16 +60,21 @@ def load_queries(path: Path) -> dict[str, str]:
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     """BEIR qrels: TSV ``query-id  corpus-id  score`` with a header line."""
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for line_no, row in enumerate(csv.reader(f, delimiter="\t"), start=1):
-            if not row or (line_no == 1 and row[0] == "query-id"):
-                continue
-            if len(row) != 3:
-                raise JudgmentsError(f"{path}:{line_no}: expected 3 tab-separated fields, found {len(row)}")
-            try:
-                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-            except ValueError as e:
-                raise JudgmentsError(f"{path}:{line_no}: field 'score' is not an integer: {row[2]!r}") from e
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_no = data[:e.start].count(b"\n") + 1
+        raise JudgmentsError(f"{path}:{line_no}: not UTF-8 (byte {e.start + 1} of the file); save it as UTF-8") from e
+    for line_no, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter="\t"), start=1):
+        if not row or (line_no == 1 and row[0] == "query-id"):
+            continue
+        if len(row) != 3:
+            raise JudgmentsError(f"{path}:{line_no}: expected 3 tab-separated fields, found {len(row)}")
+        try:
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+        except ValueError as e:
+            raise JudgmentsError(f"{path}:{line_no}: field 'score' is not an integer: {row[2]!r}") from e
     return qrels
 
 
