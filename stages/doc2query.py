@@ -6,6 +6,10 @@ generic examples) and with any seq2seq model (T5 doc2query), which reads the bar
 ``doc2query-t5``). Only ``max_chunks`` chunks, chosen by seed, get queries (cost bound); the rest are
 expanded with nothing. Generated rows are cached per chunk (see :mod:`irforge.generation.cache`).
 
+The expansions go into an evaluated index (``bm25-d2q``), so a query that (nearly) repeats an evaluation query
+of the collection is dropped with reason ``leakage`` by the same rule the filter applies to training queries
+(:mod:`irforge.corpus.leakage`: ``leakage.jaccard`` on words, ``leakage.cosine`` on the shared encoder's vectors).
+
 Outputs: ``queries.parquet`` (every sample, kept or not, with the cleaning reason), ``expanded.parquet`` (every
 chunk with its kept queries, for a ``bm25`` system with ``expansions: doc2query``) and ``metrics.json``.
 """
@@ -20,8 +24,10 @@ import pyarrow as pa
 from pydantic import Field
 
 from irforge.contract import SCHEMAS, Metrics, Output, Stage
+from irforge.corpus import leak_reasons, queries_of
 from irforge.engine import StageContext
 from irforge.generation import QueryGenConfig, generate_queries, generic_examples, load_template, select_chunks
+from irforge.models import text_key
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +41,10 @@ class Doc2QueryConfig(QueryGenConfig):
 
 STAGE = Stage(
     name="doc2query",
-    version="1",
-    params=("seed", "doc2query"),
+    version="2",
+    params=("seed", "doc2query", "leakage", "encoder"),
     config=Doc2QueryConfig,
-    inputs=("chunks",),
+    inputs=("chunks", "queries"),
     outputs=(
         Output("doc2query_queries", "queries.parquet", "generated_queries", description="every generated sample"),
         Output("expanded_chunks", "expanded.parquet", "expanded_chunks", description="chunks + kept queries"),
@@ -60,6 +66,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     template = load_template(name, generic_examples()[: cfg.n_examples], max_passage_words=cfg.max_passage_words)
     result = generate_queries(selected, generator, template, cfg.sampling(), seed, cfg.batch_size,
                               ctx.cache_dir / "generation.sqlite", cfg.cleaning, cfg.model, desc="doc2query")
+    leaked = drop_leaks(ctx, result.rows)
+    if leaked:
+        result.metrics["kept"] -= leaked
+        result.metrics["kept_fraction"] = round(result.metrics["kept"] / len(result.rows), 4)
+        log.warning("doc2query: %d generated queries repeat an evaluation query and are left out of the expansions",
+                    leaked)
+    result.metrics["dropped"]["leakage"] = leaked
     ctx.write("doc2query_queries", pa.Table.from_pylist(result.rows, schema=SCHEMAS["generated_queries"]))
 
     kept: dict[str, list[str]] = defaultdict(list)
@@ -72,3 +85,23 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ctx.metrics(result.metrics)
     return {"chunks": len(selected), "queries": len(result.rows), "kept": result.metrics["kept"],
             "metrics": result.metrics}
+
+
+def drop_leaks(ctx: StageContext, rows: list[dict[str, Any]]) -> int:
+    """Mark kept rows that repeat an evaluation query as dropped (reason ``leakage: ...``); how many."""
+    eval_queries = queries_of(ctx.read("queries"))
+    kept = [r for r in rows if r["kept"]]
+    if not eval_queries or not kept:
+        return 0
+    leak, enc = ctx.section("leakage"), ctx.section("encoder")
+    cosines = None
+    if leak.cosine is not None:
+        encoder = ctx.dense_encoder(enc.model, enc.max_length, enc.precision)
+        mine = encoder.encode_cached([r["query_id"] for r in kept], [text_key(r["text"]) for r in kept],
+                                     [r["text"] for r in kept], desc="encode queries (leakage)")
+        cosines = mine @ encoder.encode_queries(eval_queries, desc="encode eval queries").T
+    verdicts = leak_reasons([r["text"] for r in kept], eval_queries, leak.jaccard, cosines, leak.cosine)
+    for row, verdict in zip(kept, verdicts, strict=True):
+        if verdict:
+            row["kept"], row["reason"] = False, verdict
+    return sum(v is not None for v in verdicts)

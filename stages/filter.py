@@ -6,8 +6,9 @@ Rules, in order (the first that fails is the row's ``reason``; later rules are n
 2. ``unknown_chunk`` / ``empty_text``: the row cannot be checked (source chunk not in the chunks artifact,
    or no text).
 3. ``leakage``: the query duplicates or nearly duplicates an evaluation query of the collection
-   (``corpus.queries``): same normalised words, word-set Jaccard >= ``filter.leakage.jaccard``, or dense
-   cosine >= ``filter.leakage.cosine``. Training on the test queries would inflate every figure.
+   (``corpus.queries``): same normalised words, word-set Jaccard >= ``leakage.jaccard``, or dense
+   cosine >= ``leakage.cosine`` (:mod:`irforge.corpus.leakage`, the rule doc2query and the audit apply too).
+   Training on the test queries would inflate every figure.
 4. ``round_trip`` (Promptagator): the source chunk is not within the top ``filter.k`` of the retrievers in
    ``filter.retrievers`` (BM25 over the Lucene index, dense = the shared encoder through faiss), combined by
    ``filter.combine`` (any / all).
@@ -29,17 +30,15 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter, defaultdict
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
 from irforge.config import Section
 from irforge.contract import SCHEMAS, Metrics, Output, Stage
-from irforge.corpus import queries_of, split_queries
+from irforge.corpus import leak_reasons, queries_of, split_queries
 from irforge.engine import StageContext
 from irforge.models import text_key
 from irforge.retrieval import DenseRetriever, Hits, bm25_search, doc_id_of, rank_of
@@ -49,18 +48,12 @@ log = logging.getLogger(__name__)
 SOURCES = {"synthesize": "synthetic_queries", "doc2query": "doc2query_queries"}  # source -> artifact
 RETRIEVERS = ("bm25", "dense")
 REASONS = ("cleaning", "unknown_chunk", "empty_text", "leakage", "round_trip", "too_easy", "low_score")
-_WORD = re.compile(r"\w+")
 
 
 class TooEasyConfig(Section):
     enabled: bool = True  # reject queries whose source wins by a landslide (see docs/filtermine.md)
     retriever: Literal["bm25", "dense"] = "bm25"  # whose scores decide
     margin: float = Field(0.5, ge=0, le=1)  # relative gap (s1 - s2) / s1 to the best chunk of another document
-
-
-class LeakageConfig(Section):
-    jaccard: float | None = Field(0.8, ge=0, le=1)  # word-set Jaccard to an evaluation query at/above = leak
-    cosine: float | None = Field(0.95, ge=-1, le=1)  # dense cosine to an evaluation query at/above = leak
 
 
 class FilterConfig(Section):
@@ -73,7 +66,6 @@ class FilterConfig(Section):
     too_easy: TooEasyConfig = TooEasyConfig()
     keep_fraction: float = Field(1.0, gt=0, le=1)  # InPars score filter: keep the top fraction by mean log-prob
     fraction_per: Literal["template", "generator", "all"] = "template"  # rank log-probs within each ...
-    leakage: LeakageConfig = LeakageConfig()
     # Share of the kept queries held out as a synthetic test set (never trained on; evaluate scores every
     # system on it, labelled synthetic). null: 0.2 for a corpus without judgments, 0 with them.
     holdout: float | None = Field(None, ge=0, lt=1)
@@ -88,7 +80,7 @@ class FilterConfig(Section):
 STAGE = Stage(
     name="filter",
     version="3",
-    params=("seed", "bm25", "encoder", "filter"),
+    params=("seed", "bm25", "encoder", "leakage", "filter"),
     config=FilterConfig,
     # Both generators' outputs, whichever filter.sources names: `dvc exp run -S filter.sources=...` then needs
     # no new dvc.yaml (the DAG's shape does not depend on it).
@@ -99,14 +91,6 @@ STAGE = Stage(
         Metrics(),
     ),
 )
-
-
-def words(text: str) -> frozenset[str]:
-    return frozenset(_WORD.findall(text.lower()))
-
-
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def round_trip_ok(ranks: dict[str, int | None], k: int, combine: str) -> bool:
@@ -144,29 +128,6 @@ def top_fraction(rows: list[dict[str, Any]], candidates: list[int], fraction: fl
     return keep
 
 
-def leakage_reasons(texts: list[str], eval_queries: dict[str, str], cfg: LeakageConfig,
-                    cosines: np.ndarray | None) -> list[str | None]:
-    """Per text: None, or 'leakage: ...' naming the evaluation query it duplicates."""
-    threshold = cfg.jaccard
-    eval_ids = list(eval_queries)
-    eval_words = [words(eval_queries[q]) for q in eval_ids]
-    out: list[str | None] = []
-    for i, text in enumerate(texts):
-        mine = words(text)
-        reason = None
-        for j, theirs in enumerate(eval_words):
-            sim = jaccard(mine, theirs)
-            if sim == 1.0 or (threshold is not None and sim >= float(threshold)):
-                reason = f"leakage: eval query {eval_ids[j]} (word jaccard {sim:.2f})"
-                break
-        if reason is None and cosines is not None and cfg.cosine is not None:
-            j = int(np.argmax(cosines[i]))
-            if cosines[i, j] >= cfg.cosine:
-                reason = f"leakage: eval query {eval_ids[j]} (dense cosine {cosines[i, j]:.3f})"
-        out.append(reason)
-    return out
-
-
 def pass_rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def block(members: list[dict[str, Any]]) -> dict[str, Any]:
         kept = sum(r["kept"] for r in members)
@@ -189,7 +150,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     enc_cfg, bm25 = ctx.section("encoder"), ctx.section("bm25")
     retrievers, combine, k = cfg.retrievers, cfg.combine, cfg.k
     depth = max(cfg.depth or k, k, 2)
-    easy, leak = cfg.too_easy, cfg.leakage
+    easy, leak = cfg.too_easy, ctx.section("leakage")
 
     rows = [r for source in cfg.sources for r in ctx.read(SOURCES[source]).to_pylist()]
     chunks = ctx.read("chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
@@ -236,8 +197,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             eval_vectors = encoder.encode_queries(eval_queries, desc="encode eval queries")
             cosines = query_vectors @ eval_vectors.T
         open_rows = [n for n, i in enumerate(searchable) if reason[i] is None]
-        verdicts = leakage_reasons([rows[searchable[n]]["text"] for n in open_rows], eval_queries, leak,
-                                   None if cosines is None else cosines[open_rows])
+        verdicts = leak_reasons([rows[searchable[n]]["text"] for n in open_rows], eval_queries, leak.jaccard,
+                                None if cosines is None else cosines[open_rows], leak.cosine)
         for n, verdict in zip(open_rows, verdicts, strict=True):
             reason[searchable[n]] = verdict
 

@@ -75,7 +75,13 @@ def test_referential_integrity_and_leakage_are_reported(built, tmp_path):
                for i, c in enumerate(ids[:3])]
     queries[1]["text"] = "  " + eval_query["text"].upper() + " "  # an evaluation query, disguised
     queries[2]["chunk_id"] = "ghost#0"
+    # Dropped rows never reach training: an evaluation query among them is not a leak.
+    queries.append(dict(queries[0], query_id="g3", text=eval_query["text"], kept=False, reason="too_long"))
     write_artifact(pa.Table.from_pylist(queries, SCHEMAS["generated_queries"]), root / paths.SYNTHETIC, "generated_queries", prov)
+    # An expansion in an evaluated index that nearly repeats one (all its words but one extra: Jaccard >= 0.8).
+    near = eval_query["text"].rstrip(" .") + " indeed"
+    expanded = [dict(chunk_id=ids[0], doc_id=ids[0].split("#")[0], title="", text="x", expansion=f"fine query\n{near}")]
+    write_artifact(pa.Table.from_pylist(expanded, SCHEMAS["expanded_chunks"]), root / paths.EXPANDED, "expanded_chunks", prov)
     neg = lambda c: {"chunk_id": c, "rank": 5, "score": 1.0, "source": "bm25"}  # noqa: E731
     triples = [dict(query_id="g0", query="question 0", positive_id=ids[0], generator="g", template="t",
                     negatives=[neg(ids[1]), neg(ids[0])]),
@@ -85,8 +91,10 @@ def test_referential_integrity_and_leakage_are_reported(built, tmp_path):
     result = audit(root, "--validate")
     assert result.exit_code == 1
     out = result.output
-    assert "artifacts/synthesize/queries.parquet: [leakage] 1 row(s) hold an evaluation query's text" in out
-    assert f"g1 -> {eval_query['_id']}" in out
+    assert ("artifacts/synthesize/queries.parquet: [leakage] 1 row(s) that reach training or an index repeat an "
+            "evaluation query") in out
+    assert f"g1 -> {eval_query['_id']} (word jaccard 1.00)" in out and "g3 ->" not in out
+    assert "artifacts/doc2query/expanded.parquet: [leakage] 1 row(s)" in out and f"{ids[0]} -> {eval_query['_id']}" in out
     assert "artifacts/synthesize/queries.parquet: [references] 1 chunk id(s) not in" in out and "'ghost#0'" in out
     assert "[references] 1 triple(s) use the positive as a negative: 'g0'" in out
     assert "[references] 1 negative(s) not in" in out and "'nope#3'" in out

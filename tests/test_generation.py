@@ -198,6 +198,7 @@ def test_doc2query_stage_with_embedded_smollm(tmp_path):
                                                 "runtime.cache_dir": str(tmp_path / "gen-cache")})
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_stage("chunk", tmp_path, params)
+    run_stage("judgments", tmp_path, params)  # the leakage rule checks expansions against these queries
     summary = run_stage("doc2query", tmp_path, params)
     assert summary["chunks"] == 3 and summary["queries"] == 6
     assert (tmp_path / "gen-cache" / "generation.sqlite").exists()
@@ -299,3 +300,28 @@ def test_generation_caches_opened_at_once_on_a_fresh_file_do_not_fail(tmp_path):
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_doc2query_leaves_evaluation_queries_out_of_the_expanded_index(tiny_llama, tmp_path, monkeypatch):
+    """Its expansions reach the evaluated bm25-d2q index: a generated query that repeats an evaluation query (the
+    filter's rule: word Jaccard, dense cosine) is dropped with the reason, never appended."""
+    import stages.doc2query as d2q
+    from irforge.generation import QueryRun
+
+    params = _tiny_project(tmp_path, tiny_llama, **{"leakage.cosine": None})
+    run_stage("chunk", tmp_path, params)
+    run_stage("judgments", tmp_path, params)
+    evaluation = read_artifact(tmp_path / paths.QUERIES, "queries").to_pylist()[0]
+    chunk = read_artifact(tmp_path / paths.CHUNKS, "chunks").to_pylist()[0]
+    row = {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"], "generator": "g", "model_hash": "h",
+           "prompt_id": "p", "template": "doc2query", "seed": 13, "mean_logprob": -1.0, "kept": True, "reason": None}
+    rows = [dict(row, query_id="a", text="an unrelated generated query"),
+            dict(row, query_id="b", text=evaluation["text"].upper())]
+    metrics = {"chunks": 1, "queries": 2, "kept": 2, "kept_fraction": 1.0, "dropped": {}}
+    monkeypatch.setattr(d2q, "generate_queries", lambda *a, **k: QueryRun(rows=rows, metrics=metrics))
+    summary = run_stage("doc2query", tmp_path, params)
+    assert summary["kept"] == 1 and summary["metrics"]["dropped"]["leakage"] == 1
+    generated = {r["query_id"]: r for r in read_artifact(tmp_path / paths.DOC2QUERY, "generated_queries").to_pylist()}
+    assert not generated["b"]["kept"] and generated["b"]["reason"].startswith(f"leakage: eval query {evaluation['query_id']}")
+    expanded = {r["chunk_id"]: r["expansion"] for r in read_artifact(tmp_path / paths.EXPANDED, "expanded_chunks").to_pylist()}
+    assert expanded[chunk["chunk_id"]] == "an unrelated generated query"

@@ -9,6 +9,7 @@ from irforge.config.sections import (
     Config,
     CorpusConfig,
     EncoderConfig,
+    LeakageConfig,
     Pair,
     ReindexConfig,
     RuntimeConfig,
@@ -16,6 +17,6 @@ from irforge.config.sections import (
 )
 
 __all__ = [
-    "CORE_SECTIONS", "UNTRACKED", "Bm25Config", "Config", "CorpusConfig", "EncoderConfig", "Pair", "Params",
+    "CORE_SECTIONS", "UNTRACKED", "Bm25Config", "Config", "CorpusConfig", "EncoderConfig", "LeakageConfig", "Pair", "Params",
     "ParamsError", "ReindexConfig", "RuntimeConfig", "Section", "load_yaml", "parse_overrides",
 ]

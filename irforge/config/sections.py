@@ -69,6 +69,14 @@ class EncoderConfig(Section):
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
+class LeakageConfig(Section):
+    """One rule for "this generated text is an evaluation query": the filter (training queries), doc2query (the
+    expansions an evaluated index holds) and `irforge audit --validate` all apply it."""
+
+    jaccard: float | None = Field(0.8, ge=0, le=1)  # word-set Jaccard to an evaluation query at/above = leak
+    cosine: float | None = Field(0.95, ge=-1, le=1)  # dense cosine (the shared encoder) at/above = leak
+
+
 class ReindexConfig(Section):
     system: str = "bm25"
     cron: str = "0 3 * * *"
@@ -106,6 +114,7 @@ CORE_SECTIONS: dict[str, type[Section]] = {
     "corpus": CorpusConfig,
     "bm25": Bm25Config,
     "encoder": EncoderConfig,
+    "leakage": LeakageConfig,
     "reindex": ReindexConfig,
     "runtime": RuntimeConfig,
 }

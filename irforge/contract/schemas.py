@@ -78,7 +78,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("seed", pa.int64(), nullable=False),
             pa.field("mean_logprob", pa.float64(), nullable=False),
             pa.field("kept", pa.bool_(), nullable=False),  # passed the cleaning rules
-            pa.field("reason", _str),  # why cleaning dropped it (null when kept)
+            pa.field("reason", _str),  # why cleaning (or, for doc2query, the leakage rule) dropped it (null when kept)
         ]
     ),
     # doc2query: chunk text plus the kept queries, for the expanded BM25 index

@@ -13,6 +13,7 @@ from irforge.corpus.judgments import (
     split_queries,
     splits_of,
 )
+from irforge.corpus.leakage import leak_reasons
 from irforge.corpus.readers import (
     BadRow,
     CorpusError,
@@ -27,8 +28,8 @@ from irforge.corpus.readers import (
 from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text, sha256_text
 
 __all__ = [
-    "SPLITS", "BadRow", "Chunker", "CorpusError", "Document", "JudgmentsError", "LoadedCorpus", "corpus_file", "detect_format",
-    "PASSAGE_TEXT_VERSION", "load_documents", "load_qrels", "load_queries", "passage_text", "qrels_of", "queries_of",
-    "read_corpus", "read_json_lines", "screen_documents", "sentence_starts", "sha256_text", "split_queries",
-    "split_windows", "splits_of",
+    "SPLITS", "BadRow", "Chunker", "CorpusError", "Document", "JudgmentsError", "LoadedCorpus", "corpus_file",
+    "detect_format", "leak_reasons", "PASSAGE_TEXT_VERSION", "load_documents", "load_qrels", "load_queries",
+    "passage_text", "qrels_of", "queries_of", "read_corpus", "read_json_lines", "screen_documents",
+    "sentence_starts", "sha256_text", "split_queries", "split_windows", "splits_of",
 ]

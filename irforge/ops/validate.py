@@ -9,8 +9,11 @@ Checks, each skipped (not failed) when the artifacts it needs do not exist yet:
   every generated/filtered query, expansion and embedding points at an existing chunk (of the same
   document); every triple's positive and negatives exist and no negative is the positive; every run's
   document is in the corpus.
-- **no evaluation query in training data**: no text of the corpus's evaluation queries (compared
-  case- and whitespace-insensitively) appears in generated queries, filtered queries or triples.
+- **no evaluation query in training data or an evaluated index**: no generated query that reaches training
+  (kept generated and filtered queries that are not held out, triples) or an index (doc2query expansions)
+  repeats an evaluation query by the stages' own word rule (:mod:`irforge.corpus.leakage`, ``leakage.jaccard``;
+  the dense ``leakage.cosine`` check needs the encoder and runs in the stages only). Rows that never reach
+  training (dropped, or held out as the synthetic test set) are not counted.
 
 Leftover temporary files of a killed write are reported as warnings: the artifact beside them is intact.
 """
@@ -18,7 +21,6 @@ Leftover temporary files of a killed write are reported as warnings: the artifac
 from __future__ import annotations
 
 import html
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,11 +40,11 @@ from irforge.contract.artifacts import (
     read_provenance,
     sha256_path,
 )
-from irforge.corpus import Document, load_queries, read_corpus
+from irforge.corpus import Document, leak_reasons, load_queries, read_corpus
 
 CHUNKS = f"{ARTIFACTS}/chunk/chunks.parquet"  # the chunks artifact other tables point into
 
-TRAINING_KINDS = {"generated_queries": "text", "filtered_queries": "text", "triples": "query"}
+LEAK_KINDS = ("generated_queries", "filtered_queries", "triples", "expanded_chunks")  # texts that may leak
 _EXAMPLES = 5  # offending rows quoted per violation
 
 
@@ -81,10 +83,6 @@ def _examples(values: Iterable[Any]) -> str:
     values = list(values)
     more = f" (and {len(values) - _EXAMPLES} more)" if len(values) > _EXAMPLES else ""
     return ", ".join(repr(v) for v in values[:_EXAMPLES]) + more
-
-
-def normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower()
 
 
 # ---------------------------------------------------------------- discovery and per-file checks
@@ -137,7 +135,7 @@ def _eval_queries(config: Config, root: Path) -> dict[str, str] | None:
     cfg = config.section("corpus")
     if not cfg.queries or not (root / cfg.queries).exists():
         return None
-    return {normalise(text): qid for qid, text in load_queries(root / cfg.queries).items()}
+    return load_queries(root / cfg.queries)
 
 
 def _missing(column: pa.ChunkedArray | pa.Array, known: pa.Array) -> list[str]:
@@ -199,8 +197,19 @@ def _check_references(report: Report, tables: dict[str, list[tuple[str, pa.Table
             report.checks[rel].append("references")
 
 
-def _check_leakage(report: Report, tables: dict[str, list[tuple[str, pa.Table]]], evaluation: dict[str, str] | None) -> None:
-    present = [kind for kind in TRAINING_KINDS if kind in tables]
+def _reaching(kind: str, table: pa.Table) -> list[tuple[str, str]]:
+    """(row id, text) of the generated texts of an artifact that reach training or an evaluated index."""
+    rows = table.to_pylist()
+    if kind == "expanded_chunks":
+        return [(r["chunk_id"], line) for r in rows for line in (r["expansion"] or "").split("\n") if line.strip()]
+    if kind == "triples":
+        return [(r["query_id"], r["query"]) for r in rows]
+    return [(r["query_id"], r["text"]) for r in rows if r["kept"] and not r.get("holdout")]
+
+
+def _check_leakage(report: Report, tables: dict[str, list[tuple[str, pa.Table]]], evaluation: dict[str, str] | None,
+                   jaccard_at: float | None) -> None:
+    present = [kind for kind in LEAK_KINDS if kind in tables]
     if not present:
         report.skipped.append("evaluation-query leakage: no training artifact (generated/filtered queries, triples) yet")
         return
@@ -208,14 +217,13 @@ def _check_leakage(report: Report, tables: dict[str, list[tuple[str, pa.Table]]]
         report.skipped.append("evaluation-query leakage: the corpus has no evaluation queries (corpus.queries)")
         return
     for kind in present:
-        column = TRAINING_KINDS[kind]
         for rel, table in tables[kind]:
-            hits = [(qid, evaluation[normalise(text)])
-                    for qid, text in zip(table.column("query_id").to_pylist(), table.column(column).to_pylist(), strict=True)
-                    if normalise(text) in evaluation]
+            rows = _reaching(kind, table)
+            verdicts = leak_reasons([text for _, text in rows], evaluation, jaccard_at)
+            hits = [f"{rid} -> {v.split('eval query ')[1]}" for (rid, _), v in zip(rows, verdicts, strict=True) if v]
             if hits:
-                report.fail(rel, "leakage", f"{len(hits)} row(s) hold an evaluation query's text "
-                            f"(training query -> evaluation query): {_examples(f'{a} -> {b}' for a, b in hits)}")
+                report.fail(rel, "leakage", f"{len(hits)} row(s) that reach training or an index repeat an evaluation "
+                            f"query (row -> evaluation query): {_examples(hits)}")
             report.checks[rel].append("leakage")
 
 
@@ -261,7 +269,7 @@ def validate_run(root: Path | str, config: Config) -> Report:
         report.artifacts[rel] = provenance.get("artifact", "folder")
         _check_inputs(report, rel, provenance, hashes)
     _check_references(report, tables, _corpus_ids(config, root))
-    _check_leakage(report, tables, _eval_queries(config, root))
+    _check_leakage(report, tables, _eval_queries(config, root), config.section("leakage").jaccard)
     return report
 
 
