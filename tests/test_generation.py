@@ -205,8 +205,9 @@ def test_doc2query_stage_with_embedded_smollm(tmp_path):
 
     rows = read_artifact(tmp_path / paths.DOC2QUERY, "generated_queries").to_pylist()
     assert all(r["generator"] == "pkg:smollm2-135m-instruct" for r in rows)
-    prov = read_provenance(tmp_path / paths.DOC2QUERY)
-    assert prov["models"][0]["sha256"] == rows[0]["model_hash"]
+    prov = read_provenance(tmp_path / paths.DOC2QUERY)  # the generator, and the encoder of the leakage rule
+    models = {m["name"]: m["sha256"] for m in prov["models"]}
+    assert models["pkg:smollm2-135m-instruct"] == rows[0]["model_hash"] and "pkg:all-minilm-l6-v2" in models
     expanded = read_artifact(tmp_path / paths.EXPANDED, "expanded_chunks").to_pylist()
     assert sum(bool(r["expansion"]) for r in expanded) <= 3
     metrics = json.loads((tmp_path / paths.DOC2QUERY_METRICS).read_text())
