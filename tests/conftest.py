@@ -91,6 +91,7 @@ def tiny_params(corpus: str = "data/tiny", judged: bool = True) -> dict[str, Any
         **yaml.safe_load((REPO / "params.yaml").read_text()),
         "seed": 13,
         "corpus": {
+            **yaml.safe_load((REPO / "params.yaml").read_text())["corpus"],
             "path": corpus,
             "format": "auto",
             "id_field": "_id",

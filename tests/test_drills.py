@@ -121,3 +121,22 @@ def test_corrupt_parquet_is_named_by_audit(indexed):
     assert "FAIL artifacts/evaluate/per_query.parquet" in result.output
     assert "artifacts/evaluate/per_query.parquet: [readable]" in result.output
     assert "ok   artifacts/chunk/chunks.parquet" in result.output
+
+
+def test_a_second_run_of_a_running_stage_is_refused_with_its_pid(tmp_path) -> None:
+    """Two `irforge run chunk` in one folder would delete each other's temp files: the second one is refused."""
+    import os
+
+    import pytest
+
+    from irforge.engine.runner import StageBusyError, stage_lock
+    from tests._ops_project import make_project
+
+    root = make_project(tmp_path, n_docs=5)
+    config = load_config(root)
+    with stage_lock(root, "chunk"), pytest.raises(StageBusyError, match=rf"stage chunk is already running .* \(pid {os.getpid()};"):
+        run_stage("chunk", root, config)
+    assert not (root / "artifacts/chunk/chunks.parquet").exists()
+    with stage_lock(root, "index-bm25"):  # another stage may run meanwhile
+        run_stage("chunk", root, config)
+    assert (root / "artifacts/chunk/chunks.parquet").exists()

@@ -56,7 +56,7 @@ def test_each_artifact_records_the_artifacts_it_read(evaluated_project: Project)
     judgments = read_provenance(root / paths.QRELS)
     assert (judgments["stage"], set(judgments["params"])) == ("judgments", {"seed", "corpus", "judgments"})
     assert {i["path"]: i["stage"] for i in judgments["inputs"]} == {
-        "data/tiny/queries.jsonl": None, "data/tiny/qrels/test.tsv": None}
+        paths.CHUNKS: "chunk", "data/tiny/queries.jsonl": None, "data/tiny/qrels/test.tsv": None}
     per_query = read_provenance(root / paths.PER_QUERY)
     assert per_query["stage"] == "evaluate" and set(per_query["params"]) == {"bm25", "evaluate", "seed"}
     inputs = {i["path"]: i for i in per_query["inputs"]}
@@ -85,8 +85,10 @@ def test_audit_walks_back_to_the_corpus_and_flags_a_changed_input(evaluated_copy
     for path in (paths.index_dir("bm25"), paths.CHUNKS, paths.QUERIES, paths.QRELS, "data/tiny/corpus.jsonl",
                  "data/tiny/queries.jsonl", "data/tiny/qrels/test.tsv"):
         found = [line for line in chain if f" {path}  " in line]
-        # the judgment files appear under both judgments artifacts (one stage run wrote both)
-        assert len(found) == (2 if path.startswith("data/tiny/q") else 1), found
+        # the judgment files appear under both judgments artifacts (one stage run wrote both), and the chunks (with
+        # the corpus below them) under the index and under both judgments artifacts (checked against the corpus)
+        expected = 2 if path.startswith("data/tiny/q") else 3 if path in (paths.CHUNKS, "data/tiny/corpus.jsonl") else 1
+        assert len(found) == expected, found
         assert all(line.endswith(" ok") for line in found), found
     for raw in ("data/tiny/corpus.jsonl", "data/tiny/queries.jsonl", "data/tiny/qrels/test.tsv"):
         assert all("[raw input]" in line for line in chain if raw in line)
@@ -97,10 +99,10 @@ def test_audit_walks_back_to_the_corpus_and_flags_a_changed_input(evaluated_copy
     with open(evaluated_copy.corpus / "corpus.jsonl", "a") as f:
         f.write(json.dumps({"_id": "d7", "text": "A late addition."}) + "\n")
     result = _audit(evaluated_copy, paths.PER_QUERY)
-    [corpus_line] = [line for line in result.stdout.splitlines() if "data/tiny/corpus.jsonl" in line]
-    assert corpus_line.endswith("CHANGED since recorded")
-    [chunks_line] = [line for line in result.stdout.splitlines() if f" {paths.CHUNKS}  " in line]
-    assert chunks_line.endswith(" ok")  # the chunks themselves are as the index recorded them
+    corpus_lines = [line for line in result.stdout.splitlines() if "data/tiny/corpus.jsonl" in line]
+    assert len(corpus_lines) == 3 and all(line.endswith("CHANGED since recorded") for line in corpus_lines)
+    chunks_lines = [line for line in result.stdout.splitlines() if f" {paths.CHUNKS}  " in line]
+    assert chunks_lines and all(line.endswith(" ok") for line in chunks_lines)  # as the index recorded them
 
 
 def test_audit_sees_an_edit_made_after_an_earlier_audit_in_the_same_process(evaluated_copy: Project) -> None:

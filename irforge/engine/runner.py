@@ -3,12 +3,16 @@ ablation driver."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from irforge.config import Config, Params
+from irforge.contract import ARTIFACTS
 from irforge.engine.context import StageContext
 from irforge.engine.dag import load_config, node, validate
 
@@ -26,9 +30,36 @@ def run_stage(name: str, root: Path | str = ".", config: Config | Params | None 
         config = validate(config)
     target = node(config, name, variant)
     ctx = StageContext(target, root, config)
-    log.info("stage %s: start", target.key)
-    started = time.perf_counter()
-    summary = target.module.run(ctx) or {}
-    log.info("stage %s: done in %.1fs %s", target.key, time.perf_counter() - started,
-             {k: v for k, v in summary.items() if k != "metrics"})
+    with stage_lock(root, target.key):  # a second run of the same stage here would delete this one's temp files
+        log.info("stage %s: start", target.key)
+        started = time.perf_counter()
+        summary = target.module.run(ctx) or {}
+        log.info("stage %s: done in %.1fs %s", target.key, time.perf_counter() - started,
+                 {k: v for k, v in summary.items() if k != "metrics"})
     return summary
+
+
+class StageBusyError(RuntimeError):
+    """The same stage is already running in this project."""
+
+
+@contextlib.contextmanager
+def stage_lock(root: Path, key: str) -> Iterator[None]:
+    """Hold ``artifacts/.locks/<key>.lock`` while a stage runs (released with the process, also on kill -9)."""
+    import fcntl
+
+    folder = Path(root) / ARTIFACTS / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key}.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise StageBusyError(f"stage {key} is already running in {root} (pid {holder}; lock {path})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
