@@ -111,3 +111,40 @@ def test_changed_input_is_reported(built, tmp_path):
     assert not report.ok
     assert any(v.artifact == paths.CHUNKS and "corpus/corpus.jsonl changed since recorded" in v.message
                for v in report.violations)
+
+
+def test_outputs_of_two_runs_of_one_stage_are_flagged(built, tmp_path):
+    """A kill between two writes of one stage run (chunk writes its quarantine, then its chunks) leaves outputs
+    of two runs side by side: audit says which and why."""
+    import json
+    import shutil
+
+    root = tmp_path / "p"
+    shutil.copytree(built, root)
+    old_chunks = (root / paths.CHUNKS).read_bytes()
+    with open(root / "corpus/corpus.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "late", "title": "", "text": "A late document about wings."}) + "\n")
+    run_stage("chunk", root, load_config(root))
+    (root / paths.CHUNKS).write_bytes(old_chunks)  # as if the run died after the quarantine, before the chunks
+    out = audit(root, "--validate").output
+    assert ("[run] written by another run of stage chunk than artifacts/chunk/chunks.parquet (they differ in "
+            "corpus/corpus.jsonl)") in out
+
+
+def test_a_publish_killed_between_its_renames_is_restored_not_deleted(built, tmp_path):
+    """Only the previous version of a folder artifact is left (set aside, the new one not yet in place): audit
+    says not to delete it, and the next publish of that folder puts it back before anything else."""
+    import shutil
+
+    from irforge.contract.artifacts import _remove_leftovers
+
+    root = tmp_path / "p"
+    shutil.copytree(built, root)
+    index = root / paths.index_dir("bm25")
+    aside = index.with_name(".bm25.old-4242")
+    index.rename(aside)
+    out = audit(root, "--validate").output
+    assert f"{paths.index_dir('bm25')}: [leftover] missing; its previous version is " in out and "do not delete" in out
+    _remove_leftovers(index)
+    assert index.is_dir() and not aside.exists() and (index / "system.json").exists()
+    assert "no violations" in audit(root, "--validate").output

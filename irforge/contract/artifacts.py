@@ -10,9 +10,11 @@ and are renamed into place, so a killed stage leaves the previous artifact or no
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from irforge.contract.schemas import SCHEMAS
+
+log = logging.getLogger(__name__)
 
 PROVENANCE_KEY = b"irforge.provenance"
 DIR_PROVENANCE = "_provenance.json"
@@ -105,15 +109,43 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def old_copies(path: Path) -> list[Path]:
+    """Earlier versions of a folder artifact set aside by a publish (newest first)."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def _remove_leftovers(path: Path) -> None:
-    """Delete temporaries that a killed earlier write of ``path`` left beside it (one writer per artifact:
-    DVC locks the repository, and no two flow steps write the same path)."""
+    """Delete temporaries that a killed earlier write of ``path`` left beside it (one writer per artifact: a
+    stage holds its lock, DVC locks the repository). A folder publish killed between its two renames left the
+    previous version aside and nothing at ``path``: that copy is put back first, never deleted."""
     name = glob.escape(path.name)
+    if not path.exists() and (old := old_copies(path)):
+        log.warning("%s: restoring the previous version from %s (a publish was interrupted)", path, old[0].name)
+        os.replace(old[0], path)
     for stale in [*path.parent.glob(f".{name}.tmp-*"), *path.parent.glob(f".{name}.old-*")]:
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where it is not available."""
+    global _RENAMEAT2
+    if _RENAMEAT2 is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            _RENAMEAT2 = libc.renameat2
+            _RENAMEAT2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        except (OSError, AttributeError):
+            _RENAMEAT2 = False
+    if not _RENAMEAT2:
+        return False
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    return _RENAMEAT2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0
+
+
+_RENAMEAT2 = None
 
 
 def _fsync(path: Path) -> None:
@@ -174,11 +206,14 @@ def publish_dir(path: Path, provenance: dict[str, Any] | Callable[[], dict[str, 
         yield tmp
         record = provenance() if callable(provenance) else provenance
         (tmp / DIR_PROVENANCE).write_text(json.dumps({**record, "artifact": "folder"}, indent=2, sort_keys=True))
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        if path.exists() and _exchange(tmp, path):  # one atomic swap: no moment without a complete copy
+            shutil.rmtree(tmp, ignore_errors=True)  # now the previous version
+        else:  # no renameat2 here: two renames; a kill between them leaves the old copy, restored next time
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -143,6 +143,23 @@ def _missing(column: pa.ChunkedArray | pa.Array, known: pa.Array) -> list[str]:
     return pc.unique(pc.filter(column, mask)).to_pylist()
 
 
+def _check_outputs_agree(report: Report, runs: dict[tuple[str, str | None], list[tuple[str, dict[str, Any]]]]) -> None:
+    """The outputs of one stage must come from one run of it: same code, same params, same input hashes. A run
+    killed between two of its writes leaves a new output beside an old one (chunks and their quarantine)."""
+    for (stage, variant), outputs in runs.items():
+        if stage in (None, "test") or len(outputs) < 2:
+            continue
+        first_rel, first = outputs[0]
+        for rel, prov in outputs[1:]:
+            inputs = {i["path"]: i.get("sha256") for i in first.get("inputs", [])}
+            differ = [key for key in ("code_sha256", "params_hash") if prov.get(key) != first.get(key)]
+            differ += [i["path"] for i in prov.get("inputs", []) if i["path"] in inputs and inputs[i["path"]] != i.get("sha256")]
+            if differ:
+                report.fail(rel, "run", f"written by another run of stage {stage}{f' ({variant})' if variant else ''} "
+                            f"than {first_rel} (they differ in {', '.join(differ[:3])}): a run was interrupted between "
+                            "its writes; re-run the stage")
+
+
 def _check_references(report: Report, tables: dict[str, list[tuple[str, pa.Table]]], corpus: set[str] | None) -> None:
     chunks = next((t for rel, t in tables.get("chunks", []) if rel == CHUNKS), None)
     if chunks is None and tables.get("chunks"):
@@ -237,8 +254,15 @@ def validate_run(root: Path | str, config: Config) -> Report:
     if not parquet and not others:
         report.skipped.append(f"everything: no artifacts under {root / ARTIFACTS} yet")
     for path in leftovers:
-        report.warnings.append(Finding(_rel(path, root), "leftover",
-                                       "temporary file of an interrupted write; the artifact beside it is intact; safe to delete"))
+        artifact = path.with_name(path.name[1:].split(".old-")[0].split(".tmp-")[0])
+        if ".old-" in path.name and not artifact.exists():  # a publish killed between its two renames
+            report.fail(_rel(artifact, root), "leftover",
+                        f"missing; its previous version is {_rel(path, root)} (a publish was interrupted): the next "
+                        f"run of its stage restores it, or `mv` it back; do not delete it")
+        else:
+            report.warnings.append(Finding(_rel(path, root), "leftover", "temporary file of an interrupted write; "
+                                           "the artifact beside it is intact; safe to delete"))
+    runs: dict[tuple[str, str | None], list[tuple[str, dict[str, Any]]]] = defaultdict(list)  # outputs per stage run
     hashes: dict[str, str | None] = {}
     tables: dict[str, list[tuple[str, pa.Table]]] = defaultdict(list)
     for path in parquet:
@@ -263,11 +287,14 @@ def validate_run(root: Path | str, config: Config) -> Report:
             report.fail(rel, "schema", f"{table.num_rows} rows, provenance recorded {provenance['rows']}")
         tables[kind].append((rel, table))
         _check_inputs(report, rel, provenance, hashes)
+        runs[(provenance.get("stage"), provenance.get("variant"))].append((rel, provenance))
     for path in others:
         rel = _rel(path, root)
         provenance = read_provenance(path) or {}
         report.artifacts[rel] = provenance.get("artifact", "folder")
         _check_inputs(report, rel, provenance, hashes)
+        runs[(provenance.get("stage"), provenance.get("variant"))].append((rel, provenance))
+    _check_outputs_agree(report, runs)
     _check_references(report, tables, _corpus_ids(config, root))
     _check_leakage(report, tables, _eval_queries(config, root), config.section("leakage").jaccard)
     return report
