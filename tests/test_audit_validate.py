@@ -148,3 +148,13 @@ def test_a_publish_killed_between_its_renames_is_restored_not_deleted(built, tmp
     _remove_leftovers(index)
     assert index.is_dir() and not aside.exists() and (index / "system.json").exists()
     assert "no violations" in audit(root, "--validate").output
+
+
+def test_a_corrupt_json_artifact_is_named(built, tmp_path):
+    import shutil
+
+    root = tmp_path / "p"
+    shutil.copytree(built, root)
+    (root / paths.METRICS).write_text('{"bm25": {"nDCG@10": 0.5', encoding="utf-8")  # cut short
+    result = audit(root, "--validate")
+    assert result.exit_code == 1 and f"{paths.METRICS}: [readable] not valid JSON" in result.output

@@ -140,3 +140,28 @@ def test_a_second_run_of_a_running_stage_is_refused_with_its_pid(tmp_path) -> No
     with stage_lock(root, "index-bm25"):  # another stage may run meanwhile
         run_stage("chunk", root, config)
     assert (root / "artifacts/chunk/chunks.parquet").exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_artifact_and_the_old_one_stays(tmp_path, monkeypatch) -> None:
+    import errno
+
+    import pyarrow.parquet as pq
+
+    from irforge.cli import describe_error
+    from irforge.contract import ArtifactError
+
+    root = make_project(tmp_path, n_docs=5)
+    config = load_config(root)
+    run_stage("chunk", root, config)
+    before = (root / paths.CHUNKS).read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", full)
+    with pytest.raises(ArtifactError) as caught:
+        run_stage("chunk", root, config)
+    message = describe_error(caught.value)
+    assert message.startswith(str(root / "artifacts/chunk/")) and "could not be written (No space left on device)" in message
+    assert "\n" not in message and (root / paths.CHUNKS).read_bytes() == before
+    assert not [p for p in (root / "artifacts/chunk").iterdir() if ".tmp-" in p.name]

@@ -169,9 +169,16 @@ def write_artifact(table: pa.Table, path: Path, kind: str, provenance: dict[str,
         pq.write_table(table, tmp, compression="zstd")
         _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only folder: name the artifact; the previous one is untouched
+        raise _write_error(path, e) from e
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _write_error(path: Path, error: OSError) -> ArtifactError:
+    cause = error.strerror or str(error)
+    return ArtifactError(f"{path}: could not be written ({cause}); the previous version, if any, is unchanged")
 
 
 def write_text_atomic(path: Path, text: str, provenance: dict[str, Any] | None = None) -> Path:
@@ -182,6 +189,8 @@ def write_text_atomic(path: Path, text: str, provenance: dict[str, Any] | None =
         tmp.write_text(text, encoding="utf-8")
         _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise _write_error(path, e) from e
     finally:
         tmp.unlink(missing_ok=True)
     if provenance is not None:

@@ -21,6 +21,7 @@ Leftover temporary files of a killed write are reported as warnings: the artifac
 from __future__ import annotations
 
 import html
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -295,6 +296,16 @@ def validate_run(root: Path | str, config: Config) -> Report:
         _check_inputs(report, rel, provenance, hashes)
         runs[(provenance.get("stage"), provenance.get("variant"))].append((rel, provenance))
     _check_outputs_agree(report, runs)
+    for path in sorted((root / ARTIFACTS).rglob("*.json")) if (root / ARTIFACTS).is_dir() else []:
+        if ".tmp-" in path.as_posix() or ".old-" in path.as_posix():
+            continue
+        rel = _rel(path, root)
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            report.fail(rel, "readable", f"not valid JSON ({e})")
+            continue
+        report.checks[rel].append("json")
     _check_references(report, tables, _corpus_ids(config, root))
     _check_leakage(report, tables, _eval_queries(config, root), config.section("leakage").jaccard)
     return report
