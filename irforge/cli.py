@@ -49,9 +49,19 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug 
     global _verbose
     _verbose = verbose
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub is contacted only for a hub id the user names
+    # Prefect's temporary API server gets 20 s to start by default: not enough on a loaded machine (flow, reindex).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     # TOKENIZERS_PARALLELISM is left unset: "false" made the chunk stage tokenize on one core (2x slower on
     # two), and unset, tokenizers already turns parallelism off by itself in a forked child.
     setup_logging("DEBUG" if verbose else "INFO")
+    if not verbose:  # a failed flow task is one line here (the error path below prints the cause); -v: tracebacks
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).addFilter(_no_traceback)
+
+
+def _no_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info, record.exc_text = None, None
+    return True
 
 
 @app.command()

@@ -164,3 +164,14 @@ def test_without_judgments_the_gate_scores_the_held_out_generated_queries(tmp_pa
     path.write_text("".join(json.dumps(d) + "\n" for d in docs if d["_id"] not in held_docs))
     held = _reindex(root, "--set", "reindex.max_metric_drop=0")
     assert held["served"] == first["served"] and "fell from" in held["held"]
+
+
+def test_a_corpus_too_bad_to_reindex_is_a_short_error_naming_the_bad_lines(tmp_path, prefect_server):
+    root = make_project(tmp_path, n_docs=10)
+    path = root / "corpus/corpus.jsonl"
+    path.write_text(path.read_text() + "not json\n" * 3)
+    result = CliRunner().invoke(app, ["reindex", "--root", str(root), "--params", str(root / "params.yaml")])
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert "corpus: 3 of 13 rows are bad, above chunk.max_bad_fraction=0.01 (corpus.jsonl:11 invalid JSON" in message
+    assert "Traceback" not in result.output

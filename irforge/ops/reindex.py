@@ -70,9 +70,14 @@ def screened_documents(root: Path, config: Config) -> tuple[list[Document], list
     """The corpus's valid documents in file order, with the chunk stage's rules (duplicate ids, oversize)."""
     cfg = config.section("chunk")
     corpus = load_documents(root, config.section("corpus"), cfg.max_doc_chars)
+    bad = [b for b in corpus.bad if not b.skipped]
+    examples = "; ".join(f"{b.source}:{b.line} {b.reason}" for b in bad[:3]) + (" ..." if len(bad) > 3 else "")
     if corpus.bad_fraction() > cfg.max_bad_fraction:
-        raise CorpusError(f"{corpus.path}: {len(corpus.bad)} of {corpus.total} rows are bad "
-                          f"(chunk.max_bad_fraction={cfg.max_bad_fraction}); nothing was re-indexed")
+        raise CorpusError(f"{corpus.path}: {len(bad)} of {corpus.total} rows are bad, above "
+                          f"chunk.max_bad_fraction={cfg.max_bad_fraction} ({examples}); nothing was re-indexed")
+    if bad:
+        log.warning("%s: %d rows quarantined (%s); they are listed in the version's quarantine", corpus.path, len(bad),
+                    examples)
     return corpus.documents, corpus.bad, corpus.file
 
 
