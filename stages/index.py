@@ -116,9 +116,13 @@ def _passages(ctx: StageContext) -> tuple[list[str], list[str]]:
 
 def _faiss(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -> dict[str, Any]:
     fcfg = spec.faiss or cfg.faiss
-    ids, texts = _passages(ctx)
+    chunks = ctx.read("chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
+    ids = [c["chunk_id"] for c in chunks]
+    # Through the row cache (float32): the filter and mine read the same model's vectors, so a run encodes each
+    # chunk once per model, and a run after a small corpus change encodes only what changed.
     encoder = ctx.dense_encoder(spec.model, cfg.max_length)
-    vectors = encoder.encode(texts, desc=f"encode {system}")
+    vectors = encoder.encode_chunks(chunks, desc=f"encode {system}")
+    log.info("%s: %d passage vectors from the cache, %d encoded", system, encoder.cache_hits, encoder.cache_misses)
     index = build_faiss(vectors, fcfg.type, hnsw_m=fcfg.hnsw_m, ivf_lists=fcfg.ivf_lists, pq_m=fcfg.pq_m,
                         pq_bits=fcfg.pq_bits, seed=ctx.seed, threads=ctx.threads)
     with ctx.publish("index/{variant}") as tmp:

@@ -23,7 +23,8 @@ def _error(**overrides) -> str:
 def test_a_typo_in_a_key_names_the_closest_key() -> None:
     assert "chunk.strid: unknown key (did you mean 'stride'?)" in _error(chunk__strid=8)
     assert "chunk.max_tokns: unknown key (did you mean 'max_tokens'?)" in _error(chunk__max_tokns=16)
-    assert "filter.leakage.jacard: unknown key (did you mean 'jaccard'?)" in _error(filter__leakage__jacard=0.5)
+    assert "filter.too_easy.margn: unknown key (did you mean 'margin'?)" in _error(filter__too_easy__margn=0.5)
+    assert "leakage.jacard: unknown key (did you mean 'jaccard'?)" in _error(leakage__jacard=0.5)
 
 
 def test_an_unknown_section_is_an_error() -> None:
@@ -58,7 +59,7 @@ def test_every_error_is_reported_at_once() -> None:
 
 def test_defaults_live_in_the_section_models() -> None:
     config = load_config(REPO, overrides={"filter": {}})  # an empty section takes every default
-    assert config.section("filter").k == 20 and config.section("filter").leakage.jaccard == 0.8
+    assert config.section("filter").k == 20 and config.section("leakage").jaccard == 0.8
 
 
 def test_yaml_numbers_are_read_as_dvc_reads_them() -> None:

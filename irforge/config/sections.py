@@ -62,11 +62,12 @@ class Bm25Config(Section):
 
 
 class EncoderConfig(Section):
-    """The shared dense encoder of the stages that embed (filter, mine)."""
+    """The shared dense encoder of the stages that embed (filter, mine, the leakage rule)."""
 
     model: str = "pkg:all-minilm-l6-v2"
     max_length: int = Field(256, gt=0)
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # float32, as the faiss indexes encode: both share the row cache, so each chunk is encoded once per model
+    precision: Literal["auto", "float32", "bfloat16"] = "float32"
 
 
 class LeakageConfig(Section):
