@@ -65,8 +65,12 @@ class Generator:
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got '{dtype}'")
+        if dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be auto, float32 or bfloat16, got '{dtype}'")
+        if dtype == "auto":  # bfloat16 where the CPU computes it natively: 2x faster here, GGUF weights included
+            from irforge.models import cpu_has_bf16
+
+            dtype = "bfloat16" if cpu_has_bf16() else "float32"
         if chat_template not in ("auto", "always", "never"):
             raise ValueError(f"chat_template must be auto, always or never, got '{chat_template}'")
         if threads:

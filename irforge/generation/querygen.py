@@ -38,7 +38,7 @@ class QueryGenConfig(Section):
     max_new_tokens: int = Field(24, ge=1)  # a longer query is cut (and usually dropped as too long)
     max_passage_words: int = Field(200, ge=1)  # passage words shown in the prompt
     batch_size: int = Field(1, ge=1)  # prompts per batch (>1: samples depend slightly on batch-mates)
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bfloat16 where the CPU has native bf16
     cleaning: CleaningRules = CleaningRules()
 
     def sampling(self) -> SamplingParams:
