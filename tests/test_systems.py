@@ -238,6 +238,11 @@ def test_ablation_reruns_only_the_steps_an_override_touches():
     assert "teach" not in keys  # the teacher scores every mined negative whatever train.negatives is
     assert not {"chunk", "judgments", "index-bm25", "index-bm25-d2q", "index-dense-zs", "index-splade-zs"} & set(keys)
     assert dirty_nodes(config, {}) == []
+    # A new system re-runs its own index and what reads the indexes, not every index (nor what BM25 feeds).
+    added = {"index.systems.mpnet-zs": {"kind": "faiss", "model": "pkg:all-mpnet-base-v2"},
+             "evaluate.systems": [*config.section("evaluate").systems, "mpnet-zs"]}
+    assert [n.key for n in dirty_nodes(config, added)] == ["index-mpnet-zs", "evaluate", "report"]
+    assert "index-bm25" in [n.key for n in dirty_nodes(config, {"index.max_length": 128})]  # shared keys: all
     for overrides in ablation.DEFAULT_VARIANTS.values():  # the default variants are valid params
         validate(config.params.with_overrides(overrides))
 

@@ -1,7 +1,8 @@
 """Ablation runs: re-run the part of the DAG a params override touches, once per variant.
 
 Each variant is a name and params overrides (``key=value``, as ``irforge run -S`` takes them). The nodes whose
-stage reads an overridden section, and every node downstream of them, run again in the variant's own folder;
+params the overrides change (a per-variant table such as ``index.systems`` counts per entry: adding a system
+re-runs that system's index only), and every node downstream of them, run again in the variant's own folder;
 the outputs of the untouched nodes (and the raw inputs and row caches) are linked from the base project,
 which must have run (``dvc repro``). So a ``train.*`` variant retrains and re-indexes the trained systems and
 re-evaluates, while chunks, triples and the zero-shot indexes are shared. The DAG is the one dvc.yaml is
@@ -19,21 +20,37 @@ from typing import Any
 
 from irforge.config import Config
 from irforge.engine import nodes, run_stage, validate
-from irforge.engine.dag import downstream, reading, resolve_template
+from irforge.engine.dag import downstream, resolve_template
 
 log = logging.getLogger(__name__)
 
 
-def dirty_nodes(config: Config, overrides: dict[str, Any]) -> list:
-    """Nodes reading an overridden params section, and every node downstream of one."""
-    return downstream(config, reading(config, {key.split(".")[0] for key in overrides}))
+def node_params(config: Config, node) -> dict[str, Any]:
+    """The params one node depends on: its stage's sections, where a per-variant table (``index.systems``) is
+    narrowed to the node's own entry, so adding a system re-runs that system's index, not every index."""
+    out: dict[str, Any] = {}
+    for section in node.stage.params:
+        value = config.as_params(section)
+        if node.variant is not None and isinstance(value, dict):
+            value = {k: v[node.variant] if isinstance(v, dict) and node.variant in v else v for k, v in value.items()}
+        out[section] = value
+    return out
+
+
+def dirty_nodes(base: Config, overrides: dict[str, Any]) -> list:
+    """The nodes whose params the overrides change (or that the overrides add), and every node downstream."""
+    variant = validate(base.params.with_overrides(overrides))
+    before = {n.key: n for n in nodes(base)}
+    changed = {n.key for n in nodes(variant)
+               if n.key not in before or node_params(variant, n) != node_params(base, before[n.key])}
+    return downstream(variant, changed)
 
 
 def run_variant(name: str, overrides: dict[str, Any], base: Path, config: Config, out: Path) -> dict[str, Any]:
     root = out / name
     root.mkdir(parents=True, exist_ok=True)
     variant_config = validate(config.params.with_overrides(overrides))
-    dirty = dirty_nodes(variant_config, overrides)
+    dirty = dirty_nodes(config, overrides)
     keys = {n.key for n in dirty}
     rerun = {o.path for n in dirty for o in n.outputs}
     # Untouched nodes' outputs, what the re-run nodes read but do not make, the raw inputs and the row caches
