@@ -116,7 +116,7 @@ def test_failed_write_keeps_the_previous_artifact(tmp_path: Path, monkeypatch: p
         raise OSError("disk full")
 
     monkeypatch.setattr(artifacts.pq, "write_table", half_then_crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(artifacts.ArtifactError, match=r"run.parquet: could not be written \(disk full\)"):
         write_artifact(run_table(10), target, "run", PROV)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["run.parquet"]

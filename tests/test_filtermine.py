@@ -91,7 +91,7 @@ def _params(root: Path, model: Path | None, **overrides) -> Params:
         "corpus.queries": "queries.jsonl", "corpus.qrels": "qrels.tsv", "encoder.model": str(model or "unused"),
         "runtime.threads": 1, "encoder.max_length": 64, "encoder.precision": "float32",
         "filter.retrievers": ["bm25"], "filter.too_easy": {"enabled": False}, "mine.retrievers": ["bm25"],
-        "filter.leakage": {"jaccard": 0.8, "cosine": None}, "mine.false_negative_ratio": None,
+        "leakage": {"jaccard": 0.8, "cosine": None}, "mine.false_negative_ratio": None,
     }
     values.update(overrides)
     return base.with_overrides(values)
@@ -203,7 +203,7 @@ def test_dense_round_trip_records_ranks(corpus_root, tmp_path, tiny_model):
     root = _project(corpus_root, tmp_path, rows)
     run_stage("filter", root, _params(root, tiny_model, **{
         "filter.retrievers": ["bm25", "dense"], "filter.combine": "all", "filter.k": 60, "filter.depth": 60,
-        "filter.leakage": {"jaccard": 0.8, "cosine": None}}))
+        "leakage": {"jaccard": 0.8, "cosine": None}}))
     out = _filtered(root)
     assert all(r["rank_dense"] is not None and 1 <= r["rank_dense"] <= 60 for r in out.values())
     assert all(r["kept"] for r in out.values())  # k covers the whole corpus (60 chunks)
