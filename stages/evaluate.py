@@ -170,7 +170,8 @@ def evaluated_indexes(config: Any, variant: str | None) -> list[str]:
     rerankers = [rr.model for rr in config.section("evaluate").rerank.values()]
     models = [specs[s].model for s in systems if specs[s].model] + rerankers
     trained = [m for m in dict.fromkeys(models) if m.startswith(ARTIFACTS + "/")]
-    return [*(f"index/{s}" for s in systems), *trained, *(["chunks"] if rerankers else [])]
+    expanded = ["expanded_chunks"] if any(specs[s].expansions for s in systems) else []  # synthetic set hygiene
+    return [*(f"index/{s}" for s in systems), *trained, *(["chunks"] if rerankers else []), *expanded]
 
 
 STAGE = Stage(
@@ -276,14 +277,23 @@ def evaluate_synthetic(ctx: StageContext, cfg: EvaluateConfig, metrics: dict[str
     if not ctx.has_input("filtered_queries"):  # a project evaluated before any query was generated
         return {"queries": 0}
     held = [r for r in ctx.read("filtered_queries").to_pylist() if r.get("holdout")]
+    dropped = 0
+    if held and ctx.has_input("expanded_chunks"):  # a held-out doc2query query is also in an index's expansions
+        expansions = {" ".join(line.lower().split()) for text in ctx.read("expanded_chunks", ["expansion"])
+                      .column("expansion").to_pylist() for line in text.split("\n") if line.strip()}
+        kept = [r for r in held if " ".join(r["text"].lower().split()) not in expansions]
+        dropped, held = len(held) - len(kept), kept
+        if dropped:
+            log.info("synthetic evaluation: %d held-out queries are doc2query expansions of an evaluated index "
+                     "and are left out", dropped)
     if not held:
-        return {"queries": 0}
+        return {"queries": 0, "left_out_in_expansions": dropped}
     queries = {r["query_id"]: r["text"] for r in held}
     qrels = {r["query_id"]: {r["doc_id"]: 1} for r in held}
     log.info("synthetic evaluation: %d held-out generated queries (their own document relevant)", len(queries))
     runs, _, _ = search_all(ctx, cfg, queries)
     systems = {name: {m: round(v, 4) for m, v in score(run, qrels, cfg.measures)[0].items()} for name, run in runs.items()}
-    out: dict[str, Any] = {"queries": len(queries), "systems": systems}
+    out: dict[str, Any] = {"queries": len(queries), "left_out_in_expansions": dropped, "systems": systems}
     if metrics:
         out["agreement"] = agreement_with_judgments(systems, metrics, cfg)
         log.info("synthetic vs judged ranking of the systems: %s", out["agreement"])
