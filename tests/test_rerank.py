@@ -163,6 +163,14 @@ def test_preset_runs_only_what_its_keys_touch_in_its_own_folder(evaluated_copy: 
     metrics = json.loads((root / "runs/fast" / paths.METRICS).read_text())
     assert "delta_vs_bm25" in metrics["bm25-rm3"] and "bm25-rm3" in result.output
     assert (root / paths.METRICS).read_bytes() == before  # the base project is left as it was
+    # Run again with a preset that no longer touches evaluate's params: its outputs are the base's again (links),
+    # not the first run's left behind in the folder.
+    (root / "params-fast.yaml").write_text("report.examples: 3\n", encoding="utf-8")
+    again = CliRunner().invoke(app, ["preset", str(root / "params-fast.yaml"), "--root", str(root),
+                                     "--params", str(root / "params.yaml")])
+    assert again.exit_code == 0, again.output
+    assert (root / "runs/fast" / paths.METRICS).is_symlink()
+    assert "bm25-rm3" not in json.loads((root / "runs/fast" / paths.METRICS).read_text())
     (root / "params-bad.yaml").write_text("- just a list\n", encoding="utf-8")
     bad = CliRunner().invoke(app, ["preset", str(root / "params-bad.yaml"), "--root", str(root)])
     assert "expected a YAML mapping of dotted params keys" in str(bad.exception)  # main() prints it on one line

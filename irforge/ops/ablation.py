@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,14 @@ def run_variant(name: str, overrides: dict[str, Any], base: Path, config: Config
     shared.append(variant_config.runtime.cache_dir)
     for rel in dict.fromkeys(shared):
         link, target = root / rel, base / rel
-        if target.exists() and not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(target.absolute(), link)
+        if not target.exists() or (link.is_symlink() and os.readlink(link) == str(target.absolute())):
+            continue
+        if link.is_symlink() or link.is_file():  # an earlier run of this variant folder made it: not ours now
+            link.unlink()
+        elif link.is_dir():
+            shutil.rmtree(link)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target.absolute(), link)
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}
     for n in dirty:
