@@ -174,12 +174,20 @@ def evaluated_indexes(config: Any, variant: str | None) -> list[str]:
     return [*(f"index/{s}" for s in systems), *trained, *(["chunks"] if rerankers else []), *expanded]
 
 
+def synthetic_inputs(config: Any, variant: str | None) -> list[str]:
+    """The filter's verdicts when it holds out a synthetic test set (filter.holdout, by default only for a corpus
+    without judgments): a judged corpus's evaluate does not wait for query generation."""
+    holdout = config.section("filter").holdout
+    wanted = holdout > 0 if holdout is not None else config.section("corpus").queries is None
+    return ["filtered_queries"] if wanted else []
+
+
 STAGE = Stage(
     name="evaluate",
     version="6",
     params=("seed", "bm25", "evaluate"),
     config=EvaluateConfig,
-    inputs=("queries", "qrels", "filtered_queries", evaluated_indexes),
+    inputs=("queries", "qrels", synthetic_inputs, evaluated_indexes),
     outputs=(
         Output("per_query", "per_query.parquet", "per_query_metrics", description="one row per system, query, measure"),
         Output("runs", "runs.parquet", "run", description="the ranked lists"),

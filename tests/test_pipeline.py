@@ -241,7 +241,7 @@ def test_dvc_repro_of_a_project_without_judgments(tmp_path: Path) -> None:
     text = (repo / "dvc.yaml").read_text()
     assert "${corpus.queries}" not in text and "${corpus.qrels}" not in text and "None" not in text
     assert [d for d in dvc["stages"]["judgments"]["deps"] if not d.startswith(("stages/", "irforge/"))] == [
-        "${corpus.path}"]
+        "${corpus.path}", "artifacts/chunk/chunks.parquet"]
 
     out = _sh(["dvc", "repro"], repo, env)
     assert "AssertionError" not in out

@@ -108,6 +108,7 @@ def _synth_ctx(tmp_path: Path, examples):
     root = tmp_path / "project"
     shutil.copytree(repo / "data" / "cranfield", root / "data" / "cranfield")
     config = validate(Params.load(repo / "params.yaml", {"synthesize.examples": examples}))
+    run_stage("chunk", root, config)  # the judgments stage checks the qrels against the corpus's documents
     run_stage("judgments", root, config)
     return StageContext(next(n for n in nodes(config) if n.key == "synthesize"), root, config)
 
