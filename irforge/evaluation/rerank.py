@@ -13,24 +13,17 @@ the first-stage run unchanged. Scores are rank-based (``n - rank``), one scale f
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from irforge.corpus.leakage import words
 from irforge.evaluation.measures import quiet_bars
 from irforge.retrieval import Run
 from irforge.runtime import progress
 
 PassageScorer = Callable[[str, Sequence[dict]], np.ndarray]  # (query, chunk rows) -> one score per chunk
-_WORD = re.compile(r"\w+")
-
-
-def words(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
-
-
 def choose_passages(query: str, passages: Sequence[dict], limit: int) -> list[dict]:
     """The ``limit`` passages sharing most words with the query (earlier passages first on ties), in order."""
     if len(passages) <= limit:
