@@ -26,24 +26,12 @@ from irforge.config import Section
 from irforge.contract import ARTIFACTS, SCHEMAS, Metrics, Output, Stage
 from irforge.corpus import SPLITS, passage_text, qrels_of, queries_of, splits_of
 from irforge.engine import StageContext
-from irforge.evaluation import DEFAULT_MEASURES, PassageScorer, rerank_run, score, search_timed, significance
+from irforge.evaluation import DEFAULT_MEASURES, PassageScorer, Searcher, SearchPlan, fusion_name, score, significance
 from irforge.generation import QueryLikelihood
 from irforge.models import CrossEncoderScorer, resolve_precision
-from irforge.retrieval import (
-    BM25Retriever,
-    FaissRetriever,
-    Run,
-    VectorRocchio,
-    chunks_to_docs,
-    open_system,
-    reciprocal_rank_fusion,
-)
+from irforge.retrieval import Run, open_system
 
 log = logging.getLogger(__name__)
-
-
-def fusion_name(members: list[str]) -> str:
-    return "rrf(" + "+".join(members) + ")"
 
 
 class FeedbackConfig(Section):
@@ -338,53 +326,29 @@ def search_all(ctx: StageContext, cfg: EvaluateConfig, queries: dict[str, str]
     """Document runs and per-query latencies of every system, feedback system, rerank and fusion, and notes (how
     many queries a system's query length cut)."""
     bm25 = ctx.section("bm25")
-    k = cfg.depth * cfg.chunk_factor  # extra chunk hits, so `depth` documents remain after max-aggregation
-    runs: dict[str, Run] = {}
-    latencies: dict[str, np.ndarray] = {}
     notes: dict[str, dict[str, Any]] = {}
 
     def open_index(system: str):
         return open_system(ctx.input_path(f"index/{system}"), ctx, bm25.k1, bm25.b, threads=ctx.runtime.query_threads)
 
-    # Every index and reranker opens before any search: a missing one fails fast. Queries are encoded (and
-    # reranked) one at a time with runtime.query_threads, so latency is what one user waits.
-    retrievers = {s: open_index(s) for s in cfg.systems}
+    def count_cut(system: str, retriever: Any) -> None:
+        encoder = getattr(retriever, "encoder", None)
+        if encoder is not None:
+            cut = encoder.truncated(list(queries.values()))
+            notes[system] = {"queries_truncated": cut}
+            if cut:
+                log.warning("%s: %d of %d queries are longer than its query_max_length (%d tokens) and were cut",
+                            system, cut, len(queries), encoder.max_length)
+
+    # Queries are encoded (and reranked) one at a time with runtime.query_threads, so latency is what one user waits.
     passages = passages_by_doc(ctx) if cfg.rerank else {}
-    rerankers = {name: open_reranker(ctx, rr) for name, rr in cfg.rerank.items()}  # a missing model fails here
+    searcher = Searcher(SearchPlan.from_config(cfg), open_index,
+                        lambda name, step: open_reranker(ctx, cfg.rerank[name]), passages)
     try:
-        for system, retriever in retrievers.items():
-            encoder = getattr(retriever, "encoder", None)
-            if encoder is not None:
-                cut = encoder.truncated(list(queries.values()))
-                notes[system] = {"queries_truncated": cut}
-                if cut:
-                    log.warning("%s: %d of %d queries are longer than its query_max_length (%d tokens) and were cut",
-                                system, cut, len(queries), encoder.max_length)
-            chunk_hits, seconds = search_timed(retriever, queries, k)
-            runs[system] = {qid: chunks_to_docs(hits, cfg.depth) for qid, hits in chunk_hits.items()}
-            latencies[system] = np.array(seconds)
-        for name in cfg.derived_order():
-            if name in cfg.rerank:
-                rr = cfg.rerank[name]
-                runs[name], seconds = rerank_run(runs[rr.system], queries, passages, rerankers[name],
-                                                 rr.depth, rr.max_passages, rr.fusion, cfg.rrf_k, desc=f"rerank {name}")
-                latencies[name] = latencies[rr.system] + np.array(seconds)  # the first stage ran first
-            elif name in cfg.feedback:
-                fb = cfg.feedback[name]
-                chunk_hits, seconds = search_feedback(name, fb, retrievers[fb.system], open_index, runs, queries, k)
-                source = fb.system if fb.feedback == "self" else fb.feedback
-                if isinstance(retrievers[fb.system], FaissRetriever):  # the feedback run was searched first
-                    seconds = latencies[source] + np.array(seconds)
-                runs[name] = {qid: chunks_to_docs(hits, cfg.depth) for qid, hits in chunk_hits.items()}
-                latencies[name] = np.array(seconds)
-            else:
-                members = next(m for m in cfg.fusions if fusion_name(m) == name)
-                runs[name] = reciprocal_rank_fusion([runs[m] for m in members], k=cfg.rrf_k, depth=cfg.depth)
-                latencies[name] = sum(latencies[m] for m in members)  # members run one after the other
+        searched = searcher.search(queries, before=count_cut)
     finally:
-        for retriever in retrievers.values():
-            retriever.close()
-    return runs, latencies, notes
+        searcher.close()
+    return searched.runs, searched.latencies, notes
 
 
 def passages_by_doc(ctx: StageContext) -> dict[str, list[dict]]:
@@ -409,25 +373,3 @@ def open_reranker(ctx: StageContext, rr: RerankConfig) -> PassageScorer:
         return lambda query, chunks: model.score(query, text(chunks))
     encoder = ctx.dense_encoder(rr.model, rr.max_length, threads=threads)
     return lambda query, chunks: encoder.encode_chunks(list(chunks)) @ encoder.encode_queries({"q": query})[0]
-
-
-def search_feedback(name: str, fb: FeedbackConfig, retriever: Any, open_index, runs: dict[str, Run],
-                    queries: dict[str, str], k: int) -> tuple[Run, list[float]]:
-    """A feedback system's chunk run and per-query seconds (for faiss, the second search only)."""
-    if isinstance(retriever, FaissRetriever):
-        if fb.method != "rocchio":
-            raise ValueError(f"evaluate.feedback.{name}: a faiss system takes method rocchio, not {fb.method}")
-        source = runs[fb.system if fb.feedback == "self" else fb.feedback]
-        return search_timed(VectorRocchio(retriever, fb.docs, fb.alpha, fb.beta).given(source), queries, k)
-    if isinstance(retriever, BM25Retriever):
-        if fb.feedback != "self":
-            raise ValueError(f"evaluate.feedback.{name}: BM25 feedback ({fb.method}) comes from the system's own "
-                             f"top documents; set feedback: self (got '{fb.feedback}')")
-        expanded = open_index(fb.system)  # its own searcher: feedback settings stay off the plain one
-        try:
-            expanded.use_feedback(fb.method, fb.docs, fb.terms, fb.query_weight, fb.alpha, fb.beta)
-            return search_timed(expanded, queries, k)
-        finally:
-            expanded.close()
-    raise ValueError(f"evaluate.feedback.{name}: feedback for '{fb.system}' ({type(retriever).__name__}) is not "
-                     "supported; it works on faiss (rocchio) and bm25 (rm3, rocchio) systems")
