@@ -1,4 +1,5 @@
-"""The ``irforge`` command line: run a stage or the whole flow, generate dvc.yaml, audit, re-index.
+"""The ``irforge`` command line: run a stage or the whole flow, generate dvc.yaml, audit, publish, search, serve,
+re-index.
 
 One error path: a user error (bad params, a missing file, a full disk, a corrupt artifact) prints one line
 naming the path or key and the cause, and exits 1; ``--verbose`` adds the traceback.
@@ -243,37 +244,143 @@ def audit(
 
 @app.command()
 def reindex(
-    system: Annotated[str | None, typer.Option(help="index to refresh (default: reindex.system)")] = None,
+    name: Annotated[str | None, typer.Option(help="served system to refresh (default: serve.name)")] = None,
     full: Annotated[bool, typer.Option("--full", help="rebuild everything instead of only what changed")] = False,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
     set_: SetOpt = None,
 ) -> None:
-    """Refresh the served index from the current corpus (only changed documents) and switch to it atomically."""
+    """Refresh every index of the served system from the current corpus (only changed documents), score it, and
+    switch to it atomically (the first run builds serve.system from the corpus)."""
     from pipelines.reindex import reindex as reindex_flow
 
-    result = reindex_flow(params_path=str(params), root=str(root), system=system, full=full,
-                          overrides=list(set_ or []))
+    result = reindex_flow(params_path=str(params), root=str(root), name=name, full=full, overrides=list(set_ or []))
     typer.echo(json.dumps(result, indent=2, sort_keys=True))
 
 
 @app.command()
+def publish(
+    system: Annotated[str | None, typer.Argument(help="an evaluated system, feedback system, rerank or fusion, e.g. "
+                                                 "'rrf(bm25-rm3+dense-prf)' (default: serve.system; best = best on dev)")]
+    = None,
+    name: Annotated[str | None, typer.Option(help="served name: serve/NAME (default: serve.name)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Serve a system of the experiment: its indexes, chunks and models become a new served version (atomic switch)."""
+    from irforge.ops.publish import publish as publish_system
+
+    m = publish_system(root, _config(root, params, set_), system, name)
+    metrics = m.get("metrics") or {}
+    headline = "  ".join(f"{split} nDCG@10 {metrics[split]['nDCG@10']}" for split in ("dev", "test")
+                         if "nDCG@10" in metrics.get(split, {}))
+    typer.echo(f"serving {m['system']} as {m['name']} {m['version']} ({m['chunks']} passages){'  ' + headline if headline else ''}")
+    typer.echo(f"search it: irforge search \"your query\"   or   irforge serve   (serve/{m['name']}/served)")
+
+
+@app.command()
+def search(
+    query: Annotated[list[str], typer.Argument(help="the query (several words are one query)")],
+    k: Annotated[int, typer.Option("-k", min=1, help="documents shown")] = 10,
+    name: Annotated[str | None, typer.Option(help="served system (default: serve.name)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="search the experiment's artifacts as this system instead "
+                                                   "of a served version ('best': the best on the dev split)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON (what GET /search returns)")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="each run of the system: the document's rank and score")]
+    = False,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Search the served system (or, with --experiment, the experiment's artifacts) from the command line."""
+    from irforge.ops import serving
+    from irforge.ops.search import SearchService
+
+    config = _config(root, params, set_)
+    text = " ".join(query).strip()
+    if not text:
+        raise UsageError("the query is empty")
+    threads = config.section("serve").threads
+    if experiment:
+        service = SearchService.open_experiment(root, config, experiment, threads)
+        where = f"experiment {service.plan.target}"
+    else:
+        served = name or config.section("serve").name
+        service = SearchService.open_version(serving.served_dir(root, served), root / config.runtime.cache_dir, threads)
+        where = f"{served} {service.version} ({service.plan.target})"
+    try:
+        hits = service.search({"q": text}, k, explain)["q"]
+    finally:
+        service.close()
+    if as_json:
+        typer.echo(json.dumps({"name": service.name, "version": service.version, "query": text, "k": k, "results": hits},
+                              indent=2, ensure_ascii=False))
+        return
+    _print_hits(where, text, hits)
+
+
+def _print_hits(where: str, query: str, hits: list[dict]) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    console.print(f"[dim]{len(hits)} results for[/dim] {query!r} [dim]from {where}[/dim]")
+    for hit in hits:
+        console.print(f"\n[bold]{hit['rank']:>2}. {hit['title'] or hit['doc_id']}[/bold]  [dim]{hit['doc_id']}  "
+                      f"score {hit['score']:.4f}{'  ' + hit['section'] if hit.get('section') else ''}[/dim]")
+        passage = Text(hit["passage"][:600] + ("…" if len(hit["passage"]) > 600 else ""))
+        for start, end in hit["highlights"]:
+            if start < 600:
+                passage.stylize("bold yellow", start, min(end, 600))
+        console.print(passage)
+        if hit.get("explain"):
+            console.print("    [dim]" + "  ".join(f"{run}: " + (f"#{v['rank']} ({v['score']:.4g})" if v else "-")
+                                                for run, v in hit["explain"].items()) + "[/dim]")
+
+
+@app.command()
+def serve(
+    name: Annotated[list[str] | None, typer.Option(help="served systems to load (default: every one under serve/)")]
+    = None,
+    host: Annotated[str | None, typer.Option(help="address to bind (default: serve.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: serve.port)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """The HTTP search service: GET/POST /search, /documents/{id}, /health, /metrics, a search page at /, docs at
+    /docs. Picks up a newly served version (publish, reindex) without a restart."""
+    import uvicorn
+
+    from irforge.ops.service import create_app
+
+    config = _config(root, params, set_)
+    cfg = config.section("serve")
+    app_ = create_app(root, config, name or None)
+    typer.echo(f"irforge serve: http://{host or cfg.host}:{port or cfg.port}/  (API docs at /docs)")
+    uvicorn.run(app_, host=host or cfg.host, port=port or cfg.port, log_level="info")
+
+
+@app.command()
 def rollback(
-    system: Annotated[str, typer.Option(help="served index to roll back")] = "bm25",
+    name: Annotated[str | None, typer.Option(help="served system to roll back (default: serve.name)")] = None,
     to: Annotated[str | None, typer.Option(help="version to serve (default: the one served before)")] = None,
     list_: Annotated[bool, typer.Option("--list", help="only list the kept versions")] = False,
+    params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
-    """Serve an earlier index version (atomic switch); `--list` shows the kept versions."""
+    """Serve an earlier version of a served system (atomic switch); `--list` shows the kept versions."""
     from irforge.ops import serving
 
+    name = name or _config(root, params, None).section("serve").name
     if not list_:
-        typer.echo(f"{system}: now serving {serving.rollback(root, system, to)}")
-    current = serving.served_version(root, system)
-    for version in serving.versions(root, system):
-        m = serving.manifest(root, system, version)
+        typer.echo(f"{name}: now serving {serving.rollback(root, name, to)}")
+    current = serving.served_version(root, name)
+    for version in serving.versions(root, name):
+        m = serving.manifest(root, name, version)
         typer.echo(f"{'*' if version == current else ' '} {version}  {m['created_at']}  {m['mode']:<11} "
-                   f"{m['chunks']} chunks  changes {m['changes']}  metrics {m.get('metrics')}"
+                   f"{m.get('system', '')}  {m['chunks']} chunks  changes {m['changes']}  metrics {m.get('metrics')}"
                    + (f"  HELD: {m['held']}" if m.get("held") else ""))
 
 

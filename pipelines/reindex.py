@@ -1,5 +1,5 @@
-"""Scheduled re-indexing as a Prefect flow: keep the served index fresh as the corpus changes, at the cost of
-the change. The steps live in :mod:`irforge.ops.reindex`; this module only wires them as tasks.
+"""Scheduled re-indexing as a Prefect flow: keep every index of the served system fresh as the corpus changes, at
+the cost of the change. The steps live in :mod:`irforge.ops.reindex`; this module only wires them as tasks.
 
 Run it once with ``irforge reindex``; deploy it on a schedule with ``prefect deploy`` (prefect.yaml) and a
 process worker, or with ``python -m pipelines.reindex serve`` (``flow.serve`` with ``reindex.cron``).
@@ -27,11 +27,11 @@ def _config(params: Params):
 
 
 @task(name="detect-changes", cache_policy=NO_CACHE)
-def plan_task(root: str, params: Params, system: str, full: bool) -> steps.Plan:
-    return steps.plan(root, _config(params), system, full)
+def plan_task(root: str, params: Params, name: str, full: bool) -> steps.Plan:
+    return steps.plan(root, _config(params), name, full)
 
 
-@task(name="chunk-and-index", cache_policy=NO_CACHE)
+@task(name="chunk-and-index-all", cache_policy=NO_CACHE)
 def build_task(root: str, params: Params, p: steps.Plan, folder: Path) -> dict[str, Any]:
     return steps.build(root, _config(params), p, folder)
 
@@ -48,38 +48,39 @@ def commit_task(root: str, params: Params, p: steps.Plan, name: str, folder: Pat
 
 
 @task(name="switch-served", cache_policy=NO_CACHE)
-def publish_task(root: str, params: Params, system: str, version: str, held: str | None) -> dict[str, Any]:
-    return steps.publish(root, _config(params), system, version, held)
+def switch_task(root: str, params: Params, name: str, version: str, held: str | None) -> dict[str, Any]:
+    return steps.serve_version(root, _config(params), name, version, held)
 
 
 @flow(name="irforge-reindex")
-def reindex(params_path: str = "params.yaml", root: str = ".", system: str | None = None, full: bool = False,
+def reindex(params_path: str = "params.yaml", root: str = ".", name: str | None = None, full: bool = False,
             overrides: list[str] | None = None) -> dict[str, Any]:
     config = load_config(root, params_path, overrides)
-    system = system or config.section("reindex").system
-    with serving.exclusive(root, system):
-        return _reindex(root, config.params, system, full)
+    name = name or config.section("serve").name
+    with serving.exclusive(root, name):
+        return _reindex(root, config.params, name, full)
 
 
-def _reindex(root: str, params: Params, system: str, full: bool) -> dict[str, Any]:
+def _reindex(root: str, params: Params, name: str, full: bool) -> dict[str, Any]:
     run_log = get_run_logger()  # shows in the worker's log and the Prefect UI
     started = time.perf_counter()
-    p = plan_task(root, params, system, full)
-    result: dict[str, Any] = {"system": system, "mode": p.mode, "reason": p.reason, "changes": p.changes.summary()}
-    run_log.info("%s: %s (%s) %s", system, p.mode, p.reason, p.changes.summary())
+    p = plan_task(root, params, name, full)
+    result: dict[str, Any] = {"name": name, "system": p.system, "mode": p.mode, "reason": p.reason,
+                              "changes": p.changes.summary()}
+    run_log.info("%s (%s): %s (%s) %s", name, p.system, p.mode, p.reason, p.changes.summary())
     if p.mode == "unchanged":
         return {**result, "served": p.previous}
-    name, folder = serving.begin_version(root, system)
+    version, folder = serving.begin_version(root, name)
     try:
         stats = build_task(root, params, p, folder)
         metrics = evaluate_task(root, params, folder)
-        held = commit_task(root, params, p, name, folder, stats, metrics)
+        held = commit_task(root, params, p, version, folder, stats, metrics)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    outcome = publish_task(root, params, system, name, held)
-    result.update(version=name, metrics=metrics, **stats, **outcome)
+    outcome = switch_task(root, params, name, version, held)
+    result.update(version=version, metrics=metrics, **stats, **outcome)
     result["seconds"]["total"] = round(time.perf_counter() - started, 3)
-    run_log.info("%s: %s", system, {k: v for k, v in result.items() if k not in ("changes", "reason")})
+    run_log.info("%s: %s", name, {k: v for k, v in result.items() if k not in ("changes", "reason")})
     return result
 
 

@@ -31,6 +31,7 @@ def make_project(root: Path, n_docs: int = 60, **overrides: object) -> Path:
     params["chunk"].update(max_tokens=48, stride=8)  # several chunks per document
     params["evaluate"].update(depth=20, systems=["bm25"], feedback={}, fusions=[], compare=[])  # BM25 only: no model stages here
     params["runtime"]["threads"] = 1
+    params["serve"].update(system="bm25", threads=1)  # the served (and re-indexed) system: no model needed
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         params[section][key] = value

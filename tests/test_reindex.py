@@ -69,26 +69,26 @@ def test_reindex_refresh_switch_and_rollback(tmp_path, monkeypatch, prefect_serv
     assert second["mode"] == "incremental" and second["served"] == "v000002"
     assert second["changes"] == {"added": 1, "changed": 1, "deleted": 1, "unchanged": 38}
     assert second["rechunked_documents"] == 2
-    assert serving.served_version(root, "bm25") == "v000002"
+    assert serving.served_version(root, "main") == "v000002"
 
     # Same chunks as a full rebuild of the new corpus; the index finds the new words and lost the deleted doc.
     full = _reindex(root, "--full")
     assert full["mode"] == "full" and full["served"] == "v000003"
-    versions = root / "serve/bm25/versions"
-    assert read_artifact(versions / "v000002/chunks.parquet", "chunks").equals(
-        read_artifact(versions / "v000003/chunks.parquet", "chunks"))
-    hits = BM25Retriever(versions / "v000002/index").search({"q": "zyxwv"}, 10)["q"]
+    versions = root / "serve/main/versions"
+    assert read_artifact(versions / "v000002/artifacts/chunk/chunks.parquet", "chunks").equals(
+        read_artifact(versions / "v000003/artifacts/chunk/chunks.parquet", "chunks"))
+    hits = BM25Retriever(versions / "v000002/artifacts/index/bm25").search({"q": "zyxwv"}, 10)["q"]
     assert {h.split("#")[0] for h, _ in hits} == {edited, "new-1"}
-    assert second["chunks"] == full["chunks"] == second["index"]["documents"]
-    v1 = read_artifact(versions / "v000001/chunks.parquet", "chunks")  # the old version is untouched
+    assert second["chunks"] == full["chunks"] == second["indexes"]["bm25"]["documents"]
+    v1 = read_artifact(versions / "v000001/artifacts/chunk/chunks.parquet", "chunks")  # the old version is untouched
     assert v1.num_rows == first["chunks"]
 
     # Roll back to the version served before, then to an explicit one.
-    out = CliRunner().invoke(app, ["rollback", "--root", str(root)])
+    out = CliRunner().invoke(app, ["rollback", "--root", str(root), "--params", str(root / "params.yaml")])
     assert out.exit_code == 0 and "now serving v000002" in out.output
-    assert serving.served_version(root, "bm25") == "v000002"
-    out = CliRunner().invoke(app, ["rollback", "--root", str(root), "--to", "v000001"])
-    assert serving.served_version(root, "bm25") == "v000001" and "* v000001" in out.output
+    assert serving.served_version(root, "main") == "v000002"
+    out = CliRunner().invoke(app, ["rollback", "--root", str(root), "--params", str(root / "params.yaml"), "--to", "v000001"])
+    assert serving.served_version(root, "main") == "v000001" and "* v000001" in out.output
 
 
 def test_failed_build_leaves_served_version_alone(tmp_path, monkeypatch, prefect_server):
@@ -104,9 +104,9 @@ def test_failed_build_leaves_served_version_alone(tmp_path, monkeypatch, prefect
     monkeypatch.setattr(reindex_module, "update_lucene_index", broken)
     result = CliRunner().invoke(app, ["reindex", "--root", str(root), "--params", str(root / "params.yaml")])
     assert result.exit_code != 0
-    assert serving.served_version(root, "bm25") == "v000001"
-    assert serving.versions(root, "bm25") == ["v000001"]
-    assert not [p for p in (root / "serve/bm25/versions").iterdir() if p.name.startswith(".")]
+    assert serving.served_version(root, "main") == "v000001"
+    assert serving.versions(root, "main") == ["v000001"]
+    assert not [p for p in (root / "serve/main/versions").iterdir() if p.name.startswith(".")]
 
 
 def _drop_judged_documents(root):
@@ -129,11 +129,11 @@ def test_metric_gate_holds_a_worse_version(tmp_path, prefect_server):
     result = CliRunner().invoke(app, ["reindex", "--root", str(root), "--params", str(root / "params.yaml"),
                                       "--set", "reindex.max_metric_drop=-1"])
     assert result.exit_code != 0 and "reindex.max_metric_drop" in str(result.exception)
-    assert serving.versions(root, "bm25") == ["v000001"]
+    assert serving.versions(root, "main") == ["v000001"]
     held = _reindex(root, "--set", "reindex.max_metric_drop=0")  # any drop at all counts as worse
     assert held["served"] == "v000001" and "fell from" in held["held"]
-    assert serving.manifest(root, "bm25", "v000002")["held"]
-    assert serving.manifest(root, "bm25", "v000002")["metrics"]["nDCG@10"] < first["metrics"]["nDCG@10"]
+    assert serving.manifest(root, "main", "v000002")["held"]
+    assert serving.manifest(root, "main", "v000002")["metrics"]["nDCG@10"] < first["metrics"]["nDCG@10"]
 
 
 def test_one_refresh_at_a_time(tmp_path):

@@ -78,8 +78,22 @@ class LeakageConfig(Section):
     cosine: float | None = Field(0.95, ge=-1, le=1)  # dense cosine (the shared encoder) at/above = leak
 
 
+class ServeConfig(Section):
+    """What `irforge publish` serves (serve/<name>/) and how `irforge search` / `irforge serve` answer."""
+
+    name: str = Field("main", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the served system's folder: serve/<name>/
+    system: str = "best"  # an evaluated run (system, feedback system, rerank, fusion); best: the best on the dev split
+    depth: int = Field(100, ge=1)  # documents per run when searching (evaluate.depth is for measuring)
+    threads: int = Field(2, ge=1)  # torch / Lucene threads per search
+    host: str = "127.0.0.1"  # `irforge serve` binds here (loopback: expose it through a proxy you control)
+    port: int = Field(8000, ge=1, le=65535)
+    max_query_chars: int = Field(1000, ge=1)  # longer queries get a 422
+    max_k: int = Field(100, ge=1)  # documents per query at most
+    max_batch: int = Field(64, ge=1)  # queries per POST /search at most
+    watch_seconds: float = Field(2.0, gt=0)  # how often the service looks for a newly served version
+
+
 class ReindexConfig(Section):
-    system: str = "bm25"
     cron: str = "0 3 * * *"
     keep: int = Field(3, ge=1)
     full_every: int = Field(20, ge=0)
@@ -117,6 +131,7 @@ CORE_SECTIONS: dict[str, type[Section]] = {
     "encoder": EncoderConfig,
     "leakage": LeakageConfig,
     "reindex": ReindexConfig,
+    "serve": ServeConfig,
     "runtime": RuntimeConfig,
 }
 UNTRACKED = ("runtime",)  # sections DVC never tracks

@@ -89,7 +89,17 @@ class SearchPlan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SearchPlan:
-        return cls(**data)
+        """A plan from its JSON (whose step order a key-sorted dump does not keep: it is derived again)."""
+        plan = cls(**data)
+        done, order = set(plan.systems), {}
+        while len(order) < len(plan.steps):
+            ready = [n for n in sorted(plan.steps) if n not in done and all(d in done for d in plan.needs(n))]
+            if not ready:
+                raise ValueError(f"search plan: steps {sorted(set(plan.steps) - done)} need runs it does not have")
+            order.update({n: plan.steps[n] for n in ready})
+            done.update(ready)
+        plan.steps = order
+        return plan
 
 
 @dataclass

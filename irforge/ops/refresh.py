@@ -19,9 +19,10 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -110,9 +111,10 @@ def link_index(source: Path, target: Path) -> None:
                 shutil.copy2(f, target / f.name)
 
 
-def update_lucene_index(index_dir: Path, delete_ids: Iterable[str], docs: Iterable[tuple[str, str]],
-                        threads: int = 1) -> dict[str, int]:
-    """Delete ``delete_ids`` from the Lucene index in ``index_dir``, then add ``docs`` ((id, contents) pairs).
+def update_lucene_index(index_dir: Path, delete_ids: Iterable[str], docs: Iterable[Any],
+                        threads: int = 1, build: Callable[..., int] = build_lucene_index) -> dict[str, int]:
+    """Delete ``delete_ids`` from the Lucene index in ``index_dir``, then add ``docs``: (id, contents) pairs for
+    BM25, or (id, {term: impact}) pairs with ``build=build_impact_index`` for a SPLADE impact index.
 
     New documents are indexed by Anserini into a scratch index (same analyzer and fields as a full build)
     and merged in with ``addIndexes``, so they are exactly the documents a full build would hold.
@@ -130,7 +132,7 @@ def update_lucene_index(index_dir: Path, delete_ids: Iterable[str], docs: Iterab
     WhitespaceAnalyzer = autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer")
 
     with tempfile.TemporaryDirectory(prefix="irforge-delta-") as scratch:
-        added = build_lucene_index(docs, Path(scratch) / "index", threads=threads)
+        added = build(docs, Path(scratch) / "index", threads=threads)
         config = IndexWriterConfig(WhitespaceAnalyzer())  # no text is analysed here: deletes by id + addIndexes
         config.setOpenMode(OpenMode.APPEND)
         writer = IndexWriter(FSDirectory.open(File(str(index_dir)).toPath()), config)

@@ -1,21 +1,33 @@
 """Re-indexing the served system as the corpus changes, at the cost of the change (the logic; the Prefect
 flow in pipelines/reindex.py only wires these steps as tasks).
 
-One run: read the current corpus with the chunk stage's rules, compare each document's content hash with the
-served version (added / changed / deleted), re-chunk only the added and changed documents, update a
-hard-linked copy of the served Lucene index (or build it in full on the first run, when chunk/index params
-changed, or every ``reindex.full_every`` runs), evaluate it when the corpus has judgments, and decide whether
-it may be served (:func:`gate`). See :mod:`irforge.ops.serving` for the folder layout and
-:mod:`irforge.ops.refresh` for the update.
+A served system (``serve/<name>/``, see :mod:`irforge.ops.serving` and :mod:`irforge.ops.search`) is a search plan
+over one or more indexes: BM25 (Lucene), SPLADE (Lucene impact) and dense (faiss), fused or not. One run: read
+the current corpus with the chunk stage's rules, compare each document's content hash with the served version
+(added / changed / deleted), re-chunk only the added and changed documents, then refresh **every** index of the
+plan in the new version folder:
+
+- Lucene (BM25, impact): the served index is hard-linked into the new folder, the changed and deleted documents'
+  chunks are deleted by id and the new chunks added (:func:`irforge.ops.refresh.update_lucene_index`); SPLADE
+  encodes only the new chunks.
+- faiss: the vectors of every current chunk come from the embedding row cache, so only new chunks are encoded;
+  the index is rebuilt from them (exact, and it drops deleted chunks whatever the faiss type).
+
+The version is scored as the whole served system (judgments, or the experiment's held-out generated queries),
+gated (:func:`gate`), and served by one pointer switch: all of its indexes change together. A full build
+happens for the first version, on ``--full``, when chunk/index params or the plan changed, or every
+``reindex.full_every`` runs. Models are carried over from the served version (the first version takes them
+from the experiment), so a refresh never changes which model answers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,35 +35,32 @@ from typing import Any
 import pyarrow as pa
 
 from irforge.config import Config
-from irforge.contract import SCHEMAS, Stage, artifacts
+from irforge.contract import ARTIFACTS, SCHEMAS, Stage, artifacts
 from irforge.corpus import BadRow, Chunker, CorpusError, Document, load_documents, passage_text, sha256_text
 from irforge.engine import Node, StageContext
 from irforge.ops import serving
 from irforge.ops.refresh import ChangeSet, diff, doc_hashes, link_index, merge_chunks, update_lucene_index
-from irforge.retrieval import build_lucene_index
+from irforge.ops.search import CHUNKS, INDEXES, SYSTEM_SPEC, SearchService, system_spec
+from irforge.retrieval import (
+    ProjectEncoders,
+    build_faiss,
+    build_impact_index,
+    build_lucene_index,
+    save_faiss,
+    write_system,
+)
 
 log = logging.getLogger(__name__)
 
 # Re-indexing is not a DAG stage, but its versions carry the same provenance record as a stage's outputs.
-REINDEX = Stage(name="reindex", version="2", params=("corpus", "chunk", "index", "bm25", "evaluate", "reindex"))
-
-# system -> (chunk rows -> Lucene (id, contents)). Only new/changed chunks pass through it on a refresh.
-# Hook for systems whose contents need per-chunk model output (a bm25 system with doc2query expansions would
-# read them from doc2query's row cache, generating only the missing ones).
-Contents = Callable[[StageContext, list[dict[str, Any]]], Iterator[tuple[str, str]]]
-
-
-def _bm25_contents(ctx: StageContext, rows: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
-    for row in rows:
-        yield row["chunk_id"], passage_text(row["title"], row["text"])
-
-
-CONTENTS: dict[str, Contents] = {"bm25": _bm25_contents}
+REINDEX = Stage(name="reindex", version="3",
+                params=("corpus", "chunk", "index", "bm25", "evaluate", "serve", "reindex"))
 
 
 @dataclass
 class Plan:
-    system: str
+    name: str  # the served system (serve/<name>/)
+    spec: dict[str, Any]  # what it searches (irforge.ops.search.system_spec): the plan, BM25 settings, index specs
     mode: str  # full | incremental | unchanged
     reason: str
     previous: str | None  # the served version the diff is against
@@ -59,6 +68,10 @@ class Plan:
     documents: list[Document] = field(repr=False)
     bad: list[BadRow] = field(repr=False)
     corpus: Path = Path()
+
+    @property
+    def system(self) -> str:
+        return self.spec["plan"]["target"]
 
 
 def _ctx(root: str | Path, config: Config) -> StageContext:
@@ -81,81 +94,177 @@ def screened_documents(root: Path, config: Config) -> tuple[list[Document], list
     return corpus.documents, corpus.bad, corpus.file
 
 
-def build_key(config: Config, system: str) -> str:
-    """What makes two versions' chunks and index comparable; when it changes, the next build is a full one."""
-    return artifacts.stable_hash({"system": system, "chunk": config.as_params("chunk"),
-                                  "index": config.as_params("index")})
+def build_key(config: Config, spec: dict[str, Any]) -> str:
+    """What makes two versions' chunks and indexes comparable; when it changes, the next build is a full one."""
+    index = {k: v for k, v in config.as_params("index").items() if k != "systems"}
+    return artifacts.stable_hash({"plan": spec["plan"], "indexes": spec["indexes"], "chunk": config.as_params("chunk"),
+                                  "index": index})
 
 
-def plan(root: str | Path, config: Config, system: str, full: bool = False) -> Plan:
+def served_spec(root: Path, name: str) -> dict[str, Any] | None:
+    version = serving.served_version(root, name)
+    if version is None:
+        return None
+    return json.loads((serving.served_dir(root, name) / SYSTEM_SPEC).read_text(encoding="utf-8"))
+
+
+def plan(root: str | Path, config: Config, name: str | None = None, full: bool = False) -> Plan:
     root = Path(root)
+    name = name or config.section("serve").name
     docs, bad, corpus = screened_documents(root, config)
     current = {d.doc_id: sha256_text(d.doc_id, d.title, d.text) for d in docs}
-    previous = serving.served_version(root, system)
+    previous = serving.served_version(root, name)
+    spec = served_spec(root, name)  # what is served stays what is served; serve.system picks only the first
+    if spec is None:
+        spec = system_spec(config, config.section("serve").system, root)
+        spec["name"] = name
+    unsupported = [s for s, ix in spec["indexes"].items() if ix.get("expansions")]
+    if unsupported:
+        raise ValueError(f"serve/{name}: index '{unsupported[0]}' holds doc2query expansions, which re-indexing "
+                         "cannot make for new documents yet; serve a system without it (e.g. bm25 instead of bm25-d2q)")
     mode, reason = "incremental", "corpus changed"
     if previous is None:
         mode, reason = "full", "first version"
     elif full:
         mode, reason = "full", "full rebuild requested"
     else:
-        old = serving.manifest(root, system, previous)
+        old = serving.manifest(root, name, previous)
         full_every = config.section("reindex").full_every
-        if old.get("build_key") != build_key(config, system):
+        if old.get("build_key") != build_key(config, spec):
             mode, reason = "full", "chunk/index params changed since the served version"
         elif full_every and old.get("incremental_since_full", 0) + 1 >= full_every:
             mode, reason = "full", f"reindex.full_every={full_every} reached"
     if mode == "full":
         changes = diff({}, current)
     else:
-        chunks = artifacts.read_artifact(serving.served_dir(root, system) / "chunks.parquet", "chunks", ["doc_id", "doc_hash"])
+        chunks = artifacts.read_artifact(serving.served_dir(root, name) / CHUNKS, "chunks", ["doc_id", "doc_hash"])
         changes = diff(doc_hashes(chunks), current)
         if changes.empty:
             mode, reason = "unchanged", "no document added, changed or deleted"
-    log.info("reindex %s: %s (%s) %s", system, mode, reason, changes.summary())
-    return Plan(system, mode, reason, previous, changes, docs, bad, corpus)
+    log.info("reindex %s (%s): %s (%s) %s", name, spec["plan"]["target"], mode, reason, changes.summary())
+    return Plan(name, spec, mode, reason, previous, changes, docs, bad, corpus)
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """A hard-linked copy of a file or folder (a copy across file systems); never written through afterwards."""
+    if source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+        return
+    shutil.copytree(source, target, copy_function=_link_or_copy)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def model_folders(spec: dict[str, Any]) -> list[str]:
+    """The project folders (trained models under artifacts/) the served system's indexes and rerankers read."""
+    names = [ix.get("model") for ix in spec["indexes"].values()]
+    names += [step.get("model") for step in spec["plan"]["steps"].values() if step["kind"] == "rerank"]
+    return sorted({n for n in names if n and n.startswith(ARTIFACTS + "/")})
 
 
 def build(root: str | Path, config: Config, p: Plan, folder: Path) -> dict[str, Any]:
-    """Write the new version (chunks, quarantine, index) into ``folder``; return build statistics."""
+    """Write the new version (chunks, quarantine, every index, models, system.json) into ``folder``."""
     root = Path(root)
-    if p.system not in CONTENTS:
-        raise ValueError(f"reindex: no contents function for system '{p.system}' (have: {', '.join(CONTENTS)}); "
-                         "register one in irforge.ops.reindex.CONTENTS")
     ctx, cfg = _ctx(root, config), config.section("chunk")
-    model = ctx.model(cfg.tokenizer)
+    previous = serving.served_dir(root, p.name) if p.previous else None
     ctx.use_input(p.corpus, "corpus")
+    for model in model_folders(p.spec):  # the served version's models, or the experiment's for a first version
+        source = (previous or root) / model
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: the model of serve/{p.name} is missing (run `dvc repro` first)")
+        link_tree(source, folder / model)
     started = time.perf_counter()
-    chunker = Chunker(model.path / "tokenizer.json", cfg.max_tokens, cfg.stride)
+    chunker = Chunker(ctx.model(cfg.tokenizer).path / "tokenizer.json", cfg.max_tokens, cfg.stride)
     todo = [d for d in p.documents if d.doc_id in p.changes.to_chunk]
     rows = [row for i in range(0, len(todo), 256) for row in chunker.split(todo[i : i + 256])]
     new_chunks = pa.Table.from_pylist(rows, schema=SCHEMAS["chunks"])
-    chunk_s = time.perf_counter() - started
-
-    started = time.perf_counter()
-    threads = ctx.threads
-    contents = CONTENTS[p.system](ctx, rows)
+    removed: list[str] = []
     if p.mode == "incremental":
-        previous = serving.served_dir(root, p.system)
-        old = ctx.read_file(previous / "chunks.parquet", "chunks")
-        ctx.use_input(previous / "index", "index")
+        old = ctx.read_file(previous / CHUNKS, "chunks")
         chunks = merge_chunks(old, new_chunks, p.changes.to_remove, [d.doc_id for d in p.documents])
         removed = chunk_ids_of(old, p.changes.to_remove)
-        link_index(previous / "index", folder / "index")
-        stats = update_lucene_index(folder / "index", removed, contents, threads=threads)
     else:
         chunks = new_chunks
-        n = build_lucene_index(contents, folder / "index", threads=threads)
-        stats = {"deleted": 0, "added": n, "documents": n}
-    index_s = time.perf_counter() - started
-    if stats["documents"] != chunks.num_rows:
-        raise RuntimeError(f"reindex: index holds {stats['documents']} chunks, chunks table {chunks.num_rows}")
-    ctx.write_file(folder / "chunks.parquet", "chunks", chunks)
-    ctx.write_file(folder / "quarantine.parquet", "quarantine",
-              pa.Table.from_pylist([vars(b) for b in p.bad], schema=SCHEMAS["quarantine"]))
-    (folder / "index" / artifacts.DIR_PROVENANCE).write_text(
-        json.dumps({**ctx.provenance(), "artifact": "folder"}, indent=2, sort_keys=True))
+    seconds = {"chunk": round(time.perf_counter() - started, 3)}
+    encoders = ProjectEncoders(folder, root / config.runtime.cache_dir, ctx.threads,
+                               batch_size=config.runtime.encode_batch_size, use_cache=config.runtime.reuse_vectors)
+    stats: dict[str, Any] = {}
+    for system in p.spec["plan"]["systems"]:
+        started = time.perf_counter()
+        out = folder / INDEXES / system
+        old_index = previous / INDEXES / system if previous and p.mode == "incremental" else None
+        stats[system] = build_index(ctx, config, p.spec["indexes"][system], out, chunks, rows, removed, old_index,
+                                    encoders)
+        if stats[system]["documents"] != chunks.num_rows:
+            raise RuntimeError(f"reindex {system}: index holds {stats[system]['documents']} chunks, the chunks table "
+                               f"{chunks.num_rows}")
+        (out / artifacts.DIR_PROVENANCE).write_text(
+            json.dumps({**ctx.provenance(), "variant": system, "artifact": "folder"}, indent=2, sort_keys=True))
+        seconds[system] = round(time.perf_counter() - started, 3)
+    ctx.write_file(folder / CHUNKS, "chunks", chunks)
+    ctx.write_file(folder / "artifacts/chunk/quarantine.parquet", "quarantine",
+                   pa.Table.from_pylist([vars(b) for b in p.bad], schema=SCHEMAS["quarantine"]))
+    spec = {**p.spec, "models": models_of(folder, p.spec)}
+    (folder / SYSTEM_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return {"chunks": chunks.num_rows, "rechunked_documents": len(todo), "new_chunks": new_chunks.num_rows,
-            "index": stats, "seconds": {"chunk": round(chunk_s, 3), "index": round(index_s, 3)}}
+            "indexes": stats, "seconds": seconds}
+
+
+def build_index(ctx: StageContext, config: Config, spec: dict[str, Any], out: Path, chunks: pa.Table,
+                new_rows: list[dict[str, Any]], removed: list[str], old_index: Path | None,
+                encoders: ProjectEncoders) -> dict[str, Any]:
+    """One index of the served system: updated from ``old_index`` by the change, or built from all ``chunks``."""
+    icfg, kind, threads = config.section("index"), spec["kind"], ctx.threads
+    rows = new_rows if old_index else chunks.to_pylist()
+    if kind == "faiss":  # every current chunk's vector from the row cache: only new chunks are encoded
+        encoder = encoders.dense_encoder(spec["model"], icfg.max_length)
+        vectors = encoder.encode_chunks(chunks.select(["chunk_id", "title", "text", "content_hash"]).to_pylist(),
+                                        desc=f"encode {out.name}")
+        fcfg = spec.get("faiss") or icfg.faiss.as_params()  # the system's own faiss settings, else index.faiss
+        index = build_faiss(vectors, fcfg["type"], hnsw_m=fcfg["hnsw_m"], ivf_lists=fcfg["ivf_lists"],
+                            pq_m=fcfg["pq_m"], pq_bits=fcfg["pq_bits"], seed=ctx.seed, threads=threads)
+        out.mkdir(parents=True)
+        save_faiss(index, chunks.column("chunk_id").to_pylist(), out)
+        write_system(out, {"kind": "faiss", "faiss_type": fcfg["type"], "model": spec["model"],
+                           "dim": int(vectors.shape[1]), "query_max_length": icfg.query_max_length})
+        return {"documents": chunks.num_rows, "encoded": encoder.cache_misses, "from_cache": encoder.cache_hits}
+    if kind == "impact":
+        encoder = encoders.splade_encoder(spec["model"], icfg.max_length)
+        vectors = encoder.encode([passage_text(r["title"], r["text"]) for r in rows], icfg.impact_scale,
+                                 desc=f"encode {out.name}")
+        docs, build_delta = zip([r["chunk_id"] for r in rows], vectors, strict=True), build_impact_index
+        meta = {"kind": "impact", "model": spec["model"], "scale": icfg.impact_scale,
+                "query_max_length": icfg.query_max_length}
+    else:
+        docs, build_delta = ((r["chunk_id"], passage_text(r["title"], r["text"])) for r in rows), build_lucene_index
+        meta = {"kind": "bm25", "expansions": None}
+    if old_index is None:
+        n = build_delta(docs, out, threads=threads)
+        write_system(out, meta)
+        return {"deleted": 0, "added": n, "documents": n}
+    ctx.use_input(old_index, "index")
+    link_index(old_index, out)  # its system.json too: same params (else the build key changed: a full build)
+    return update_lucene_index(out, removed, docs, threads=threads, build=build_delta)
+
+
+def models_of(folder: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The models the served indexes were built with (name, sha256), from their provenance."""
+    seen: dict[str, dict[str, Any]] = {}
+    for system in spec["plan"]["systems"]:
+        path = folder / INDEXES / system / artifacts.DIR_PROVENANCE
+        if path.exists():
+            for model in json.loads(path.read_text(encoding="utf-8")).get("models", []):
+                seen.setdefault(model["name"], {k: model.get(k) for k in ("name", "sha256", "source")})
+    return list(seen.values())
 
 
 def chunk_ids_of(chunks: pa.Table, docs: set[str]) -> list[str]:
@@ -181,11 +290,11 @@ def synthetic_judgments(root: Path) -> tuple[dict[str, str], dict[str, dict[str,
 
 
 def evaluate(root: str | Path, config: Config, folder: Path) -> dict[str, float] | None:
-    """Score the version's index on the corpus's judgments, or, for a corpus without them, on the experiment's
-    synthetic test set (the gate then keeps a version from losing its own queries' documents); None: neither."""
+    """Score the new version as the whole served system (its plan, fusion included) on the corpus's judgments, or,
+    for a corpus without them, on the experiment's synthetic test set (the gate then keeps a version from losing
+    its own queries' documents); None: neither."""
     from irforge.corpus import load_qrels, load_queries
     from irforge.evaluation import score
-    from irforge.retrieval import BM25Retriever, chunks_to_docs
 
     root, corpus, cfg = Path(root), config.section("corpus"), config.section("reindex")
     qpath = root / corpus.queries if corpus.queries else None
@@ -200,14 +309,14 @@ def evaluate(root: str | Path, config: Config, folder: Path) -> dict[str, float]
         log.info("no judgments: scoring the new version on %d held-out generated queries (synthetic)", len(queries))
     else:
         return None
-    bm25, depth = config.section("bm25"), cfg.eval_depth
-    retriever = BM25Retriever(folder / "index", k1=bm25.k1, b=bm25.b)
+    spec = json.loads((folder / SYSTEM_SPEC).read_text(encoding="utf-8"))
+    spec["plan"]["depth"] = cfg.eval_depth
+    service = SearchService(folder, spec, root / config.runtime.cache_dir, threads=_ctx(root, config).threads)
     try:
-        hits = retriever.search(queries, k=depth * 2)
+        searched = service.searcher.search(queries)
     finally:
-        retriever.close()
-    run = {qid: chunks_to_docs(h, depth) for qid, h in hits.items()}
-    means, _ = score(run, qrels, cfg.measures)
+        service.close()
+    means, _ = score(searched.runs[spec["plan"]["target"]], qrels, cfg.measures)
     return {m: round(v, 4) for m, v in means.items()} | extra
 
 
@@ -223,31 +332,29 @@ def gate(config: Config, served: dict[str, Any] | None, metrics: dict[str, float
     return None
 
 
-
-
 def commit(root: str | Path, config: Config, p: Plan, name: str, folder: Path, stats: dict[str, Any],
            metrics: dict[str, float] | None) -> str | None:
     """Write the version's manifest and move it into ``versions/``; returns why it must not be served (or None)."""
     from irforge.engine import created_at
 
-    served = serving.manifest(root, p.system, p.previous) if p.previous else None
+    served = serving.manifest(root, p.name, p.previous) if p.previous else None
     held = gate(config, served, metrics)
     manifest = {
-        "version": name, "system": p.system, "mode": p.mode, "reason": p.reason, "changes": p.changes.summary(),
-        "served_before": p.previous, "build_key": build_key(config, p.system),
+        "version": name, "name": p.name, "system": p.system, "mode": p.mode, "reason": p.reason,
+        "changes": p.changes.summary(), "served_before": p.previous, "build_key": build_key(config, p.spec),
         "incremental_since_full": 0 if p.mode == "full" else (served or {}).get("incremental_since_full", 0) + 1,
         "created_at": created_at(), "metrics": metrics, "held": held, **stats,
     }
     (folder / serving.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    serving.commit_version(root, p.system, name, folder)
+    serving.commit_version(root, p.name, name, folder)
     return held
 
 
-def publish(root: str | Path, config: Config, system: str, version: str, held: str | None) -> dict[str, Any]:
+def serve_version(root: str | Path, config: Config, name: str, version: str, held: str | None) -> dict[str, Any]:
     """Serve ``version`` (atomic switch) and prune old versions, unless the gate held it back."""
     if held:
-        log.warning("reindex %s: %s built but NOT served: %s", system, version, held)
-        return {"served": serving.served_version(root, system), "held": held}
-    serving.switch(root, system, version)
-    removed = serving.prune(root, system, config.section("reindex").keep)
+        log.warning("reindex %s: %s built but NOT served: %s", name, version, held)
+        return {"served": serving.served_version(root, name), "held": held}
+    serving.switch(root, name, version)
+    removed = serving.prune(root, name, config.section("reindex").keep)
     return {"served": version, "pruned": removed}

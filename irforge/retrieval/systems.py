@@ -64,8 +64,13 @@ class ProjectEncoders:
     """Query encoders for opening a project's indexes outside a stage (judge pools, search): a model name that is a
     folder of the project (a trained model, ``artifacts/train/dense``) resolves against ``root``."""
 
-    def __init__(self, root: Path | str, cache_dir: Path | str, threads: int | None = None):
+    def __init__(self, root: Path | str, cache_dir: Path | str, threads: int | None = None, batch_size: int = 32,
+                 use_cache: bool = True):
         self.root, self.cache_dir, self.threads = Path(root), Path(cache_dir), threads
+        self.batch_size, self.use_cache = batch_size, use_cache
+
+    def resolve(self, name: str):
+        return self._model(name)
 
     def _model(self, name: str):
         from irforge.models import resolve_model
@@ -75,8 +80,9 @@ class ProjectEncoders:
 
     def dense_encoder(self, name: str, max_length: int, precision: str = "float32",
                       threads: int | None = None) -> DenseEncoder:
-        return DenseEncoder(self._model(name), self.cache_dir, max_length=max_length, threads=threads or self.threads,
-                            precision=precision)
+        return DenseEncoder(self._model(name), self.cache_dir, max_length=max_length, batch_size=self.batch_size,
+                            threads=threads or self.threads, precision=precision, use_cache=self.use_cache)
 
     def splade_encoder(self, name: str, max_length: int, threads: int | None = None) -> SpladeEncoder:
-        return SpladeEncoder(self._model(name), self.cache_dir, max_length=max_length, threads=threads or self.threads)
+        return SpladeEncoder(self._model(name), self.cache_dir, max_length=max_length, batch_size=self.batch_size,
+                             threads=threads or self.threads)

@@ -1,0 +1,89 @@
+"""Publishing: an evaluated system of the experiment becomes a served version (``irforge publish``).
+
+Nothing is recomputed: the indexes, chunks and trained models the system's plan needs are hard-linked from
+``artifacts/`` into a new version folder (artifacts are replaced by rename, never rewritten, so the version
+stays as published whatever `dvc repro` does next), with ``system.json`` (the plan) and a manifest recording the
+experiment's provenance: each index's params hash and inputs, the models' sha256, and the system's metrics at
+publish time. The switch is the re-index's: one atomic pointer swap for all of the system's indexes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from irforge.config import Config
+from irforge.contract import artifacts
+from irforge.ops import serving
+from irforge.ops.reindex import build_key, link_tree, model_folders, models_of
+from irforge.ops.search import CHUNKS, INDEXES, SYSTEM_SPEC, system_spec
+from irforge.retrieval import read_system
+
+log = logging.getLogger(__name__)
+
+
+def publish(root: str | Path, config: Config, system: str | None = None, name: str | None = None) -> dict[str, Any]:
+    """Serve the experiment's ``system`` (default ``serve.system``) as ``serve/<name>`` (default ``serve.name``)."""
+    from irforge.engine import created_at
+
+    root = Path(root)
+    serve = config.section("serve")
+    name = name or serve.name
+    spec = system_spec(config, system or serve.system, root)
+    spec["name"] = name
+    needed = [root / CHUNKS, *(root / INDEXES / s for s in spec["plan"]["systems"]), *(root / m for m in model_folders(spec))]
+    missing = [str(p.relative_to(root)) for p in needed if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"cannot publish {spec['plan']['target']}: {', '.join(missing)} missing; run "
+                                "`dvc repro` (or `make repro`) first")
+    for s in spec["plan"]["systems"]:
+        read_system(root / INDEXES / s)  # a folder that is not a finished index fails here, naming it
+    metrics_path = root / "artifacts" / "evaluate" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+    with serving.exclusive(root, name):
+        previous = serving.served_version(root, name)
+        version, folder = serving.begin_version(root, name)
+        try:
+            for path in needed + [root / "artifacts/chunk/quarantine.parquet"]:
+                if path.exists():
+                    link_tree(path, folder / path.relative_to(root))
+            spec["models"] = models_of(folder, spec)
+            (folder / SYSTEM_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            manifest = {
+                "version": version, "name": name, "system": spec["plan"]["target"], "mode": "publish",
+                "reason": "published from the experiment", "changes": {}, "served_before": previous,
+                "build_key": build_key(config, spec), "incremental_since_full": 0, "created_at": created_at(),
+                "metrics": _headline(metrics.get(spec["plan"]["target"])), "held": None,
+                "chunks": artifacts.read_artifact(root / CHUNKS, "chunks", ["chunk_id"]).num_rows,
+                "experiment": {"root": str(root.resolve()), "indexes": _provenance(root, spec)},
+            }
+            (folder / serving.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            serving.commit_version(root, name, version, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        serving.switch(root, name, version)
+        pruned = serving.prune(root, name, config.section("reindex").keep)
+    log.info("serving %s as %s %s", spec["plan"]["target"], name, version)
+    return {**manifest, "pruned": pruned}
+
+
+def _headline(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The system's metrics (all judged queries, and the dev/test splits) without the significance tests."""
+    if not values:
+        return None
+    keep = lambda d: {k: v for k, v in d.items() if not isinstance(v, dict) and "_vs_" not in k}  # noqa: E731
+    return keep(values) | {split: keep(values[split]) for split in ("dev", "test") if isinstance(values.get(split), dict)}
+
+
+def _provenance(root: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """Each index's provenance summary: params hash, the code that built it, its inputs' sha256."""
+    out = {}
+    for s in spec["plan"]["systems"]:
+        path = root / INDEXES / s / artifacts.DIR_PROVENANCE
+        record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        out[s] = {k: record.get(k) for k in ("params_hash", "code_sha256", "created_at")}
+        out[s]["inputs"] = {i["path"]: i.get("sha256") for i in record.get("inputs", [])}
+    return out

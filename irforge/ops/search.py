@@ -1,0 +1,229 @@
+"""Searching with a system: the experiment's own artifacts, or a served version (``irforge publish``).
+
+A served version is a small project of its own: the same relative paths as the experiment (``artifacts/chunk/
+chunks.parquet``, ``artifacts/index/<system>/``, a trained model at ``artifacts/train/<model>/``) plus
+``system.json`` (the search plan and the BM25 settings it ran with) and ``manifest.json``. So one code path
+opens both, and the ranking is the evaluate stage's (:class:`irforge.evaluation.Searcher`).
+
+A result is a document: its id, title, score, the passage that put it in the run (the best-ranked chunk of the
+document in any searched index), the spans of that passage that match a query term (Lucene's analyzer: the
+terms BM25 matches, stemmed), and on request each run of the plan with the document's rank and score there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from irforge.contract import artifacts
+from irforge.evaluation import PassageScorer, Searcher, SearchPlan
+from irforge.retrieval import ProjectEncoders, Run, open_system
+
+log = logging.getLogger(__name__)
+
+SYSTEM_SPEC = "system.json"
+CHUNKS = "artifacts/chunk/chunks.parquet"
+INDEXES = "artifacts/index"
+_WORD = re.compile(r"\w+")
+
+
+def passages_by_doc(chunks_path: Path) -> dict[str, list[dict]]:
+    """Each document's chunks in passage order."""
+    columns = ["chunk_id", "doc_id", "passage_index", "title", "text", "content_hash", "section"]
+    grouped: dict[str, list[dict]] = {}
+    for row in artifacts.read_artifact(chunks_path, "chunks", columns).to_pylist():
+        grouped.setdefault(row["doc_id"], []).append(row)
+    for rows in grouped.values():
+        rows.sort(key=lambda r: r["passage_index"])
+    return grouped
+
+
+def open_reranker(step: dict[str, Any], encoders: ProjectEncoders) -> PassageScorer:
+    """A rerank step's (query, chunks) -> scores function, outside a stage (as the evaluate stage opens it)."""
+    from irforge.corpus import passage_text
+
+    text = lambda chunks: [passage_text(c["title"], c["text"]) for c in chunks]  # noqa: E731
+    if step["scorer"] == "qlm":
+        from irforge.generation import Generator, QueryLikelihood
+        from irforge.models import resolve_precision
+
+        generator = Generator(encoders.resolve(step["model"]), threads=encoders.threads, chat_template="never",
+                              dtype=resolve_precision(step["dtype"]))
+        likelihood = QueryLikelihood(generator, step["max_length"])
+        return lambda query, chunks: likelihood.score(query, text(chunks))
+    if step["scorer"] == "cross-encoder":
+        from irforge.models import CrossEncoderScorer
+
+        model = CrossEncoderScorer(encoders.resolve(step["model"]), step["max_length"])
+        return lambda query, chunks: model.score(query, text(chunks))
+    encoder = encoders.dense_encoder(step["model"], step["max_length"])
+    return lambda query, chunks: encoder.encode_chunks(list(chunks)) @ encoder.encode_queries({"q": query})[0]
+
+
+class SearchService:
+    """A system opened once for any number of searches (thread-safe: one search at a time)."""
+
+    def __init__(self, root: Path | str, spec: dict[str, Any], cache_dir: Path | str, threads: int | None = None,
+                 version: str | None = None, manifest: dict[str, Any] | None = None):
+        self.root, self.spec = Path(root), spec
+        self.plan = SearchPlan.from_json(spec["plan"])
+        self.version, self.manifest = version, manifest or {}
+        self.passages = passages_by_doc(self.root / CHUNKS)
+        self.encoders = ProjectEncoders(self.root, cache_dir, threads)
+        k1, b = spec["bm25"]["k1"], spec["bm25"]["b"]
+        self.searcher = Searcher(
+            self.plan, lambda system: open_system(self.root / INDEXES / system, self.encoders, k1, b, threads=threads),
+            lambda name, step: open_reranker(step, self.encoders), self.passages)
+        self._lock = threading.Lock()
+        self._analyzer: Any = None
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open_version(cls, folder: Path | str, cache_dir: Path | str, threads: int | None = None) -> SearchService:
+        """A served version's folder (``serve/<name>/versions/vNNNNNN``)."""
+        folder = Path(folder)
+        spec = json.loads((folder / SYSTEM_SPEC).read_text(encoding="utf-8"))
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        return cls(folder, spec, cache_dir, threads, version=folder.name, manifest=manifest)
+
+    @classmethod
+    def open_experiment(cls, root: Path | str, config: Any, system: str, threads: int | None = None) -> SearchService:
+        """The experiment's artifacts under ``root`` (what `dvc repro` built), searched as ``system``."""
+        return cls(root, system_spec(config, system), Path(root) / config.runtime.cache_dir, threads)
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+    # ------------------------------------------------------------------ searching
+    def search(self, queries: dict[str, str], k: int = 10, explain: bool = False) -> dict[str, list[dict[str, Any]]]:
+        """The top ``k`` documents of each query, best first."""
+        if not queries:
+            return {}
+        with self._lock:
+            searched = self.searcher.search(queries)
+        target = self.plan.target or self.plan.systems[0]
+        shown = [r for r in [*self.plan.systems, *self.plan.steps] if r != target]
+        results: dict[str, list[dict[str, Any]]] = {}
+        for qid, text in queries.items():
+            hits = searched.runs[target].get(qid, [])[:k]
+            best = best_passages(searched.chunk_runs, qid)
+            terms = self.query_terms(text)
+            results[qid] = []
+            for rank, (doc, score) in enumerate(hits, start=1):
+                passages = self.passages.get(doc, [])
+                chunk = next((p for p in passages if p["chunk_id"] == best.get(doc)), passages[0] if passages else None)
+                row: dict[str, Any] = {"rank": rank, "doc_id": doc, "score": round(float(score), 6),
+                                       "title": chunk["title"] if chunk else "", "passage": chunk["text"] if chunk else "",
+                                       "chunk_id": chunk["chunk_id"] if chunk else None,
+                                       "section": chunk.get("section") if chunk else None}
+                row["highlights"] = self.highlights(row["passage"], terms)
+                if explain:
+                    row["explain"] = {run: position(searched.runs[run].get(qid, []), doc) for run in shown}
+                results[qid].append(row)
+        return results
+
+    def document(self, doc_id: str) -> dict[str, Any] | None:
+        passages = self.passages.get(doc_id)
+        if not passages:
+            return None
+        return {"doc_id": doc_id, "title": passages[0]["title"],
+                "passages": [{"chunk_id": p["chunk_id"], "section": p.get("section"), "text": p["text"]} for p in passages]}
+
+    def describe(self) -> dict[str, Any]:
+        """What is served: name, version, the system, its model hashes, documents and passages."""
+        return {"name": self.name, "version": self.version, "system": self.plan.target,
+                "runs": [*self.plan.systems, *self.plan.steps], "models": self.spec.get("models", []),
+                "documents": len(self.passages), "passages": sum(len(p) for p in self.passages.values()),
+                "published_at": self.manifest.get("created_at"), "metrics": self.manifest.get("metrics")}
+
+    # ------------------------------------------------------------------ highlighting
+    def query_terms(self, text: str) -> set[str]:
+        return {t for w in _WORD.findall(text) for t in self._stems(w.lower())}
+
+    def highlights(self, passage: str, terms: set[str]) -> list[list[int]]:
+        """[start, end) character spans of the passage's words whose analysed form is a query term."""
+        return [[m.start(), m.end()] for m in _WORD.finditer(passage) if terms & set(self._stems(m.group().lower()))]
+
+    def _stems(self, word: str) -> tuple[str, ...]:
+        if self._analyzer is None:
+            self._analyzer = _lucene_analyzer()
+        return self._analyzer(word)
+
+    def close(self) -> None:
+        self.searcher.close()
+
+
+def _lucene_analyzer():
+    """Lucene's English analyzer (what the BM25 indexes use: lower case, stop words out, Porter stems), memoised
+    per word."""
+    from irforge.retrieval import ensure_java
+
+    ensure_java()
+    from pyserini.analysis import Analyzer, get_lucene_analyzer
+
+    analyzer = Analyzer(get_lucene_analyzer())
+
+    @lru_cache(maxsize=200_000)
+    def stems(word: str) -> tuple[str, ...]:
+        return tuple(analyzer.analyze(word))
+
+    return stems
+
+
+def best_passages(chunk_runs: dict[str, Run], qid: str) -> dict[str, str]:
+    """doc_id -> the chunk that ranks best for it in any index or feedback run (what put it in the results)."""
+    best: dict[str, tuple[int, str]] = {}
+    for run in chunk_runs.values():
+        seen: set[str] = set()
+        for rank, (chunk_id, _) in enumerate(run.get(qid, [])):
+            doc = chunk_id.rsplit("#", 1)[0]
+            if doc not in seen:
+                seen.add(doc)
+                if doc not in best or rank < best[doc][0]:
+                    best[doc] = (rank, chunk_id)
+    return {doc: chunk for doc, (_, chunk) in best.items()}
+
+
+def position(hits: list[tuple[str, float]], doc: str) -> dict[str, Any] | None:
+    for rank, (hit, score) in enumerate(hits, start=1):
+        if hit == doc:
+            return {"rank": rank, "score": round(float(score), 6)}
+    return None
+
+
+# ---------------------------------------------------------------------- what a system is, from the experiment
+
+
+def best_system(root: Path | str, config: Any) -> str:
+    """The evaluated run with the best dev-split score (evaluate.significance_measure): tuning sees only dev."""
+    path = Path(root) / "artifacts" / "evaluate" / "metrics.json"
+    if not path.exists():
+        raise ValueError(f"serve.system is 'best' but {path} does not exist: run `dvc repro` first, or name a "
+                         "system (e.g. -S serve.system=bm25)")
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    measure = config.section("evaluate").significance_measure
+    scored = {s: (v.get("dev") or v).get(measure) for s, v in metrics.items() if isinstance(v, dict)}
+    scored = {s: v for s, v in scored.items() if v is not None}
+    if not scored:
+        raise ValueError(f"{path}: no system has a {measure} score (a corpus without judgments): name a system "
+                         "with serve.system")
+    return max(sorted(scored), key=lambda s: scored[s])
+
+
+def system_spec(config: Any, system: str, root: Path | str = ".") -> dict[str, Any]:
+    """The served description of ``system`` (``best``: see :func:`best_system`): its plan, BM25 settings and the
+    index systems' specs."""
+    serve = config.section("serve")
+    if system == "best":
+        system = best_system(root, config)
+    plan = SearchPlan.from_config(config.section("evaluate"), system, depth=serve.depth)
+    bm25 = config.section("bm25")
+    specs = config.section("index").systems
+    return {"name": serve.name, "plan": plan.to_json(), "bm25": {"k1": bm25.k1, "b": bm25.b},
+            "indexes": {s: specs[s].as_params() for s in plan.systems if s in specs}}
