@@ -10,7 +10,6 @@ Endpoints: ``GET /search``, ``POST /search`` (a batch), ``GET /documents/{id}``,
 (Prometheus text), ``GET /`` (a search page) and FastAPI's ``/docs``.
 """
 
-from __future__ import annotations
 
 import contextlib
 import logging
@@ -113,6 +112,7 @@ def create_app(root: Path | str, config: Any, names: list[str] | None = None, wa
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
     from pydantic import BaseModel, Field
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     root, cfg = Path(root), config.section("serve")
     cache_dir = root / config.runtime.cache_dir
@@ -172,6 +172,13 @@ def create_app(root: Path | str, config: Any, names: list[str] | None = None, wa
         reasons = ["{}: {}".format(".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body", e.get("msg"))
                    for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(reasons)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail
+        if exc.status_code == 400 and detail == "There was an error parsing the body":  # FastAPI's words for bad bytes
+            detail = "the body is not UTF-8 JSON"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     def system_of(name: str | None) -> ServedSystem:
         chosen = name or default

@@ -1,0 +1,198 @@
+"""Publish an evaluated hybrid system, search it from the command line and over HTTP, swap versions under load."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import paths
+from irforge.cli import app
+from irforge.engine import load_config, run_stage
+from irforge.ops import serving
+from irforge.ops.publish import publish
+from irforge.ops.search import SearchService
+from trainkit import TOPICS, make_project
+
+TARGET = "rrf(bm25-rm3+dense-prf+splade-zs)"  # a fusion over a trained model, PRF and a zero-shot SPLADE leg
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_models) -> Path:
+    root = tmp_path_factory.mktemp("served")
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": f"t{i}", "text": t.split()[0] + " " + t.split()[-1]})
+                                                + "\n" for i, t in enumerate(TOPICS)))
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"t{i}\t{i}\t1\n" for i in range(len(TOPICS))))
+    params = make_project(root, tiny_models, **{
+        "corpus.queries": "queries.jsonl", "corpus.qrels": "qrels.tsv", "train.dense.epochs": 1,
+        "evaluate.systems": ["bm25", "dense", "splade-zs"],
+        "evaluate.feedback": {"bm25-rm3": {"system": "bm25", "method": "rm3", "docs": 3},
+                              "dense-prf": {"system": "dense", "feedback": "rrf(bm25+dense+splade-zs)", "docs": 2}},
+        "evaluate.fusions": [["bm25", "dense", "splade-zs"], ["bm25-rm3", "dense-prf", "splade-zs"]],
+        "evaluate.compare": [], "evaluate.rerank": {}, "evaluate.resamples": 200, "evaluate.depth": 10,
+        "serve.depth": 10, "serve.threads": 1, "serve.system": TARGET})
+    (root / "params.yaml").write_text(yaml.safe_dump(params.data, sort_keys=False))
+    run_stage("judgments", root, params)
+    run_stage("train", root, params, "dense")
+    for system in ("bm25", "dense", "splade-zs"):
+        run_stage("index", root, params, system)
+    run_stage("evaluate", root, params)
+    return root
+
+
+@pytest.fixture(scope="module")
+def published(project) -> dict:
+    return publish(project, load_config(project, "params.yaml"))
+
+
+@pytest.fixture(scope="module")
+def client(project, published):
+    from fastapi.testclient import TestClient
+
+    from irforge.ops.service import create_app
+
+    with TestClient(create_app(project, load_config(project, "params.yaml"), watch=False)) as c:
+        yield c
+
+
+def test_publish_links_the_plan_indexes_and_models_with_provenance(project, published):
+    folder = serving.served_dir(project, "main")
+    assert published["version"] == folder.name == "v000001" and published["system"] == TARGET
+    assert sorted(p.name for p in (folder / "artifacts/index").iterdir()) == ["bm25", "dense", "splade-zs"]
+    assert (folder / "artifacts/train/dense/model.safetensors").exists()  # the trained model travels with it
+    spec = json.loads((folder / "system.json").read_text())
+    assert spec["plan"]["target"] == TARGET and set(spec["plan"]["steps"]) == {
+        "bm25-rm3", "dense-prf", "rrf(bm25+dense+splade-zs)", TARGET}
+    assert "artifacts/train/dense" in {m["name"] for m in spec["models"]}
+    metrics = json.loads((project / paths.METRICS).read_text())[TARGET]
+    assert published["metrics"]["nDCG@10"] == metrics["nDCG@10"]
+    assert published["experiment"]["indexes"]["dense"]["params_hash"]
+
+
+def test_a_served_system_ranks_as_it_was_evaluated(project, published):
+    runs = pq.read_table(project / paths.RUNS).to_pylist()
+    evaluated: dict[str, list[str]] = {}
+    for row in sorted((r for r in runs if r["system"] == TARGET), key=lambda r: (r["query_id"], r["rank"])):
+        evaluated.setdefault(row["query_id"], []).append(row["doc_id"])
+    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in (project / "queries.jsonl").read_text().splitlines()}
+    service = SearchService.open_version(serving.served_dir(project, "main"), project / ".irforge-cache", threads=1)
+    try:
+        found = service.search(queries, k=10)
+    finally:
+        service.close()
+    assert {q: [h["doc_id"] for h in hits] for q, hits in found.items()} == evaluated
+
+
+def _cli(project, *args):
+    return CliRunner().invoke(app, [*args, "--root", str(project), "--params", str(project / "params.yaml")])
+
+
+def test_cli_search_prints_the_http_ranking(project, published, client):
+    out = _cli(project, "search", "wing", "lift", "--json", "-k", "5")
+    assert out.exit_code == 0, out.output
+    cli = json.loads(out.output[out.output.index("{"):])
+    http = client.get("/search", params={"q": "wing lift", "k": 5}).json()
+    assert [(h["doc_id"], h["score"]) for h in cli["results"]] == [(h["doc_id"], h["score"]) for h in http["results"]]
+    assert cli["version"] == http["version"] == "v000001" and len(http["results"]) == 5
+    top = http["results"][0]
+    assert top["doc_id"] == "0" and top["title"] is not None
+    assert any(top["passage"][a:b].lower() in ("wing", "lift") for a, b in top["highlights"])
+
+    text = _cli(project, "search", "wing", "lift", "-k", "3", "--explain")
+    assert text.exit_code == 0 and "bm25-rm3: #" in text.output and "score" in text.output
+    experiment = _cli(project, "search", "wing", "lift", "--json", "--experiment", TARGET)
+    assert experiment.exit_code == 0, experiment.output
+    assert json.loads(experiment.output[experiment.output.index("{"):])["results"][0]["doc_id"] == "0"
+
+
+def test_http_endpoints(client):
+    health = client.get("/health").json()
+    main = health["systems"]["main"]
+    assert health["status"] == "ok" and main["version"] == "v000001" and main["system"] == TARGET
+    assert main["documents"] == len(TOPICS) and any(m["sha256"] for m in main["models"])
+    batch = client.post("/search", json={"queries": {"a": "shock wave", "b": "satellite orbit"}, "k": 3, "explain": True})
+    assert batch.status_code == 200
+    results = batch.json()["results"]
+    assert results["a"][0]["doc_id"] == "2" and results["b"][0]["doc_id"] == "7"
+    assert set(results["a"][0]["explain"]) == {"bm25", "dense", "splade-zs", "bm25-rm3", "dense-prf", "rrf(bm25+dense+splade-zs)"}
+    doc = client.get("/documents/3").json()
+    assert doc["doc_id"] == "3" and doc["passages"][0]["text"].startswith("heat transfer")
+    assert client.get("/documents/nope").status_code == 404
+    page = client.get("/")
+    assert page.status_code == 200 and '<input id="q"' in page.text
+    assert client.get("/docs").status_code == 200 and "/search" in client.get("/openapi.json").json()["paths"]
+    metrics = client.get("/metrics").text
+    assert 'irforge_requests_total{endpoint="/search",status="200"}' in metrics
+    assert "irforge_request_seconds_bucket" in metrics
+
+
+@pytest.mark.parametrize(("method", "url", "body", "status", "reason"), [
+    ("get", "/search?q=", None, 422, "q is empty"),
+    ("get", "/search?q=%20%20", None, 422, "q is empty"),
+    ("get", "/search?q=" + "a" * 2000, None, 422, "at most 1000 (serve.max_query_chars)"),
+    ("post", "/search", json.dumps({"queries": ["a" * 100_000]}).encode(), 422, "at most 1000 (serve.max_query_chars)"),
+    ("get", "/search?q=wing&k=0", None, 422, "k"),
+    ("get", "/search?q=wing&k=1000000", None, 422, "k"),
+    ("get", "/search?q=wing&system=nope", None, 404, "unknown system 'nope'"),
+    ("get", "/search?q=%FF%FE", None, 400, "not valid UTF-8"),
+    ("get", "/search", None, 422, "q"),
+    ("post", "/search", b"{not json", 422, "JSON"),
+    ("post", "/search", b'{"queries": ["\xff\xfe"]}', 400, "not UTF-8 JSON"),
+    ("post", "/search", json.dumps({"queries": ["w"] * 65}).encode(), 422, "at most 64 per request"),
+    ("post", "/search", json.dumps({"queries": []}).encode(), 422, "queries is empty"),
+    ("post", "/search", json.dumps({"queries": ["wing"], "k": -1}).encode(), 422, "k"),
+])
+def test_bad_requests_get_a_clear_4xx_and_the_service_stays_up(client, method, url, body, status, reason):
+    if method == "get":
+        response = client.get(url)
+    else:
+        response = client.post(url, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert reason in response.json()["detail"]
+    assert "Traceback" not in response.text
+    assert client.get("/health").status_code == 200
+
+
+def test_a_new_version_is_picked_up_and_the_old_one_closed_after_its_last_request(project, published, client):
+    served = client.app.state.systems["main"]
+    with served.use() as before:  # a request still running on v000001
+        second = publish(project, load_config(project, "params.yaml"))
+        assert served.refresh()
+        assert client.get("/search", params={"q": "wing"}).json()["version"] == second["version"] == "v000002"
+        assert before.version == "v000001" and before.service.searcher.retrievers  # still open for it
+        assert before.service.search({"q": "wing"}, 1)["q"][0]["doc_id"] == "0"
+    assert not before.service.searcher.retrievers  # closed once its last request ended
+
+    # Requests from several threads while versions switch: every one succeeds and names a version.
+    versions, errors = [], []
+
+    def ask():
+        for _ in range(5):
+            r = client.get("/search", params={"q": "flutter panel"})
+            (versions if r.status_code == 200 else errors).append(r.json().get("version"))
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    publish(project, load_config(project, "params.yaml"))
+    served.refresh()
+    for t in threads:
+        t.join()
+    assert not errors and set(versions) <= {"v000002", "v000003"} and len(versions) == 15
+
+
+def test_publish_errors_name_the_system_or_the_missing_index(project, tmp_path):
+    out = _cli(project, "publish", "no-such-system")
+    assert out.exit_code != 0 and "unknown system 'no-such-system'" in str(out.exception)
+    config = load_config(project, "params.yaml", {"evaluate.systems": ["bm25", "dense", "splade-zs"],
+                                                  "evaluate.feedback": {}, "evaluate.fusions": [], "serve.system": "dense"})
+    empty = tmp_path / "empty"
+    (empty / "artifacts/chunk").mkdir(parents=True)
+    (empty / paths.CHUNKS).write_bytes((project / paths.CHUNKS).read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"artifacts/index/dense.*missing; run `dvc repro`"):
+        publish(empty, config)
