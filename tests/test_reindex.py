@@ -175,3 +175,53 @@ def test_a_corpus_too_bad_to_reindex_is_a_short_error_naming_the_bad_lines(tmp_p
     message = str(result.exception)
     assert "corpus: 3 of 13 rows are bad, above chunk.max_bad_fraction=0.01 (corpus.jsonl:11 invalid JSON" in message
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow  # three builds of three indexes with evaluation: ~90 s on 2 cores
+def test_a_hybrid_served_system_refreshes_every_index_by_the_change(tmp_path, tiny_models):
+    """bm25 + faiss + SPLADE impact fused: the incremental refresh encodes only new chunks, and every query's top 10
+    equals a full rebuild's; the three indexes switch together (one version)."""
+    from irforge.engine import load_config
+    from irforge.ops import reindex as steps
+    from irforge.ops.search import SearchService
+
+    root = make_project(tmp_path, n_docs=30, index__max_length=32, evaluate__systems=["bm25", "dense-zs", "splade-zs"],
+                       evaluate__fusions=[["bm25", "dense-zs", "splade-zs"]], index__systems={
+                           "bm25": {"kind": "bm25"}, "dense-zs": {"kind": "faiss", "model": str(tiny_models["dense"])},
+                           "splade-zs": {"kind": "impact", "model": str(tiny_models["splade"])}})
+    config = load_config(root, "params.yaml", {"serve.system": "rrf(bm25+dense-zs+splade-zs)"})
+
+    def refresh(full=False):
+        p = steps.plan(root, config, full=full)
+        version, folder = serving.begin_version(root, "main")
+        stats = steps.build(root, config, p, folder)
+        steps.commit(root, config, p, version, folder, stats, steps.evaluate(root, config, folder))
+        steps.serve_version(root, config, "main", version, None)
+        return p, stats
+
+    p, first = refresh()
+    assert p.mode == "full" and set(first["indexes"]) == {"bm25", "dense-zs", "splade-zs"}
+    _edit_corpus(root)
+    p, second = refresh()
+    assert p.mode == "incremental" and second["new_chunks"] > 0
+    dense = second["indexes"]["dense-zs"]
+    # Only re-chunked text is encoded (a changed document's untouched first chunk is still in the cache).
+    assert 0 < dense["encoded"] <= second["new_chunks"] and dense["from_cache"] + dense["encoded"] == second["chunks"]
+    assert second["indexes"]["splade-zs"]["added"] == second["new_chunks"] == second["indexes"]["bm25"]["added"]
+    assert serving.manifest(root, "main", "v000002")["metrics"]["nDCG@10"] > 0
+    refresh(full=True)
+
+    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in (root / "corpus/queries.jsonl").read_text().splitlines()}
+    queries["new"] = "zyxwv flutter"
+
+    def top10(version):
+        service = SearchService.open_version(root / "serve/main/versions" / version, root / ".irforge-cache", threads=1)
+        try:
+            return {q: [h["doc_id"] for h in hits] for q, hits in service.search(queries, k=10).items()}
+        finally:
+            service.close()
+
+    incremental, full = top10("v000002"), top10("v000003")
+    same = sum(incremental[q] == full[q] for q in queries) / len(queries)
+    assert same >= 0.95, f"only {same:.0%} of queries have the full rebuild's top 10"
+    assert "new-1" in incremental["new"][:3]

@@ -7,10 +7,12 @@ stamps on every chunk) with the previous chunks table. Only added and changed do
 The Lucene update works at segment level: the previous index's files are hard-linked into the new version
 folder (Lucene never rewrites a file once written, so the previous version stays intact), the chunks of
 changed and deleted documents are deleted by id, and the new chunks, indexed on their own by Anserini
-exactly as a full build would, are added with ``IndexWriter.addIndexes``. Cost is proportional to the
-change, not to the corpus. Deleted documents still count in BM25's collection statistics until Lucene
-merges their segment away, so scores can differ from a full rebuild in the last decimals; a periodic full
-rebuild (``reindex.full_every``) resets that.
+exactly as a full build would, are added with ``IndexWriter.addIndexes``. Analysis and encoding cost is
+proportional to the change, not to the corpus. Deleted documents would still count in BM25's collection
+statistics (document count, average length) until Lucene merged their segment away, which moved a small
+corpus's BM25 top 10 for half of its queries; so the segments holding deletions are rewritten
+(``forceMergeDeletes``: a copy of postings, no re-analysis), and scores equal a full rebuild's. A periodic full
+rebuild (``reindex.full_every``) also restores the one-segment layout.
 """
 
 from __future__ import annotations
@@ -135,6 +137,9 @@ def update_lucene_index(index_dir: Path, delete_ids: Iterable[str], docs: Iterab
         added = build(docs, Path(scratch) / "index", threads=threads)
         config = IndexWriterConfig(WhitespaceAnalyzer())  # no text is analysed here: deletes by id + addIndexes
         config.setOpenMode(OpenMode.APPEND)
+        policy = autoclass("org.apache.lucene.index.TieredMergePolicy")()
+        policy.setForceMergeDeletesPctAllowed(0.0)  # any segment with a deletion is rewritten (see the module doc)
+        config.setMergePolicy(policy)
         writer = IndexWriter(FSDirectory.open(File(str(index_dir)).toPath()), config)
         try:
             deleted = 0
@@ -145,6 +150,8 @@ def update_lucene_index(index_dir: Path, delete_ids: Iterable[str], docs: Iterab
                 delta = FSDirectory.open(File(str(Path(scratch) / "index")).toPath())
                 writer.addIndexes(delta)
                 delta.close()
+            if deleted:  # rewrite the segments holding deleted chunks: BM25's statistics then count only live ones
+                writer.forceMergeDeletes(True)
             writer.commit()
             live = writer.getDocStats().numDocs
         finally:

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 # Re-indexing is not a DAG stage, but its versions carry the same provenance record as a stage's outputs.
 REINDEX = Stage(name="reindex", version="3",
-                params=("corpus", "chunk", "index", "bm25", "evaluate", "serve", "reindex"))
+                params=("seed", "corpus", "chunk", "index", "bm25", "evaluate", "serve", "reindex"))
 
 
 @dataclass
