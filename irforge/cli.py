@@ -272,7 +272,7 @@ def publish(
     from irforge.ops.publish import publish as publish_system
 
     m = publish_system(root, _config(root, params, set_), system, name)
-    metrics = m.get("metrics") or {}
+    metrics = m.get("experiment_metrics") or {}
     headline = "  ".join(f"{split} nDCG@10 {metrics[split]['nDCG@10']}" for split in ("dev", "test")
                          if "nDCG@10" in metrics.get(split, {}))
     typer.echo(f"serving {m['system']} as {m['name']} {m['version']} ({m['chunks']} passages){'  ' + headline if headline else ''}")

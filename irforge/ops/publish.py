@@ -3,8 +3,8 @@
 Nothing is recomputed: the indexes, chunks and trained models the system's plan needs are hard-linked from
 ``artifacts/`` into a new version folder (artifacts are replaced by rename, never rewritten, so the version
 stays as published whatever `dvc repro` does next), with ``system.json`` (the plan) and a manifest recording the
-experiment's provenance: each index's params hash and inputs, the models' sha256, and the system's metrics at
-publish time. The switch is the re-index's: one atomic pointer swap for all of the system's indexes.
+experiment's provenance: each index's params hash and inputs, the models' sha256, the system's metrics in the
+experiment, and its score as a re-index scores a version (what the re-index gate compares with). The switch is the re-index's: one atomic pointer swap for all of the system's indexes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from irforge.config import Config
 from irforge.contract import artifacts
 from irforge.ops import serving
-from irforge.ops.reindex import build_key, link_tree, model_folders, models_of
+from irforge.ops.reindex import build_key, evaluate, link_tree, model_folders, models_of
 from irforge.ops.search import CHUNKS, INDEXES, SYSTEM_SPEC, system_spec
 from irforge.retrieval import read_system
 
@@ -52,11 +52,14 @@ def publish(root: str | Path, config: Config, system: str | None = None, name: s
                     link_tree(path, folder / path.relative_to(root))
             spec["models"] = models_of(folder, spec)
             (folder / SYSTEM_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            # Scored as a re-index scores its versions (reindex.measures at reindex.eval_depth), so the first
+            # refresh's gate compares like with like; the experiment's own numbers are kept beside.
+            scored = evaluate(root, config, folder)
             manifest = {
                 "version": version, "name": name, "system": spec["plan"]["target"], "mode": "publish",
                 "reason": "published from the experiment", "changes": {}, "served_before": previous,
                 "build_key": build_key(config, spec), "incremental_since_full": 0, "created_at": created_at(),
-                "metrics": _headline(metrics.get(spec["plan"]["target"])), "held": None,
+                "metrics": scored, "experiment_metrics": _headline(metrics.get(spec["plan"]["target"])), "held": None,
                 "chunks": artifacts.read_artifact(root / CHUNKS, "chunks", ["chunk_id"]).num_rows,
                 "experiment": {"root": str(root.resolve()), "indexes": _provenance(root, spec)},
             }
