@@ -79,6 +79,7 @@ class ServedSystem:
             return False
         started = time.perf_counter()
         service = SearchService.open_version(serving.served_dir(self.root, self.name), self.cache_dir, self.threads)
+        service.search({"warm-up": "warm up"}, 1)  # first-query costs (JIT, lazy weights) before users see it
         with self._swap:
             old, self._current = self._current, Loaded(service)
         log.info("%s: serving %s (opened in %.1f s)%s", self.name, version, time.perf_counter() - started,
@@ -256,3 +257,14 @@ def create_app(root: Path | str, config: Any, names: list[str] | None = None, wa
 
     app.state.systems = systems
     return app
+
+
+def app_from_env():
+    """The app for ``uvicorn --factory`` (several worker processes, each loading the served versions itself):
+    ``IRFORGE_ROOT`` (default ``.``) and ``IRFORGE_PARAMS`` (default ``params.yaml``) name the project."""
+    import os
+
+    from irforge.engine import load_config
+
+    root = Path(os.environ.get("IRFORGE_ROOT", "."))
+    return create_app(root, load_config(root, os.environ.get("IRFORGE_PARAMS", "params.yaml")))
