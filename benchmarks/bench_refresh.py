@@ -1,13 +1,30 @@
-"""Incremental refresh vs full rebuild, both measured in this run on the same generated corpus.
+"""Incremental refresh vs full rebuild of the hybrid served system, both measured in this run on one generated corpus.
 
-A synthetic corpus (Zipf-distributed words, seeded) gets a first full version; then 1% of it changes
-(half edited, a quarter deleted, a quarter new) and the new corpus is indexed twice: a full rebuild
-(chunk everything + build a fresh Lucene index) and an incremental refresh (diff by content hash, re-chunk
-the changed documents, update a hard-linked copy of the index). Both run the same code as
-`irforge reindex` (irforge/ops/reindex.py: plan + build), with the JVM already warm; the evaluation step is
-left out of both (the generated corpus has no judgments). Also checks that the two results agree.
+The served system is the one `irforge publish` / `irforge reindex` serve: BM25 (Lucene) + dense (faiss,
+``pkg:all-minilm-l6-v2``) + SPLADE (Lucene impact, ``pkg:splade-tiny``), fused by RRF
+(``rrf(bm25+dense-zs+splade-zs)``). A synthetic corpus (Zipf-distributed words, seeded) gets a first full version,
+built with the embedding row cache on (so the cache holds the old corpus's vectors) and served; then ``--change``
+of it changes (half edited, a quarter deleted, a quarter new) and the new corpus is indexed twice:
 
-    python benchmarks/bench_refresh.py --docs 20000 --change 0.01
+- full rebuild: chunk everything, build a fresh Lucene index, encode every chunk with MiniLM (faiss) and SPLADE
+  (impact index); built with ``runtime.reuse_vectors: false``, so the faiss encoder neither reads nor writes the
+  vector cache: what a rebuild costs without irforge's cache;
+- incremental refresh (the default ``reuse_vectors: true``, against the served first version): diff by content
+  hash, re-chunk the changed documents, update hard-linked copies of the two Lucene indexes (SPLADE encodes only the
+  new chunks), rebuild faiss from cached vectors (only new chunks are encoded).
+
+Both run the same code as `irforge reindex` (irforge/ops/reindex.py: plan, build, commit), with the JVM and the models
+already loaded by the first version; the evaluation step is left out of both (the generated corpus has no judgments:
+metrics None). The two versions are then searched through `SearchService` (the served path, RRF included) with
+~200 generated queries (4 words of a document each) and compared: identical top-10 doc lists, identical chunks.
+The machine's load is printed with the timings: a busy machine makes every number slower, the full side most.
+
+Cost: the two full builds encode every chunk twice (MiniLM and SPLADE, 256-token chunks, ~2 per document) and are
+nearly all of the run: ``--docs 300`` took 2.5 min on 2 cores under a load average of ~2.5, so the default 1000
+documents should stay within ~10 min on 2 cores (less when idle).
+
+    HF_HUB_OFFLINE=1 IRFORGE_PROGRESS=0 .venv/bin/python benchmarks/bench_refresh.py              # 1000 docs
+    HF_HUB_OFFLINE=1 IRFORGE_PROGRESS=0 .venv/bin/python benchmarks/bench_refresh.py --docs 300   # smoke run
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -29,11 +47,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from irforge.config import Config, load_yaml
 from irforge.contract import artifacts
 from irforge.engine import load_config
+from irforge.ops import reindex as steps
 from irforge.ops import serving
-from irforge.ops.reindex import build, build_key, plan
-from irforge.retrieval import BM25Retriever
+from irforge.ops.search import CHUNKS, SearchService
 
 PROJECT = Path(__file__).resolve().parents[1]
+NAME = "main"  # serve.name
+SYSTEM = "rrf(bm25+dense-zs+splade-zs)"
+INDEXES = ("bm25", "dense-zs", "splade-zs")
+OVERRIDES: dict[str, Any] = {
+    "reindex.keep": 10,
+    "serve.name": NAME,
+    "serve.system": SYSTEM,
+    "index.systems": {"bm25": {"kind": "bm25"},
+                      "dense-zs": {"kind": "faiss", "model": "pkg:all-minilm-l6-v2"},
+                      "splade-zs": {"kind": "impact", "model": "pkg:splade-tiny"}},
+    "evaluate.systems": list(INDEXES),
+    "evaluate.fusions": [list(INDEXES)],
+    "evaluate.feedback": {},
+    "evaluate.compare": [],
+    "evaluate.rerank": {},
+}
 
 
 def make_corpus(n: int, rng: random.Random, words: int = 120) -> dict[str, dict[str, str]]:
@@ -53,25 +87,51 @@ def write_corpus(docs: dict[str, dict[str, str]], path: Path) -> None:
             f.write(json.dumps({"_id": doc_id, **d}) + "\n")
 
 
-def timed_build(root: Path, config: Config, full: bool) -> tuple[float, dict, Path]:
+def timed_build(root: Path, config: Config, full: bool, serve: bool) -> tuple[float, dict[str, Any], Path]:
+    """One version of the served system, as `irforge reindex` builds it (evaluation left out: no judgments)."""
     started = time.perf_counter()
-    p = plan(root, config, "bm25", full=full)
-    name, folder = serving.begin_version(root, "bm25")
-    stats = build(root, config, p, folder)
+    p = steps.plan(root, config, full=full)
+    version, folder = serving.begin_version(root, NAME)
+    stats = steps.build(root, config, p, folder)
+    steps.commit(root, config, p, version, folder, stats, None)
     seconds = time.perf_counter() - started
-    (folder / serving.MANIFEST).write_text(json.dumps({"version": name, "mode": p.mode, "build_key": build_key(config, "bm25"),
-                                                       "served_before": p.previous, **stats}))
-    return seconds, {"mode": p.mode, **p.changes.summary(), **stats}, serving.commit_version(root, "bm25", name, folder)
+    if serve:
+        steps.serve_version(root, config, NAME, version, None)
+    return seconds, {"mode": p.mode, **p.changes.summary(), **stats}, serving.system_dir(root, NAME) / "versions" / version
+
+
+def steps_line(stats: dict[str, Any]) -> str:
+    seconds = stats["seconds"]
+    return "  ".join(f"{step} {seconds[step]:.2f}s" for step in ("chunk", *INDEXES))
+
+
+def top10(folder: Path, cache: Path, queries: dict[str, str], threads: int) -> dict[str, list[str]]:
+    service = SearchService.open_version(folder, cache, threads=threads)
+    try:
+        return {q: [h["doc_id"] for h in hits] for q, hits in service.search(queries, k=10).items()}
+    finally:
+        service.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=20000)
+    ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--change", type=float, default=0.01, help="fraction of documents touched")
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
     os.environ.setdefault("IRFORGE_PROGRESS", "0")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars, once per model load
     rng = random.Random(args.seed)
+
+    cores = len(os.sched_getaffinity(0))
+    load_start = os.getloadavg()
+    print(f"machine: os.cpu_count() {os.cpu_count()}, usable cores {cores}, "
+          f"load average at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
+    if load_start[0] > 0.5 * cores:
+        print(f"WARNING: 1-minute load average {load_start[0]:.2f} is above half of the {cores} usable cores: "
+              "the machine is busy, every timing below is slower than on an idle machine")
 
     root = Path(tempfile.mkdtemp(prefix="irforge-bench-refresh-"))
     try:
@@ -79,13 +139,17 @@ def main() -> None:
         raw = load_yaml((PROJECT / "params.yaml").read_text())
         raw["corpus"].update(path="corpus/corpus.jsonl", queries=None, qrels=None)
         (root / "params.yaml").write_text(yaml.safe_dump(raw))
-        config = load_config(root, "params.yaml", {"reindex.keep": 10})
+        cached = load_config(root, "params.yaml", OVERRIDES)  # reuse_vectors: true (the default)
+        uncached = load_config(root, "params.yaml", {**OVERRIDES, "runtime.reuse_vectors": False})
+        threads = cached.runtime.n_threads
+        cache = root / cached.runtime.cache_dir
 
         docs = make_corpus(args.docs, rng)
         write_corpus(docs, root / "corpus" / "corpus.jsonl")
-        t0, s0, v1 = timed_build(root, config, full=True)  # also warms the JVM and the tokenizer
-        serving.switch(root, "bm25", v1.name)
-        print(f"corpus: {args.docs} docs, {s0['chunks']} chunks; first full build {t0:.2f}s (JVM start included)")
+        # The first version: also loads the JVM, the tokenizer and both models; fills the vector cache.
+        t0, s0, _ = timed_build(root, cached, full=True, serve=True)
+        print(f"corpus: {args.docs} docs, {s0['chunks']} chunks (chunk.max_tokens {cached.section('chunk').max_tokens}); "
+              f"first full version {t0:.2f}s (JVM start and model loading included), threads {threads}")
 
         ids = list(docs)
         k = max(4, round(args.docs * args.change))
@@ -99,33 +163,43 @@ def main() -> None:
         docs.update({f"n{i}": d for i, d in enumerate(fresh.values())})
         write_corpus(docs, root / "corpus" / "corpus.jsonl")
 
-        t_full, s_full, full_dir = timed_build(root, config, full=True)
-        t_inc, s_inc, inc_dir = timed_build(root, config, full=False)
+        # Full rebuild without the vector cache (not served: the incremental side diffs against the first version).
+        t_full, s_full, full_dir = timed_build(root, uncached, full=True, serve=False)
+        t_inc, s_inc, inc_dir = timed_build(root, cached, full=False, serve=True)
+        assert s_full["mode"] == "full" and s_inc["mode"] == "incremental", (s_full["mode"], s_inc["mode"])
 
-        same_chunks = artifacts.read_artifact(full_dir / "chunks.parquet", "chunks").equals(
-            artifacts.read_artifact(inc_dir / "chunks.parquet", "chunks"))
-        queries = {f"q{i}": " ".join(rng.sample(list(docs.values())[i * 7 % len(docs)]["text"].split(), 4))
-                   for i in range(200)}
-        bm25 = config.section("bm25")
-        hits = {}
-        for side, folder in (("full", full_dir), ("incremental", inc_dir)):
-            retriever = BM25Retriever(folder / "index", k1=bm25.k1, b=bm25.b)
-            hits[side] = retriever.search(queries, 10)
-            retriever.close()
-        full_hits, inc_hits = hits["full"], hits["incremental"]
-        overlap = sum(len({d for d, _ in full_hits[q]} & {d for d, _ in inc_hits[q]}) for q in queries) / (10 * len(queries))
+        same_chunks = artifacts.read_artifact(full_dir / CHUNKS, "chunks").equals(
+            artifacts.read_artifact(inc_dir / CHUNKS, "chunks"))
+        texts = list(docs.values())
+        queries = {f"q{i}": " ".join(rng.sample(texts[i * 7 % len(texts)]["text"].split(), 4)) for i in range(200)}
+        full_hits = top10(full_dir, cache, queries, threads)
+        inc_hits = top10(inc_dir, cache, queries, threads)
+        same = sum(full_hits[q] == inc_hits[q] for q in queries) / len(queries)
+        overlap = sum(len(set(full_hits[q]) & set(inc_hits[q])) for q in queries) / sum(
+            max(len(full_hits[q]), 1) for q in queries)
 
+        ix_full, ix_inc = s_full["indexes"], s_inc["indexes"]
+        print(f"after the change: {len(docs)} docs, {s_inc['chunks']} chunks")
         print(f"changed: {len(edited)} edited, {len(deleted)} deleted, {k - len(edited) - len(deleted)} added "
               f"({k / args.docs:.1%} of the corpus)")
-        print(f"full rebuild : {t_full:7.2f}s  chunk {s_full['seconds']['chunk']:.2f}s  index {s_full['seconds']['index']:.2f}s")
-        print(f"incremental  : {t_inc:7.2f}s  chunk {s_inc['seconds']['chunk']:.2f}s  index {s_inc['seconds']['index']:.2f}s"
-              f"  (re-chunked {s_inc['rechunked_documents']} docs, index +{s_inc['index']['added']} -{s_inc['index']['deleted']})")
-        print(f"ratio incremental / full: {t_inc / t_full:.1%}   (aim <= 5%)")
-        print(f"  index part alone: {s_inc['seconds']['index'] / s_full['seconds']['index']:.1%} "
-              "(a scratch Anserini index of the new chunks + addIndexes: a fixed ~0.5s on top of the change)")
+        # With the cache off the encoder counts neither hits nor misses (0 / 0): it encodes every chunk.
+        print(f"full rebuild : {t_full:7.2f}s  {steps_line(s_full)}")
+        print(f"  vector cache off: dense encoded all {ix_full['dense-zs']['documents']} chunks, "
+              f"splade encoded {ix_full['splade-zs']['added']}, bm25 indexed {ix_full['bm25']['added']}")
+        print(f"incremental  : {t_inc:7.2f}s  {steps_line(s_inc)}")
+        print(f"  re-chunked {s_inc['rechunked_documents']} docs -> {s_inc['new_chunks']} new chunks; "
+              f"bm25 +{ix_inc['bm25']['added']} -{ix_inc['bm25']['deleted']} ({ix_inc['bm25']['documents']} chunks); "
+              f"splade +{ix_inc['splade-zs']['added']} -{ix_inc['splade-zs']['deleted']} "
+              f"({ix_inc['splade-zs']['documents']} chunks); dense encoded {ix_inc['dense-zs']['encoded']}, "
+              f"from cache {ix_inc['dense-zs']['from_cache']}")
+        print(f"ratio incremental / full: {t_inc / t_full:.1%}   (aim <= 10%)")
+        print("  per step: " + "  ".join(
+            f"{step} {s_inc['seconds'][step] / max(s_full['seconds'][step], 1e-9):.1%}" for step in ("chunk", *INDEXES)))
         print(f"chunks artifact identical to the full rebuild's: {same_chunks}")
-        print(f"top-10 overlap with the full rebuild on 200 queries: {overlap:.1%} "
-              "(deleted docs stay in BM25 statistics until their segment merges)")
+        print(f"identical top-10 doc list ({SYSTEM}, served search) on {len(queries)} queries: {same:.1%}   "
+              f"(aim >= 99%; top-10 overlap {overlap:.1%})")
+        load_end = os.getloadavg()
+        print(f"load average at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
