@@ -142,7 +142,7 @@ def test_http_endpoints(client):
     ("get", "/search?q=wing&system=nope", None, 404, "unknown system 'nope'"),
     ("get", "/search?q=%FF%FE", None, 400, "not valid UTF-8"),
     ("get", "/search", None, 422, "q"),
-    ("post", "/search", b"{not json", 422, "JSON"),
+    ("post", "/search", b"{not json", 422, "the body is not valid JSON: Expecting property name"),
     ("post", "/search", b'{"queries": ["\xff\xfe"]}', 400, "not UTF-8 JSON"),
     ("post", "/search", json.dumps({"queries": ["w"] * 65}).encode(), 422, "at most 64 per request"),
     ("post", "/search", json.dumps({"queries": []}).encode(), 422, "queries is empty"),

@@ -170,8 +170,13 @@ def create_app(root: Path | str, config: Any, names: list[str] | None = None, wa
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        reasons = ["{}: {}".format(".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body", e.get("msg"))
-                   for e in exc.errors()]
+        def reason(e: dict) -> str:
+            if e.get("type") == "json_invalid":
+                return f"the body is not valid JSON: {e.get('ctx', {}).get('error', '')} (at character {e['loc'][-1]})"
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query")) or "body"
+            return f"{where}: {e.get('msg')}"
+
+        reasons = [reason(e) for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(reasons)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
