@@ -197,3 +197,34 @@ def test_publish_errors_name_the_system_or_the_missing_index(project, tmp_path):
     (empty / paths.CHUNKS).write_bytes((project / paths.CHUNKS).read_bytes())
     with pytest.raises(FileNotFoundError, match=r"artifacts/index/dense.*missing; run `dvc repro`"):
         publish(empty, config)
+
+
+def test_concurrent_searches_are_batched_and_answer_as_alone(project, published):
+    service = SearchService.open_version(serving.served_dir(project, "main"), project / ".irforge-cache", threads=1)
+    try:
+        texts = [t.split()[0] + " " + t.split()[1] for t in TOPICS]
+        alone = {t: [h["doc_id"] for h in service.search({"q": t}, 5)["q"]] for t in texts}
+        batches = []
+        search = service.searcher.search
+
+        def counted(queries, **kwargs):
+            batches.append(len(queries))
+            return search(queries, **kwargs)
+
+        service.searcher.search = counted
+        together: dict[str, list[str]] = {}
+        start = threading.Barrier(len(texts))
+
+        def ask(text):
+            start.wait()
+            together[text] = [h["doc_id"] for h in service.search({"q": text}, 5)["q"]]
+
+        threads = [threading.Thread(target=ask, args=(t,)) for t in texts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert together == alone
+        assert sum(batches) == len(texts) and len(batches) < len(texts)  # some requests were searched together
+    finally:
+        service.close()

@@ -11,13 +11,14 @@ moved towards another run's top documents), ``rerank`` (a run's top documents sc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from irforge.evaluation.measures import search_timed
+from irforge.evaluation.measures import search_timed as _search_timed
 from irforge.evaluation.rerank import PassageScorer, rerank_run
 from irforge.retrieval import BM25Retriever, FaissRetriever, Retriever, Run, VectorRocchio, chunks_to_docs
 from irforge.retrieval import reciprocal_rank_fusion as rrf
@@ -109,6 +110,12 @@ class Searched:
     chunk_runs: dict[str, Run]  # chunk hits of the indexes and feedback systems (best passage of a document)
 
 
+def _search_batch(retriever: Any, queries: dict[str, str], k: int) -> tuple[Run, list[float]]:
+    started = time.perf_counter()
+    run = retriever.search(queries, k) if queries else {}
+    return run, [(time.perf_counter() - started) / max(1, len(queries))] * len(queries)
+
+
 class Searcher:
     """Opens a plan's indexes (and rerankers) once, then searches any number of query batches with it."""
 
@@ -150,10 +157,14 @@ class Searcher:
         raise ValueError(f"evaluate.feedback.{name}: feedback for '{step['system']}' ({type(retriever).__name__}) is "
                          "not supported; it works on faiss (rocchio) and bm25 (rm3, rocchio) systems")
 
-    def search(self, queries: dict[str, str], before: Callable[[str, Any], None] | None = None) -> Searched:
-        """Every run of the plan for ``queries``, each query searched on its own (so latency is what one user
-        waits); ``before(system, retriever)`` is called before each index is searched (evaluate counts cut queries)."""
+    def search(self, queries: dict[str, str], before: Callable[[str, Any], None] | None = None,
+               timed: bool = True) -> Searched:
+        """Every run of the plan for ``queries``; ``before(system, retriever)`` is called before each index is
+        searched (evaluate counts cut queries). ``timed``: each query searched on its own, so its latency is what
+        one user waits; otherwise each retriever searches the whole batch at once (encoders batch the queries:
+        a service answering concurrent requests together), and latencies are the batch's mean."""
         plan = self.plan
+        search_timed = _search_timed if timed else _search_batch
         k = plan.depth * plan.chunk_factor  # extra chunk hits, so `depth` documents remain after max-aggregation
         runs: dict[str, Run] = {}
         chunk_runs: dict[str, Run] = {}

@@ -116,6 +116,7 @@ class FaissRetriever:
         self.ids = json.loads((index_dir / IDS_FILE).read_text())
         self.encoder = encoder
         self._direct_map = False
+        self._last_queries: tuple[tuple[str, ...], np.ndarray] | None = None
 
     def vector(self, row: int) -> np.ndarray:
         """The stored vector of a passage (exact for flat and HNSW, the decoded code for IVF-PQ)."""
@@ -129,9 +130,17 @@ class FaissRetriever:
         return {qid: [(self.ids[r], float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0]
                 for i, qid in enumerate(qids)}
 
+    def query_vectors(self, texts: list[str]) -> np.ndarray:
+        """The encoder's vectors of ``texts``; the last batch is remembered, so a feedback system searching the
+        same queries again (vector Rocchio) does not encode them twice."""
+        key = tuple(texts)
+        if self._last_queries is None or self._last_queries[0] != key:
+            self._last_queries = (key, self.encoder.encode(list(texts), desc="encode queries"))
+        return self._last_queries[1].copy()
+
     def search(self, queries: dict[str, str], k: int) -> Run:
         qids = list(queries)
-        return self.search_vectors(self.encoder.encode([queries[q] for q in qids], desc="encode queries"), qids, k)
+        return self.search_vectors(self.query_vectors([queries[q] for q in qids]), qids, k)
 
     def close(self) -> None:
-        pass
+        self._last_queries = None

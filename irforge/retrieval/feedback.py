@@ -29,7 +29,7 @@ class VectorRocchio:
             self.rows_of[doc_id_of(chunk_id)].append(row)
 
     def query_vectors(self, queries: dict[str, str], feedback: Run) -> np.ndarray:
-        vectors = self.retriever.encoder.encode(list(queries.values()), desc="encode queries")
+        vectors = self.retriever.query_vectors(list(queries.values()))  # encoded once with the system's own search
         for i, qid in enumerate(queries):
             passages = [self.closest_passage(vectors[i], doc) for doc, _ in feedback.get(qid, [])[:self.docs]
                         if doc in self.rows_of]
