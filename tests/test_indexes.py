@@ -134,3 +134,16 @@ def test_reciprocal_rank_fusion_on_hand_made_runs():
     assert dict(fused["q"]) == pytest.approx(expected)
     assert fused["r"] == [("d9", pytest.approx(1 / 61))]
     assert len(reciprocal_rank_fusion([a, b], k=60, depth=2)["q"]) == 2
+
+
+def test_auto_faiss_is_exact_for_small_corpora_and_reports_the_recall_an_approximation_costs():
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(300, 16)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    assert retrieval.choose_faiss_type("auto", 300, flat_max=1000) == "flat"
+    assert retrieval.choose_faiss_type("auto", 3000, flat_max=1000) == "hnsw"
+    assert retrieval.choose_faiss_type("ivfpq", 3, flat_max=1000) == "ivfpq"
+    assert retrieval.recall_vs_exact(retrieval.build_faiss(docs, "flat"), docs) == 1.0
+    coarse = retrieval.build_faiss(docs, "ivfpq", ivf_lists=4, pq_m=4, pq_bits=4, seed=1, threads=1)
+    recall = retrieval.recall_vs_exact(coarse, docs)
+    assert 0.0 < recall < 1.0  # 4-bit codes lose neighbours, and the measure says how many

@@ -4,7 +4,8 @@ Nothing is recomputed: the indexes, chunks and trained models the system's plan 
 ``artifacts/`` into a new version folder (artifacts are replaced by rename, never rewritten, so the version
 stays as published whatever `dvc repro` does next), with ``system.json`` (the plan) and a manifest recording the
 experiment's provenance: each index's params hash and inputs, the models' sha256, the system's metrics in the
-experiment, and its score as a re-index scores a version (what the re-index gate compares with). The switch is the re-index's: one atomic pointer swap for all of the system's indexes.
+experiment, and its score as a re-index scores a version (what the re-index gate compares with). The switch is
+the re-index's: one atomic pointer swap for all of the system's indexes.
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ from irforge.retrieval import (
     build_faiss,
     build_impact_index,
     build_lucene_index,
+    choose_faiss_type,
+    recall_vs_exact,
     save_faiss,
     write_system,
 )
@@ -230,13 +232,18 @@ def build_index(ctx: StageContext, config: Config, spec: dict[str, Any], out: Pa
         vectors = encoder.encode_chunks(chunks.select(["chunk_id", "title", "text", "content_hash"]).to_pylist(),
                                         desc=f"encode {out.name}")
         fcfg = spec.get("faiss") or icfg.faiss.as_params()  # the system's own faiss settings, else index.faiss
-        index = build_faiss(vectors, fcfg["type"], hnsw_m=fcfg["hnsw_m"], ivf_lists=fcfg["ivf_lists"],
+        kind = choose_faiss_type(fcfg["type"], chunks.num_rows, fcfg["auto_flat_max"])
+        index = build_faiss(vectors, kind, hnsw_m=fcfg["hnsw_m"], ivf_lists=fcfg["ivf_lists"],
                             pq_m=fcfg["pq_m"], pq_bits=fcfg["pq_bits"], seed=ctx.seed, threads=threads)
+        meta = {"kind": "faiss", "faiss_type": kind, "model": spec["model"], "dim": int(vectors.shape[1]),
+                "query_max_length": icfg.query_max_length}
+        if kind != "flat":
+            meta["recall_at_10_vs_flat"] = round(recall_vs_exact(index, vectors, seed=ctx.seed), 4)
         out.mkdir(parents=True)
         save_faiss(index, chunks.column("chunk_id").to_pylist(), out)
-        write_system(out, {"kind": "faiss", "faiss_type": fcfg["type"], "model": spec["model"],
-                           "dim": int(vectors.shape[1]), "query_max_length": icfg.query_max_length})
-        return {"documents": chunks.num_rows, "encoded": encoder.cache_misses, "from_cache": encoder.cache_hits}
+        write_system(out, meta)
+        return {"documents": chunks.num_rows, "encoded": encoder.cache_misses, "from_cache": encoder.cache_hits,
+                "faiss": kind, **({"recall_at_10_vs_flat": meta["recall_at_10_vs_flat"]} if kind != "flat" else {})}
     if kind == "impact":
         encoder = encoders.splade_encoder(spec["model"], icfg.max_length)
         vectors = encoder.encode([passage_text(r["title"], r["text"]) for r in rows], icfg.impact_scale,

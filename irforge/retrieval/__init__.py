@@ -1,7 +1,14 @@
 """Retrieval: BM25 and SPLADE impact indexes in Lucene (pyserini), dense search with faiss, runs and their
 fusion, and self-describing index folders that open as retrievers."""
 
-from irforge.retrieval.dense import DenseRetriever, FaissRetriever, build_faiss, save_faiss
+from irforge.retrieval.dense import (
+    DenseRetriever,
+    FaissRetriever,
+    build_faiss,
+    choose_faiss_type,
+    recall_vs_exact,
+    save_faiss,
+)
 from irforge.retrieval.feedback import VectorRocchio
 from irforge.retrieval.java import ensure_java, run_pyserini_module
 from irforge.retrieval.lucene import (
@@ -28,7 +35,7 @@ from irforge.retrieval.systems import (
 __all__ = [
     "MAX_QUERY_TERMS", "SYSTEM_FILE", "BM25Retriever", "DenseRetriever", "Encoders", "FaissRetriever", "Hits",
     "ImpactRetriever", "ProjectEncoders", "Retriever", "Run", "bm25_pair_scores", "bm25_search", "build_faiss",
-    "build_impact_index", "build_lucene_index", "chunks_to_docs", "doc_id_of", "ensure_java",
-    "index_json_collection", "open_system", "rank_of", "read_system", "reciprocal_rank_fusion",
+    "build_impact_index", "build_lucene_index", "choose_faiss_type", "chunks_to_docs", "doc_id_of", "ensure_java",
+    "index_json_collection", "open_system", "rank_of", "read_system", "recall_vs_exact", "reciprocal_rank_fusion",
     "run_pyserini_module", "save_faiss", "VectorRocchio", "write_system",
 ]

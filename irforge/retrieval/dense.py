@@ -92,6 +92,29 @@ def build_faiss(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ivf_l
     return index
 
 
+def choose_faiss_type(kind: str, n: int, flat_max: int) -> str:
+    """``auto``: exact (flat) search up to ``flat_max`` vectors, HNSW above (flat search time grows with the corpus)."""
+    if kind != "auto":
+        return kind
+    return "flat" if n <= flat_max else "hnsw"
+
+
+def recall_vs_exact(index, vectors: np.ndarray, k: int = 10, sample: int = 200, seed: int = 0) -> float:
+    """Share of the exact top ``k`` (inner product over all ``vectors``) that ``index`` returns, with a seeded
+    sample of the passages' own vectors as queries: what an approximate index costs in recall."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = np.random.default_rng(seed).choice(len(vectors), size=min(sample, len(vectors)), replace=False)
+    queries = vectors[rows]
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    k = min(k, len(vectors))
+    _, truth = exact.search(queries, k)
+    _, found = index.search(queries, k)
+    return float(np.mean([len(set(t) & set(f)) / k for t, f in zip(truth, found, strict=True)]))
+
+
 def save_faiss(index, ids: list[str], folder: Path) -> None:
     import faiss
 
