@@ -167,7 +167,7 @@ class SearchService:
         merged = {f"{i}\x1f{qid}": text for i, slot in enumerate(batch) for qid, text in slot.queries.items()}
         try:
             searched = self.searcher.search(merged, timed=False)
-        except Exception as e:  # every request of the batch gets the error
+        except BaseException as e:  # every request of the batch gets the error (an interrupt too: none waits forever)
             for slot in batch:
                 slot.error, slot.done = e, True
             return
