@@ -24,11 +24,19 @@ from pydantic import Field, model_validator
 
 from irforge.config import Section
 from irforge.contract import ARTIFACTS, SCHEMAS, Metrics, Output, Stage
-from irforge.corpus import SPLITS, passage_text, qrels_of, queries_of, splits_of
+from irforge.corpus import SPLITS, qrels_of, queries_of, splits_of
 from irforge.engine import StageContext
-from irforge.evaluation import DEFAULT_MEASURES, PassageScorer, Searcher, SearchPlan, fusion_name, score, significance
-from irforge.generation import QueryLikelihood
-from irforge.models import CrossEncoderScorer, resolve_precision
+from irforge.evaluation import (
+    DEFAULT_MEASURES,
+    PassageScorer,
+    Searcher,
+    SearchPlan,
+    fusion_name,
+    group_passages,
+    open_scorer,
+    score,
+    significance,
+)
 from irforge.retrieval import Run, open_system
 
 log = logging.getLogger(__name__)
@@ -341,35 +349,17 @@ def search_all(ctx: StageContext, cfg: EvaluateConfig, queries: dict[str, str]
                             system, cut, len(queries), encoder.max_length)
 
     # Queries are encoded (and reranked) one at a time with runtime.query_threads, so latency is what one user waits.
-    passages = passages_by_doc(ctx) if cfg.rerank else {}
-    searcher = Searcher(SearchPlan.from_config(cfg), open_index,
-                        lambda name, step: open_reranker(ctx, cfg.rerank[name]), passages)
+    passages = group_passages(ctx.read("chunks", ["chunk_id", "doc_id", "passage_index", "title", "text",
+                                                   "content_hash"]).to_pylist()) if cfg.rerank else {}
+    threads = ctx.runtime.query_threads  # like every query-time model
+
+    def open_reranker(name: str, step: dict[str, Any]) -> PassageScorer:
+        return open_scorer(step["scorer"], step["model"], step["max_length"], step["dtype"], ctx.model,
+                           lambda model, length: ctx.dense_encoder(model, length, threads=threads), threads)
+
+    searcher = Searcher(SearchPlan.from_config(cfg), open_index, open_reranker, passages)
     try:
         searched = searcher.search(queries, before=count_cut)
     finally:
         searcher.close()
     return searched.runs, searched.latencies, notes
-
-
-def passages_by_doc(ctx: StageContext) -> dict[str, list[dict]]:
-    """Each document's chunks in passage order (what a reranker reads)."""
-    grouped: dict[str, list[dict]] = {}
-    rows = ctx.read("chunks", ["chunk_id", "doc_id", "passage_index", "title", "text", "content_hash"]).to_pylist()
-    for row in sorted(rows, key=lambda r: (r["doc_id"], r["passage_index"])):
-        grouped.setdefault(row["doc_id"], []).append(row)
-    return grouped
-
-
-def open_reranker(ctx: StageContext, rr: RerankConfig) -> PassageScorer:
-    """A (query, chunks) -> scores function for a reranker, on runtime.query_threads like every query-time model."""
-    threads = ctx.runtime.query_threads
-    text = lambda chunks: [passage_text(c["title"], c["text"]) for c in chunks]  # noqa: E731
-    if rr.kind == "qlm":
-        likelihood = QueryLikelihood(ctx.generator(rr.model, "never", resolve_precision(rr.dtype), threads=threads),
-                                     rr.max_length)
-        return lambda query, chunks: likelihood.score(query, text(chunks))
-    if rr.kind == "cross-encoder":
-        model = CrossEncoderScorer(ctx.model(rr.model), rr.max_length)
-        return lambda query, chunks: model.score(query, text(chunks))
-    encoder = ctx.dense_encoder(rr.model, rr.max_length, threads=threads)
-    return lambda query, chunks: encoder.encode_chunks(list(chunks)) @ encoder.encode_queries({"q": query})[0]

@@ -3,11 +3,18 @@ the ablation results table, and reranking a run's top documents."""
 
 from irforge.evaluation.ablation import ablation_corpus, ablation_rows, corpus_identity, same_corpus, write_ablation
 from irforge.evaluation.measures import DEFAULT_MEASURES, score, search_timed, significance
-from irforge.evaluation.rerank import PassageScorer, choose_passages, rerank_query, rerank_run
+from irforge.evaluation.rerank import (
+    PassageScorer,
+    choose_passages,
+    group_passages,
+    open_scorer,
+    rerank_query,
+    rerank_run,
+)
 from irforge.evaluation.searcher import Searched, Searcher, SearchPlan, fusion_name
 
 __all__ = [
     "DEFAULT_MEASURES", "PassageScorer", "ablation_corpus", "ablation_rows", "choose_passages", "corpus_identity",
     "rerank_query", "rerank_run", "same_corpus", "score", "search_timed", "Searched", "Searcher", "SearchPlan",
-    "fusion_name", "significance", "write_ablation",
+    "fusion_name", "group_passages", "open_scorer", "significance", "write_ablation",
 ]

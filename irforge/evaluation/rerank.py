@@ -14,7 +14,8 @@ the first-stage run unchanged. Scores are rank-based (``n - rank``), one scale f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,38 @@ from irforge.retrieval import Run
 from irforge.runtime import progress
 
 PassageScorer = Callable[[str, Sequence[dict]], np.ndarray]  # (query, chunk rows) -> one score per chunk
+
+
+def group_passages(rows: Iterable[dict]) -> dict[str, list[dict]]:
+    """Each document's chunk rows in passage order (what a reranker reads and a search result shows)."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["doc_id"], []).append(row)
+    for passages in grouped.values():
+        passages.sort(key=lambda r: r["passage_index"])
+    return grouped
+
+
+def open_scorer(kind: str, model: str, max_length: int, dtype: str, resolve: Callable[[str], Any],
+                dense_encoder: Callable[[str, int], Any], threads: int | None) -> PassageScorer:
+    """A reranker's (query, chunks) -> scores function: ``qlm`` (query likelihood under a causal LM),
+    ``cross-encoder`` or ``bi-encoder``. ``resolve`` and ``dense_encoder`` come from whoever records the models
+    (a stage context, or a served version's encoders)."""
+    from irforge.corpus import passage_text
+    from irforge.models import CrossEncoderScorer, resolve_precision
+
+    text = lambda chunks: [passage_text(c["title"], c["text"]) for c in chunks]  # noqa: E731
+    if kind == "qlm":
+        from irforge.generation import Generator, QueryLikelihood  # lazily: only a QLM reranker loads an LM
+
+        generator = Generator(resolve(model), threads=threads, chat_template="never", dtype=resolve_precision(dtype))
+        likelihood = QueryLikelihood(generator, max_length)
+        return lambda query, chunks: likelihood.score(query, text(chunks))
+    if kind == "cross-encoder":
+        scorer = CrossEncoderScorer(resolve(model), max_length)
+        return lambda query, chunks: scorer.score(query, text(chunks))
+    encoder = dense_encoder(model, max_length)
+    return lambda query, chunks: encoder.encode_chunks(list(chunks)) @ encoder.encode_queries({"q": query})[0]
 def choose_passages(query: str, passages: Sequence[dict], limit: int) -> list[dict]:
     """The ``limit`` passages sharing most words with the query (earlier passages first on ties), in order."""
     if len(passages) <= limit:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from irforge.contract import artifacts
-from irforge.evaluation import PassageScorer, Searched, Searcher, SearchPlan
+from irforge.evaluation import Searched, Searcher, SearchPlan, group_passages, open_scorer
 from irforge.retrieval import ProjectEncoders, Run, open_system
 
 log = logging.getLogger(__name__)
@@ -30,39 +30,6 @@ SYSTEM_SPEC = "system.json"
 CHUNKS = "artifacts/chunk/chunks.parquet"
 INDEXES = "artifacts/index"
 _WORD = re.compile(r"\w+")
-
-
-def passages_by_doc(chunks_path: Path) -> dict[str, list[dict]]:
-    """Each document's chunks in passage order."""
-    columns = ["chunk_id", "doc_id", "passage_index", "title", "text", "content_hash", "section"]
-    grouped: dict[str, list[dict]] = {}
-    for row in artifacts.read_artifact(chunks_path, "chunks", columns).to_pylist():
-        grouped.setdefault(row["doc_id"], []).append(row)
-    for rows in grouped.values():
-        rows.sort(key=lambda r: r["passage_index"])
-    return grouped
-
-
-def open_reranker(step: dict[str, Any], encoders: ProjectEncoders) -> PassageScorer:
-    """A rerank step's (query, chunks) -> scores function, outside a stage (as the evaluate stage opens it)."""
-    from irforge.corpus import passage_text
-
-    text = lambda chunks: [passage_text(c["title"], c["text"]) for c in chunks]  # noqa: E731
-    if step["scorer"] == "qlm":
-        from irforge.generation import Generator, QueryLikelihood
-        from irforge.models import resolve_precision
-
-        generator = Generator(encoders.resolve(step["model"]), threads=encoders.threads, chat_template="never",
-                              dtype=resolve_precision(step["dtype"]))
-        likelihood = QueryLikelihood(generator, step["max_length"])
-        return lambda query, chunks: likelihood.score(query, text(chunks))
-    if step["scorer"] == "cross-encoder":
-        from irforge.models import CrossEncoderScorer
-
-        model = CrossEncoderScorer(encoders.resolve(step["model"]), step["max_length"])
-        return lambda query, chunks: model.score(query, text(chunks))
-    encoder = encoders.dense_encoder(step["model"], step["max_length"])
-    return lambda query, chunks: encoder.encode_chunks(list(chunks)) @ encoder.encode_queries({"q": query})[0]
 
 
 class _Slot:
@@ -82,12 +49,15 @@ class SearchService:
         self.root, self.spec = Path(root), spec
         self.plan = SearchPlan.from_json(spec["plan"])
         self.version, self.manifest = version, manifest or {}
-        self.passages = passages_by_doc(self.root / CHUNKS)
+        columns = ["chunk_id", "doc_id", "passage_index", "title", "text", "content_hash", "section"]
+        self.passages = group_passages(artifacts.read_artifact(self.root / CHUNKS, "chunks", columns).to_pylist())
         self.encoders = ProjectEncoders(self.root, cache_dir, threads)
         k1, b = spec["bm25"]["k1"], spec["bm25"]["b"]
         self.searcher = Searcher(
             self.plan, lambda system: open_system(self.root / INDEXES / system, self.encoders, k1, b, threads=threads),
-            lambda name, step: open_reranker(step, self.encoders), self.passages)
+            lambda name, step: open_scorer(step["scorer"], step["model"], step["max_length"], step["dtype"],
+                                           self.encoders.resolve, self.encoders.dense_encoder, threads),
+            self.passages)
         self._cond = threading.Condition()
         self._pending: list[_Slot] = []
         self._leading = False
@@ -105,7 +75,7 @@ class SearchService:
     @classmethod
     def open_experiment(cls, root: Path | str, config: Any, system: str, threads: int | None = None) -> SearchService:
         """The experiment's artifacts under ``root`` (what `dvc repro` built), searched as ``system``."""
-        return cls(root, system_spec(config, system), Path(root) / config.runtime.cache_dir, threads)
+        return cls(root, system_spec(config, system, root), Path(root) / config.runtime.cache_dir, threads)
 
     @property
     def name(self) -> str:
