@@ -20,15 +20,7 @@ from irforge.config import Section
 from irforge.contract import ARTIFACTS, Output, Stage
 from irforge.corpus import passage_text
 from irforge.engine import StageContext
-from irforge.retrieval import (
-    build_faiss,
-    build_impact_index,
-    build_lucene_index,
-    choose_faiss_type,
-    recall_vs_exact,
-    save_faiss,
-    write_system,
-)
+from irforge.retrieval import build_faiss_folder, build_impact_index, build_lucene_index, write_system
 from irforge.runtime import progress
 
 log = logging.getLogger(__name__)
@@ -132,20 +124,14 @@ def _faiss(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -
     encoder = ctx.dense_encoder(spec.model, cfg.max_length)
     vectors = encoder.encode_chunks(chunks, desc=f"encode {system}")
     log.info("%s: %d passage vectors from the cache, %d encoded", system, encoder.cache_hits, encoder.cache_misses)
-    kind = choose_faiss_type(fcfg.type, len(ids), fcfg.auto_flat_max)
-    index = build_faiss(vectors, kind, hnsw_m=fcfg.hnsw_m, ivf_lists=fcfg.ivf_lists, pq_m=fcfg.pq_m,
-                        pq_bits=fcfg.pq_bits, seed=ctx.seed, threads=ctx.threads)
-    meta = {"kind": "faiss", "faiss_type": kind, "model": spec.model, "dim": int(vectors.shape[1]),
-            "query_max_length": cfg.query_max_length}
-    if kind != "flat":  # what the approximation costs, measured against exact search
-        meta["recall_at_10_vs_flat"] = round(recall_vs_exact(index, vectors, seed=ctx.seed), 4)
-        log.info("%s: %s index finds %.1f%% of the exact top 10 (sampled passages as queries)", system, kind,
-                 100 * meta["recall_at_10_vs_flat"])
     with ctx.publish("index/{variant}") as tmp:
-        save_faiss(index, ids, tmp)
-        write_system(tmp, meta)
-    return {"system": system, "documents": len(ids), "faiss": kind,
-            **({"recall_at_10_vs_flat": meta["recall_at_10_vs_flat"]} if kind != "flat" else {})}
+        meta = build_faiss_folder(vectors, ids, tmp, fcfg.as_params(), spec.model, cfg.query_max_length, ctx.seed,
+                                  ctx.threads)
+    recall = {"recall_at_10_vs_flat": meta["recall_at_10_vs_flat"]} if "recall_at_10_vs_flat" in meta else {}
+    if recall:
+        log.info("%s: %s index finds %.1f%% of the exact top 10 (sampled passages as queries)", system,
+                 meta["faiss_type"], 100 * recall["recall_at_10_vs_flat"])
+    return {"system": system, "documents": len(ids), "faiss": meta["faiss_type"], **recall}
 
 
 def _impact(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -> dict[str, Any]:

@@ -81,10 +81,6 @@ class SearchPlan:
             return [step["system"], step["feedback"]]
         return [step["system"]]
 
-    def members(self, name: str) -> list[str]:
-        """The runs fused (or reranked, or fed back) into ``name``, for explaining a result."""
-        return self.needs(name)
-
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -19,7 +19,8 @@ from typing import Any
 from irforge.config import Config
 from irforge.contract import artifacts
 from irforge.ops import serving
-from irforge.ops.reindex import build_key, evaluate, link_tree, model_folders, models_of
+from irforge.ops.refresh import link_tree
+from irforge.ops.reindex import build_key, evaluate, model_folders, models_of
 from irforge.ops.search import CHUNKS, INDEXES, SYSTEM_SPEC, system_spec
 from irforge.retrieval import read_system
 

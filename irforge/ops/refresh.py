@@ -102,15 +102,28 @@ def merge_chunks(previous: pa.Table, new_chunks: pa.Table, remove_docs: Iterable
     return merged.take(order)
 
 
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system: a copy is still correct, only slower
+        shutil.copy2(source, target)
+
+
 def link_index(source: Path, target: Path) -> None:
     """Make ``target`` a copy of the Lucene index in ``source`` using hard links (copies across devices)."""
     target.mkdir(parents=True, exist_ok=True)
     for f in source.iterdir():
         if f.is_file() and f.name not in _PRIVATE_FILES:
-            try:
-                os.link(f, target / f.name)
-            except OSError:  # another file system: a copy is still correct, only slower
-                shutil.copy2(f, target / f.name)
+            _link_or_copy(f, target / f.name)
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """A hard-linked copy of a file or folder (a copy across file systems); never written through afterwards."""
+    if source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(source, target)
+    else:
+        shutil.copytree(source, target, copy_function=_link_or_copy)
 
 
 def update_lucene_index(index_dir: Path, delete_ids: Iterable[str], docs: Iterable[Any],

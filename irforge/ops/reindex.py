@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,18 +37,17 @@ from irforge.contract import ARTIFACTS, SCHEMAS, Stage, artifacts
 from irforge.corpus import BadRow, Chunker, CorpusError, Document, load_documents, passage_text, sha256_text
 from irforge.engine import Node, StageContext
 from irforge.ops import serving
-from irforge.ops.refresh import ChangeSet, diff, doc_hashes, link_index, merge_chunks, update_lucene_index
-from irforge.ops.search import CHUNKS, INDEXES, SYSTEM_SPEC, SearchService, system_spec
-from irforge.retrieval import (
-    ProjectEncoders,
-    build_faiss,
-    build_impact_index,
-    build_lucene_index,
-    choose_faiss_type,
-    recall_vs_exact,
-    save_faiss,
-    write_system,
+from irforge.ops.refresh import (
+    ChangeSet,
+    diff,
+    doc_hashes,
+    link_index,
+    link_tree,
+    merge_chunks,
+    update_lucene_index,
 )
+from irforge.ops.search import CHUNKS, INDEXES, SYSTEM_SPEC, SearchService, system_spec
+from irforge.retrieval import ProjectEncoders, build_faiss_folder, build_impact_index, build_lucene_index, write_system
 
 log = logging.getLogger(__name__)
 
@@ -147,25 +144,6 @@ def plan(root: str | Path, config: Config, name: str | None = None, full: bool =
     return Plan(name, spec, mode, reason, previous, changes, docs, bad, corpus)
 
 
-def link_tree(source: Path, target: Path) -> None:
-    """A hard-linked copy of a file or folder (a copy across file systems); never written through afterwards."""
-    if source.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
-        return
-    shutil.copytree(source, target, copy_function=_link_or_copy)
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def model_folders(spec: dict[str, Any]) -> list[str]:
     """The project folders (trained models under artifacts/) the served system's indexes and rerankers read."""
     names = [ix.get("model") for ix in spec["indexes"].values()]
@@ -231,19 +209,12 @@ def build_index(ctx: StageContext, config: Config, spec: dict[str, Any], out: Pa
         encoder = encoders.dense_encoder(spec["model"], icfg.max_length)
         vectors = encoder.encode_chunks(chunks.select(["chunk_id", "title", "text", "content_hash"]).to_pylist(),
                                         desc=f"encode {out.name}")
-        fcfg = spec.get("faiss") or icfg.faiss.as_params()  # the system's own faiss settings, else index.faiss
-        kind = choose_faiss_type(fcfg["type"], chunks.num_rows, fcfg["auto_flat_max"])
-        index = build_faiss(vectors, kind, hnsw_m=fcfg["hnsw_m"], ivf_lists=fcfg["ivf_lists"],
-                            pq_m=fcfg["pq_m"], pq_bits=fcfg["pq_bits"], seed=ctx.seed, threads=threads)
-        meta = {"kind": "faiss", "faiss_type": kind, "model": spec["model"], "dim": int(vectors.shape[1]),
-                "query_max_length": icfg.query_max_length}
-        if kind != "flat":
-            meta["recall_at_10_vs_flat"] = round(recall_vs_exact(index, vectors, seed=ctx.seed), 4)
-        out.mkdir(parents=True)
-        save_faiss(index, chunks.column("chunk_id").to_pylist(), out)
-        write_system(out, meta)
+        meta = build_faiss_folder(vectors, chunks.column("chunk_id").to_pylist(), out,
+                                  spec.get("faiss") or icfg.faiss.as_params(),  # the system's own, else index.faiss
+                                  spec["model"], icfg.query_max_length, ctx.seed, threads)
+        recall = {"recall_at_10_vs_flat": meta["recall_at_10_vs_flat"]} if "recall_at_10_vs_flat" in meta else {}
         return {"documents": chunks.num_rows, "encoded": encoder.cache_misses, "from_cache": encoder.cache_hits,
-                "faiss": kind, **({"recall_at_10_vs_flat": meta["recall_at_10_vs_flat"]} if kind != "flat" else {})}
+                "faiss": meta["faiss_type"], **recall}
     if kind == "impact":
         encoder = encoders.splade_encoder(spec["model"], icfg.max_length)
         vectors = encoder.encode([passage_text(r["title"], r["text"]) for r in rows], icfg.impact_scale,

@@ -27,6 +27,7 @@ from irforge.retrieval.systems import (
     Encoders,
     ProjectEncoders,
     Retriever,
+    build_faiss_folder,
     open_system,
     read_system,
     write_system,
@@ -35,7 +36,7 @@ from irforge.retrieval.systems import (
 __all__ = [
     "MAX_QUERY_TERMS", "SYSTEM_FILE", "BM25Retriever", "DenseRetriever", "Encoders", "FaissRetriever", "Hits",
     "ImpactRetriever", "ProjectEncoders", "Retriever", "Run", "bm25_pair_scores", "bm25_search", "build_faiss",
-    "build_impact_index", "build_lucene_index", "choose_faiss_type", "chunks_to_docs", "doc_id_of", "ensure_java",
+    "build_faiss_folder", "build_impact_index", "build_lucene_index", "choose_faiss_type", "chunks_to_docs", "doc_id_of", "ensure_java",
     "index_json_collection", "open_system", "rank_of", "read_system", "recall_vs_exact", "reciprocal_rank_fusion",
     "run_pyserini_module", "save_faiss", "VectorRocchio", "write_system",
 ]

@@ -9,9 +9,11 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from irforge.models.dense import DenseEncoder
 from irforge.models.splade import SpladeEncoder
-from irforge.retrieval.dense import FaissRetriever
+from irforge.retrieval.dense import FaissRetriever, build_faiss, choose_faiss_type, recall_vs_exact, save_faiss
 from irforge.retrieval.lucene import BM25Retriever, ImpactRetriever
 from irforge.retrieval.runs import Run
 
@@ -46,6 +48,23 @@ def read_system(index_dir: Path) -> dict[str, Any]:
 
 def write_system(index_dir: Path, meta: dict[str, Any]) -> None:
     (Path(index_dir) / SYSTEM_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def build_faiss_folder(vectors: np.ndarray, ids: list[str], folder: Path, faiss: dict[str, Any], model: str,
+                       query_max_length: int, seed: int, threads: int | None) -> dict[str, Any]:
+    """A faiss index folder of ``vectors`` (the ``faiss`` settings: type, auto_flat_max, hnsw_m, ivf_lists, pq_m,
+    pq_bits) with its system.json, which it returns; an approximate index records the recall it costs."""
+    kind = choose_faiss_type(faiss["type"], len(ids), faiss["auto_flat_max"])
+    index = build_faiss(vectors, kind, hnsw_m=faiss["hnsw_m"], ivf_lists=faiss["ivf_lists"], pq_m=faiss["pq_m"],
+                        pq_bits=faiss["pq_bits"], seed=seed, threads=threads)
+    meta = {"kind": "faiss", "faiss_type": kind, "model": model, "dim": int(vectors.shape[1]),
+            "query_max_length": query_max_length}
+    if kind != "flat":  # what the approximation costs, measured against exact search
+        meta["recall_at_10_vs_flat"] = round(recall_vs_exact(index, vectors, seed=seed), 4)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_faiss(index, ids, folder)
+    write_system(folder, meta)
+    return meta
 
 
 def open_system(index_dir: Path, encoders: Encoders, k1: float, b: float, threads: int | None = None) -> Retriever:
