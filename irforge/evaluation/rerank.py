@@ -21,6 +21,7 @@ import numpy as np
 
 from irforge.corpus.leakage import words
 from irforge.evaluation.measures import quiet_bars
+from irforge.generation import Generator, QueryLikelihood  # at the top: a stage that reranks depends on this code
 from irforge.retrieval import Run
 from irforge.runtime import progress
 
@@ -47,8 +48,6 @@ def open_scorer(kind: str, model: str, max_length: int, dtype: str, resolve: Cal
 
     text = lambda chunks: [passage_text(c["title"], c["text"]) for c in chunks]  # noqa: E731
     if kind == "qlm":
-        from irforge.generation import Generator, QueryLikelihood  # lazily: only a QLM reranker loads an LM
-
         generator = Generator(resolve(model), threads=threads, chat_template="never", dtype=resolve_precision(dtype))
         likelihood = QueryLikelihood(generator, max_length)
         return lambda query, chunks: likelihood.score(query, text(chunks))
