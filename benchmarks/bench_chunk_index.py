@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import conditions
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=100_000, help="documents in the synthetic corpus")
     parser.add_argument("--threads", type=int, default=2, help="indexing threads (both sides)")
-    parser.add_argument("--repeat", type=int, default=1, help="index each side this many times, keep the best")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; the sides alternate, medians compared")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     args = parser.parse_args()
@@ -173,20 +174,24 @@ def main() -> None:
                 "irforge", "pyserini", "pyserini.index.lucene", "--collection", "JsonCollection",
                 "--generator", "DefaultLuceneDocumentGenerator", "--input", str(folder),
                 "--index", str(indexes[name]), "--threads", str(args.threads), *LUCENE_OPTIONS]
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        for _ in range(args.repeat):
-            for name, cmd in commands.items():
+        def side(name: str):
+            def run() -> None:
                 shutil.rmtree(indexes[name.removeprefix("pyserini, ")], ignore_errors=True)
-                times[name].append(timed(cmd, env))
+                timed(commands[name], env)
+            return run
+
+        conditions.header(f"index bm25: irforge vs pyserini's indexer, {args.threads} threads, {args.repeat} rounds")
+        times, _ = conditions.alternate({name: side(name) for name in commands}, args.repeat)
         stats = child(STATS_CODE.format(paths={name: str(path) for name, path in indexes.items()}), env)
         if len({json.dumps(v, sort_keys=True) for v in stats.values()}) != 1:
             sys.exit(f"the indexes differ: {stats}")
-        best = {name: min(t) for name, t in times.items()}
         print(f"index bm25 ({stats['irforge']['documents']:,} chunks, {stats['irforge']['total_terms']:,} terms, "
-              f"{args.threads} threads, best of {args.repeat}, process start and JVM included):")
-        for name, seconds in best.items():
-            ratio = "" if name == "irforge" else f"   ratio pyserini/irforge = {seconds / best['irforge']:.2f}"
-            print(f"  {name:<20} {seconds:6.1f}s  (runs: {', '.join(f'{t:.1f}' for t in times[name])}){ratio}")
+              f"{args.threads} threads, process start and JVM included):")
+        conditions.summary(times)
+        for name in times:
+            if name != "irforge":
+                print(f"  ratio {name} / irforge = {conditions.ratio(times, name, 'irforge'):.2f} (medians)")
+        conditions.footer()
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

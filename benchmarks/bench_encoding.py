@@ -1,12 +1,13 @@
 """Encoding throughput: irforge's DenseEncoder vs a plain ``SentenceTransformer.encode``, same chunks, one run.
 
-Both sides use the same model, thread count, batch size and max length; each is timed ``--repeats`` times,
-alternating, and the best time counts (the machine is shared). Also measured: DenseEncoder in float32 (what
+Both sides use the same model, thread count, batch size and max length; the sides alternate over ``--rounds``
+rounds and the ratio is on the medians (min and median of each side printed, with the conditions; ``--load``
+repeats it beside a second irforge job). Also measured: DenseEncoder in float32 (what
 length-sorting alone gives: sentence-transformers already sorts by length inside one call), the cosine of
 the DenseEncoder vectors to the float32 baseline (must stay >= 0.99), and a second pass served from the
 embedding cache.
 
-    python benchmarks/bench_encoding.py [--max-chunks 200] [--threads 2] [--repeats 2]
+    python benchmarks/bench_encoding.py [--max-chunks 200] [--threads 2] [--rounds 3] [--load]
 Needs artifacts/chunk/chunks.parquet (`irforge run chunk`).
 """
 
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import conditions
 import numpy as np
 
 
@@ -28,9 +30,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
+    conditions.add_arguments(parser)
     args = parser.parse_args()
+    with conditions.competing_job(args.load):
+        measure(args)
 
+
+def measure(args) -> None:
     import torch
 
     from irforge.contract import read_artifact
@@ -60,13 +66,9 @@ def main() -> None:
         plain.encode(texts[:8], batch_size=8)
         ours.encode(texts[:8])
         ours_f32.encode(texts[:8])
-        best = {name: float("inf") for name in sides}
-        vectors = {}
-        for _ in range(args.repeats):
-            for name, fn in sides.items():
-                start = time.perf_counter()
-                vectors[name] = fn()
-                best[name] = min(best[name], time.perf_counter() - start)
+        conditions.header(f"encoding {len(texts)} chunks, {args.threads} threads, batch {args.batch_size}, "
+                          f"max_length {args.max_length}, {args.rounds} rounds")
+        times, vectors = conditions.alternate(sides, args.rounds)
 
         start = time.perf_counter()
         ours.encode_chunks(chunks)  # fills the cache
@@ -77,16 +79,15 @@ def main() -> None:
 
     names = list(sides)
     base = vectors[names[0]]
-    print(f"{len(texts)} chunks, {args.threads} threads, batch {args.batch_size}, max_length {args.max_length}, "
-          f"best of {args.repeats}")
+    conditions.summary(times, len(texts), "chunks")
     for name in names:
         cos = (vectors[name] * base).sum(axis=1)
-        print(f"  {name:<42} {best[name]:7.2f} s  {len(texts) / best[name]:7.1f} chunks/s  "
-              f"x{best[names[0]] / best[name]:.2f}  cosine to float32 min {cos.min():.5f} mean {cos.mean():.5f}")
-    print(f"  {'DenseEncoder, cache fill / cache hit':<42} {fill:7.2f} s / {cached:.3f} s "
-          f"(x{best[names[0]] / cached:.0f} on a re-run)")
-    ratio = best[names[0]] / best[names[1]]
-    print(f"RATIO DenseEncoder / plain encode throughput: {ratio:.2f}x (aim >= 1.5x)")
+        print(f"  {name:<42} x{conditions.ratio(times, names[0], name):.2f}  cosine to float32 min {cos.min():.5f} "
+              f"mean {cos.mean():.5f}")
+    print(f"  {'DenseEncoder, cache fill / cache hit':<42} {fill:7.2f} s / {cached:.3f} s")
+    print(f"RATIO DenseEncoder / plain encode throughput: {conditions.ratio(times, names[0], names[1]):.2f}x "
+          f"(medians; aim >= 1.5x)")
+    conditions.footer()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Both sides use the same model, prompts and sampling settings (n samples per chunk, top-k/top-p, stop at the
 end of the line, mean token log-prob computed) in the same run. Then the stage's path is run again on the
-same chunks to time a fully cached re-run. Prints chunks/minute and the ratios.
+same chunks to time a fully cached re-run. The sides alternate over ``--rounds`` rounds; chunks/minute and the
+ratio are on the medians, printed with the conditions (``--load``: beside a second irforge job).
 
     python benchmarks/bench_generation.py --model pkg:smollm2-135m-instruct --chunks 16
 """
@@ -10,10 +11,12 @@ same chunks to time a fully cached re-run. Prints chunks/minute and the ratios.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import conditions
 import pyarrow.parquet as pq
 
 
@@ -25,10 +28,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", help="auto: what the generate stage picks on this CPU")
     ap.add_argument("--template", default="doc2query")
     ap.add_argument("--chunks-file", default="artifacts/chunk/chunks.parquet", help="output of `irforge run chunk`")
+    conditions.add_arguments(ap, rounds=2)
     args = ap.parse_args()
+    with conditions.competing_job(args.load):
+        measure(args)
+
+
+def measure(args) -> None:
 
     import torch
 
@@ -47,47 +56,51 @@ def main() -> None:
     chunks = select_chunks(pq.read_table(args.chunks_file).to_pylist(), args.chunks, seed=13)
     sp = SamplingParams(n=args.n, temperature=0.8, top_k=50, top_p=0.95, max_new_tokens=args.max_new_tokens)
     prompts = [gen.format(template, c["title"], c["text"]) for c in chunks]
-    print(f"model {args.model} ({args.dtype}, {args.threads} threads), {len(chunks)} chunks, n={sp.n}, "
-          f"max_new_tokens={sp.max_new_tokens}, batch_size={args.batch_size}")
-
-    # Naive: one chunk at a time through transformers' generate (n sequences, log-probs from the scores).
-    torch.manual_seed(13)
-    started, cpu = time.perf_counter(), time.process_time()
-    naive = []
-    with torch.inference_mode():
-        for prompt in prompts:
-            enc = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=not gen.use_chat)
-            out = gen.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                     do_sample=True, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p,
-                                     max_new_tokens=sp.max_new_tokens, num_return_sequences=sp.n,
-                                     eos_token_id=sorted(gen.stop_ids), pad_token_id=gen.tokenizer.pad_token_id,
-                                     stop_strings=["\n"], tokenizer=gen.tokenizer, output_scores=True,
-                                     return_dict_in_generate=True)
-            scores = gen.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-            texts = gen.tokenizer.batch_decode(out.sequences[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            naive.append([(t.strip(), float(s[torch.isfinite(s)].mean())) for t, s in zip(texts, scores)])
-    t_naive, c_naive = time.perf_counter() - started, time.process_time() - cpu
+    def naive() -> list:
+        """One chunk at a time through transformers' generate (n sequences, log-probs from the scores)."""
+        torch.manual_seed(13)
+        out_rows = []
+        with torch.inference_mode():
+            for prompt in prompts:
+                enc = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=not gen.use_chat)
+                out = gen.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                         do_sample=True, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p,
+                                         max_new_tokens=sp.max_new_tokens, num_return_sequences=sp.n,
+                                         eos_token_id=sorted(gen.stop_ids), pad_token_id=gen.tokenizer.pad_token_id,
+                                         stop_strings=["\n"], tokenizer=gen.tokenizer, output_scores=True,
+                                         return_dict_in_generate=True)
+                scores = gen.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+                texts = gen.tokenizer.batch_decode(out.sequences[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                out_rows.append([(t.strip(), float(s[torch.isfinite(s)].mean())) for t, s in zip(texts, scores)])
+        return out_rows
 
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(tmp) / "gen.sqlite"
-        started, cpu = time.perf_counter(), time.process_time()
+        fresh = iter(range(10**6))
+
+        def batched():  # a new row cache every time: this side generates, never reads back
+            return generate_queries(chunks, gen, template, sp, 13, args.batch_size, Path(tmp) / f"{next(fresh)}.sqlite",
+                                    CleaningRules(), args.model, "bench")
+
+        conditions.header(f"query generation: {args.model} ({gen.dtype}, {args.threads} threads), {len(chunks)} "
+                          f"chunks, n={sp.n}, max_new_tokens={sp.max_new_tokens}, batch_size={args.batch_size}")
+        times, results = conditions.alternate({"naive generate loop": naive, "batched (stage)": batched}, args.rounds)
+        cache = Path(tmp) / "cached.sqlite"
         result = generate_queries(chunks, gen, template, sp, 13, args.batch_size, cache, CleaningRules(), args.model,
                                   "bench")
-        t_batched, c_batched = time.perf_counter() - started, time.process_time() - cpu
         started = time.perf_counter()
         again = generate_queries(chunks, gen, template, sp, 13, args.batch_size, cache, CleaningRules(), args.model,
                                  "bench")
         t_cached = time.perf_counter() - started
-    assert again.rows == result.rows
+    assert again.rows == result.rows == results["batched (stage)"].rows  # seeded: every batched run is the same
 
-    # CPU seconds beside the wall clock: on a shared machine the wall clock also measures the neighbours.
-    rate = lambda t: 60 * len(chunks) / t  # noqa: E731
-    print(f"naive generate loop : {t_naive:7.1f}s wall {c_naive:7.1f} CPU-s  {rate(t_naive):8.1f} chunks/min")
-    print(f"batched (stage)     : {t_batched:7.1f}s wall {c_batched:7.1f} CPU-s  {rate(t_batched):8.1f} chunks/min")
-    print(f"cached re-run       : {t_cached:7.2f}s wall  {rate(t_cached):8.0f} chunks/min")
-    print(f"speed-up batched/naive: {t_naive / t_batched:.2f}x wall, {c_naive / c_batched:.2f}x CPU   "
-          f"cached/batched: {t_batched / t_cached:.0f}x")
-    print("example (naive | batched):", naive[0][0][0], "|", result.rows[0]["text"])
+    per_min = {name: [60 * len(chunks) / t for t in values] for name, values in times.items()}
+    conditions.summary(times)
+    for name, rates in per_min.items():
+        print(f"  {name:<20} {statistics.median(rates):8.1f} chunks/min (median)")
+    print(f"  cached re-run        {t_cached:8.2f} s")
+    print(f"RATIO batched / naive: {conditions.ratio(times, 'naive generate loop', 'batched (stage)'):.2f}x (medians)")
+    print("example (naive | batched):", results["naive generate loop"][0][0][0], "|", result.rows[0]["text"])
+    conditions.footer()
 
 
 if __name__ == "__main__":

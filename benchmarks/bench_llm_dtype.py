@@ -4,22 +4,21 @@ and a short sampled generation, the two sides alternated over several rounds (mi
     python benchmarks/bench_llm_dtype.py [--models pkg:smollm2-135m-instruct pkg:qwen2.5-coder-0.5b-instruct]
 
 transformers warns that a GGUF model asked for in bfloat16 "is fastest in float32"; this measures it. The run
-prints the cores it may use and the load average before and after: a busy machine makes the ratio meaningless.
+prints the conditions it ran under (``conditions.py``); ``--load`` repeats it beside a second irforge job.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import conditions
 
-from irforge.generation import Generator, QueryLikelihood, SamplingParams  # noqa: E402
+from irforge.generation import Generator, QueryLikelihood, SamplingParams
+from irforge.runtime import available_cores
+
+ROOT = conditions.ROOT
 
 PASSAGES = [
     "The boundary layer on a flat plate at supersonic speed thickens downstream, and the skin friction falls "
@@ -29,20 +28,20 @@ PASSAGES = [
 ] * 4
 
 
-def conditions() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} cores, load average {os.getloadavg()[0]:.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["pkg:smollm2-135m-instruct", "pkg:qwen2.5-coder-0.5b-instruct"])
-    parser.add_argument("--rounds", type=int, default=3)
+    conditions.add_arguments(parser)
     args = parser.parse_args()
+    with conditions.competing_job(args.load):
+        measure(args)
+
+
+def measure(args) -> None:
     import torch
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
-    print(f"before: {conditions()}")
+    torch.set_num_threads(available_cores())
+    conditions.header("float32 vs bfloat16 for the embedded LLMs")
     for name in args.models:
         sides = {dtype: Generator(name, cache_dir=ROOT / ".irforge-cache", dtype=dtype) for dtype in ("float32", "bfloat16")}
         scorers = {dtype: QueryLikelihood(g, 200) for dtype, g in sides.items()}
@@ -63,7 +62,7 @@ def main() -> None:
             print(f"{name} {task:>8}: float32 min {min(f32):.2f} s median {statistics.median(f32):.2f} s | bfloat16 "
                   f"min {min(bf16):.2f} s median {statistics.median(bf16):.2f} s | float32 / bfloat16 = "
                   f"{statistics.median(f32) / statistics.median(bf16):.2f}x")
-    print(f"after: {conditions()}")
+    conditions.footer()
 
 
 if __name__ == "__main__":

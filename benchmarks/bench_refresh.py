@@ -34,15 +34,13 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import conditions  # puts the project on sys.path
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from irforge.config import Config, load_yaml
 from irforge.contract import artifacts
@@ -50,6 +48,7 @@ from irforge.engine import load_config
 from irforge.ops import reindex as steps
 from irforge.ops import serving
 from irforge.ops.search import CHUNKS, SearchService
+from irforge.runtime import thread_share
 
 PROJECT = Path(__file__).resolve().parents[1]
 NAME = "main"  # serve.name
@@ -125,13 +124,7 @@ def main() -> None:
     hf_logging.disable_progress_bar()  # "Loading weights" bars, once per model load
     rng = random.Random(args.seed)
 
-    cores = len(os.sched_getaffinity(0))
-    load_start = os.getloadavg()
-    print(f"machine: os.cpu_count() {os.cpu_count()}, usable cores {cores}, "
-          f"load average at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
-    if load_start[0] > 0.5 * cores:
-        print(f"WARNING: 1-minute load average {load_start[0]:.2f} is above half of the {cores} usable cores: "
-              "the machine is busy, every timing below is slower than on an idle machine")
+    conditions.header(f"re-indexing after a {args.change:.0%} change of {args.docs} documents vs a full rebuild")
 
     root = Path(tempfile.mkdtemp(prefix="irforge-bench-refresh-"))
     try:
@@ -141,7 +134,7 @@ def main() -> None:
         (root / "params.yaml").write_text(yaml.safe_dump(raw))
         cached = load_config(root, "params.yaml", OVERRIDES)  # reuse_vectors: true (the default)
         uncached = load_config(root, "params.yaml", {**OVERRIDES, "runtime.reuse_vectors": False})
-        threads = cached.runtime.n_threads
+        threads = thread_share(cached.runtime.pinned_threads)
         cache = root / cached.runtime.cache_dir
 
         docs = make_corpus(args.docs, rng)
@@ -198,8 +191,7 @@ def main() -> None:
         print(f"chunks artifact identical to the full rebuild's: {same_chunks}")
         print(f"identical top-10 doc list ({SYSTEM}, served search) on {len(queries)} queries: {same:.1%}   "
               f"(aim >= 99%; top-10 overlap {overlap:.1%})")
-        load_end = os.getloadavg()
-        print(f"load average at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
+        conditions.footer()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -30,6 +30,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import conditions
 import numpy as np
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -107,11 +108,7 @@ def main() -> None:
     for needed in ("artifacts/evaluate/metrics.json", "artifacts/index/bm25", "artifacts/index/dense", "artifacts/index/splade"):
         if not (PROJECT / needed).exists():
             sys.exit(f"{PROJECT / needed} is missing: run `make repro` first")
-    cores, load0 = len(os.sched_getaffinity(0)), os.getloadavg()
-    print(f"conditions: {cores} cores available, load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at start; "
-          f"{args.clients} clients, server and clients on this machine")
-    if load0[0] > 0.5 * cores:
-        print(f"WARNING: the machine is busy (load {load0[0]:.2f} on {cores} cores): latencies are inflated")
+    conditions.header(f"serving: {args.clients} clients, server and clients on this machine")
 
     queries = [json.loads(line)["text"] for line in (PROJECT / "data/cranfield/queries.jsonl").read_text().splitlines()]
     root = Path(tempfile.mkdtemp(prefix="irforge-bench-serve-"))
@@ -182,8 +179,7 @@ def main() -> None:
         ok = stats["failed"] == 0 and stats["switches"] >= 1 and result.get("served") in stats["versions"]
         print(f"hot swap {'OK' if ok else 'FAILED'}: 0 failed requests, every response names its version, and the new "
               "version answered without a restart")
-        load1 = os.getloadavg()
-        print(f"\nload average at the end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+        conditions.footer()
     finally:
         if server is not None:
             server.terminate()

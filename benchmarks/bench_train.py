@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import conditions
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -58,7 +59,7 @@ def main() -> None:
         for rel in (CHUNKS, TRIPLES):
             (train_root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(args.root / rel, train_root / rel)
-        print(f"training: {args.triples} triples, one epoch, {args.threads} threads")
+        conditions.header(f"training: {args.triples} triples, one epoch, {args.threads} threads")
         throughput = {}
         for model in TRAINERS:
             started = time.perf_counter()
@@ -91,6 +92,7 @@ def main() -> None:
             base.setdefault("query", lat.mean())
             print(f"  {system:<10} {build:8.1f} {args.chunks / build:9.1f} {build / base['build']:7.1f} "
                   f"{lat.mean():9.1f} {np.percentile(lat, 95):7.1f} {lat.mean() / base['query']:7.1f}")
+    conditions.footer()
 
 
 if __name__ == "__main__":

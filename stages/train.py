@@ -84,7 +84,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     cfg = ctx.section("train")
     name = ctx.variant
-    torch.set_num_threads(ctx.threads)
+    torch.set_num_threads(ctx.training_threads)  # fixed per machine: the gradients' sums depend on it
     torch.use_deterministic_algorithms(True, warn_only=True)
     chunks = ctx.read("chunks", ["chunk_id", "title", "text"]).to_pylist()
     texts = {c["chunk_id"]: passage_text(c["title"], c["text"]) for c in chunks}

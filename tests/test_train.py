@@ -33,7 +33,9 @@ def test_dense_and_splade_losses_go_down_and_models_load(tmp_path, tiny_models, 
         assert summary[model]["steps"] == len(rows)
         metrics = json.loads((tmp_path / paths.train_metrics(model)).read_text())
         assert metrics["train"]["examples"] == len(TOPICS) * 3 and metrics["train"][model]["steps"] == len(rows)
-        assert read_provenance(tmp_path / paths.train_log(model))["variant"] == model
+        record = read_provenance(tmp_path / paths.train_log(model))
+        assert record["variant"] == model
+        assert record["runtime"] == {"training_threads": 1}  # the result depends on it: pinned by the project here
         assert [r["step"] for r in rows] == list(range(len(rows))) and len(rows) >= 4 * 6  # 4 epochs of 6+ batches
         assert rows[-1]["epoch"] == 3
         first, last = np.mean([r["loss"] for r in rows[:6]]), np.mean([r["loss"] for r in rows[-6:]])
@@ -52,7 +54,8 @@ def test_dense_and_splade_losses_go_down_and_models_load(tmp_path, tiny_models, 
     vectors = SentenceTransformer(str(dense), device="cpu").encode(["wing lift"])
     assert vectors.shape == (1, 32)
     assert resolve_model(str(dense)).source == "local"
-    assert json.loads((dense / "_provenance.json").read_text())["stage"] == "train"
+    model_record = json.loads((dense / "_provenance.json").read_text())
+    assert model_record["stage"] == "train" and model_record["runtime"]["training_threads"] == 1
 
     from irforge.models.splade import SpladeEncoder
 

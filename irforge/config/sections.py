@@ -10,7 +10,6 @@ names the key, the value, what was expected, and the closest known key.
 from __future__ import annotations
 
 import difflib
-import os
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -107,7 +106,7 @@ class RuntimeConfig(Section):
     """How to run, not what to compute: no stage reads this section through DVC, so changing it re-runs
     nothing and leaves provenance alone. Batch sizes here only change speed, never a result."""
 
-    threads: int | Literal["auto"] = "auto"  # torch / faiss / Lucene threads per stage; auto: the cores we may use
+    threads: int | Literal["auto"] = "auto"  # threads per stage; auto: its share of the cores (runtime.cores)
     query_threads: int = Field(1, ge=1)  # evaluate: query encoding threads (latency is per query)
     encode_batch_size: int = Field(32, gt=0)  # texts per encoder forward pass
     cache_dir: str = ".irforge-cache"  # row caches (generated queries, vectors); outside DVC's outputs
@@ -116,9 +115,10 @@ class RuntimeConfig(Section):
     partitions: int = Field(0, ge=0)  # shards per mapped stage on Dask (0 = two per worker)
 
     @property
-    def n_threads(self) -> int:
+    def pinned_threads(self) -> int | None:
+        """``threads`` when it is a number; None for auto (irforge.runtime.cores shares out the cores)."""
         if self.threads == "auto":
-            return max(1, len(os.sched_getaffinity(0)))
+            return None
         if self.threads < 1:
             raise ParamsError(f"runtime.threads: {self.threads} is invalid: expected 'auto' or an integer >= 1")
         return self.threads

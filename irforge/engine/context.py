@@ -30,6 +30,7 @@ from irforge.contract import artifacts
 from irforge.contract.stage import BoundOutput
 from irforge.engine.code import code_sha256
 from irforge.models import DenseEncoder, ResolvedModel, SpladeEncoder, resolve_model
+from irforge.runtime.cores import thread_share, training_threads
 
 if TYPE_CHECKING:
     from irforge.engine.dag import Node
@@ -73,6 +74,7 @@ class StageContext:
     config: Config
     _inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _models: dict[str, ModelRecord] = field(default_factory=dict)
+    _runtime: dict[str, Any] = field(default_factory=dict)  # run settings a result depends on (training threads)
 
     # ------------------------------------------------------------ declaration
     @property
@@ -105,7 +107,17 @@ class StageContext:
 
     @property
     def threads(self) -> int:
-        return self.runtime.n_threads
+        """Threads for work whose result does not depend on them (encoding, generation, search, index builds):
+        this stage run's share of the cores, or ``runtime.threads`` when pinned."""
+        return thread_share(self.runtime.pinned_threads)
+
+    @property
+    def training_threads(self) -> int:
+        """Threads for training, whose result depends on them: the machine's full count (or the pinned one),
+        never lowered by load; recorded in the provenance of what the stage writes."""
+        n = training_threads(self.runtime.pinned_threads)
+        self._runtime["training_threads"] = n
+        return n
 
     @property
     def cache_dir(self) -> Path:
@@ -223,6 +235,8 @@ class StageContext:
         }
         if self.variant is not None:
             record["variant"] = self.variant
+        if self._runtime:
+            record["runtime"] = dict(self._runtime)
         return record
 
     def write(self, name: str, table: pa.Table) -> Path:

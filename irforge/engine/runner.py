@@ -15,6 +15,7 @@ from irforge.config import Config, Params
 from irforge.contract import ARTIFACTS
 from irforge.engine.context import StageContext
 from irforge.engine.dag import load_config, node, validate
+from irforge.runtime.cores import running_stages, stage_share
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,11 @@ def run_stage(name: str, root: Path | str = ".", config: Config | Params | None 
         config = validate(config)
     target = node(config, name, variant)
     ctx = StageContext(target, root, config)
-    with stage_lock(root, target.key):  # a second run of the same stage here would delete this one's temp files
-        log.info("stage %s: start", target.key)
+    # The lock: a second run of the same stage here would delete this one's temp files. The share: stage runs
+    # going on at once in this process (the flow's parallel nodes) divide the cores between them.
+    with stage_lock(root, target.key), stage_share():
+        log.info("stage %s: start (%d threads, %d stage runs in this process)", target.key, ctx.threads,
+                 running_stages())
         started = time.perf_counter()
         summary = target.module.run(ctx) or {}
         log.info("stage %s: done in %.1fs %s", target.key, time.perf_counter() - started,
