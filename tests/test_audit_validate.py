@@ -113,40 +113,57 @@ def test_changed_input_is_reported(built, tmp_path):
                for v in report.violations)
 
 
+def _killed_at(root, point: str, *stage: str) -> None:
+    """`irforge run STAGE` in a child process that SIGKILLs itself at failpoint ``point`` (irforge.contract.failpoints)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, IRFORGE_FAILPOINT=point, IRFORGE_PROGRESS="0")
+    done = subprocess.run([sys.executable, "-m", "irforge", "run", *stage, "--root", str(root), "--params",
+                           str(root / "params.yaml")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+
+
 def test_outputs_of_two_runs_of_one_stage_are_flagged(built, tmp_path):
-    """A kill between two writes of one stage run (chunk writes its quarantine, then its chunks) leaves outputs
-    of two runs side by side: audit says which and why."""
-    import json
+    """kill -9 between two writes of one stage run (chunk writes its quarantine, then its chunks) leaves outputs
+    of two runs side by side: audit says which and why, and the next run mends it."""
     import shutil
 
     root = tmp_path / "p"
     shutil.copytree(built, root)
-    old_chunks = (root / paths.CHUNKS).read_bytes()
+    old_chunks, old_quarantine = (root / paths.CHUNKS).read_bytes(), (root / paths.QUARANTINE).read_bytes()
     with open(root / "corpus/corpus.jsonl", "a") as f:
         f.write(json.dumps({"_id": "late", "title": "", "text": "A late document about wings."}) + "\n")
-    run_stage("chunk", root, load_config(root))
-    (root / paths.CHUNKS).write_bytes(old_chunks)  # as if the run died after the quarantine, before the chunks
+    _killed_at(root, f"after-output:{paths.QUARANTINE}", "chunk")
+    assert (root / paths.QUARANTINE).read_bytes() != old_quarantine  # the quarantine is the new run's,
+    assert (root / paths.CHUNKS).read_bytes() == old_chunks  # the chunks still the old run's
     out = audit(root, "--validate").output
     assert ("[run] written by another run of stage chunk than artifacts/chunk/chunks.parquet (they differ in "
             "corpus/corpus.jsonl)") in out
+    run_stage("chunk", root, load_config(root))
+    assert "[run]" not in audit(root, "--validate").output
 
 
 def test_a_publish_killed_between_its_renames_is_restored_not_deleted(built, tmp_path):
-    """Only the previous version of a folder artifact is left (set aside, the new one not yet in place): audit
-    says not to delete it, and the next publish of that folder puts it back before anything else."""
+    """kill -9 between the two renames of a folder publish (systems without an atomic folder swap): only the
+    previous version is left, set aside. Audit says not to delete it; the next publish puts it back first."""
     import shutil
 
-    from irforge.contract.artifacts import _remove_leftovers
+    from irforge.contract.artifacts import _remove_leftovers, sha256_path
 
     root = tmp_path / "p"
     shutil.copytree(built, root)
     index = root / paths.index_dir("bm25")
-    aside = index.with_name(".bm25.old-4242")
-    index.rename(aside)
+    before = sha256_path(index)
+    _killed_at(root, "no-exchange,publish-between-renames", "index", "bm25")
+    asides = list(index.parent.glob(".bm25.old-*"))
+    assert not index.exists() and len(asides) == 1 and sha256_path(asides[0]) == before
     out = audit(root, "--validate").output
     assert f"{paths.index_dir('bm25')}: [leftover] missing; its previous version is " in out and "do not delete" in out
     _remove_leftovers(index)
-    assert index.is_dir() and not aside.exists() and (index / "system.json").exists()
+    assert index.is_dir() and not asides[0].exists() and sha256_path(index) == before
     assert "no violations" in audit(root, "--validate").output
 
 

@@ -179,6 +179,21 @@ def test_offsets_are_exact_with_accents_and_emoji(tokenizer_json: Path) -> None:
     _check_offsets(doc, rows)
 
 
+def test_variation_selectors_are_kept_and_count_as_no_token(tokenizer_json: Path) -> None:
+    """U+FE0F (emoji presentation) stays in the passage as written; the tokenizer treats it as the format
+    character it is, so "\u26a0\ufe0f" and "\u26a0" are the same tokens and search alike."""
+    from tokenizers import Tokenizer
+
+    text = "Caution \u26a0\ufe0f hot surface. Keep hands away \u2764\ufe0f from the flat plate in the tunnel."
+    doc = Document("vs", "", text)
+    rows = [r for n in (3, 4, 5, 8) for r in Chunker(tokenizer_json, max_tokens=n, stride=1).split([doc])]
+    _check_offsets(doc, rows)
+    assert all(not r["text"].startswith("\ufe0f") for r in rows)  # a window never ends between a symbol and its mark
+    assert ["\u2764\ufe0f" in r["text"] for r in rows if "\u2764" in r["text"]] == [True] * sum("\u2764" in r["text"] for r in rows)
+    tokens = Tokenizer.from_file(str(tokenizer_json))
+    assert tokens.encode(text).tokens == tokens.encode(text.replace("\ufe0f", "")).tokens
+
+
 def test_ids_and_hashes_are_stable(chunker: Chunker) -> None:
     doc = Document("long", "Bright objects", LONG_TEXT)
     first, again = chunker.split([doc]), chunker.split([Document("long", "Bright objects", LONG_TEXT)])

@@ -165,3 +165,58 @@ def test_a_full_disk_is_one_line_naming_the_artifact_and_the_old_one_stays(tmp_p
     assert message.startswith(str(root / "artifacts/chunk/")) and "could not be written (No space left on device)" in message
     assert "\n" not in message and (root / paths.CHUNKS).read_bytes() == before
     assert not [p for p in (root / "artifacts/chunk").iterdir() if ".tmp-" in p.name]
+
+
+def test_a_lucene_build_that_cannot_write_is_one_line_naming_the_folder(tmp_path) -> None:
+    from irforge.cli import describe_error
+    from irforge.retrieval.lucene import IndexBuildError, build_lucene_index
+
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(IndexBuildError) as caught:  # Java's FileSystemException, not a pyjnius stack trace
+        build_lucene_index([("d1", "flat plate boundary layer")], tmp_path / "a-file" / "index", threads=1)
+    message = describe_error(caught.value)
+    assert message.startswith(f"{tmp_path / 'a-file' / 'index'}: Lucene could not build the index: ")
+    assert "Not a directory" in message and "\n" not in message
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs at ``artifacts/index`` of a project (needs root with CAP_SYS_ADMIN; skipped elsewhere)."""
+    root = make_project(tmp_path / "project", n_docs=20)
+    folder = root / "artifacts" / "index"
+    folder.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_lucene_on_a_full_disk_is_one_line_and_the_previous_index_stays(small_disk) -> None:
+    """Anserini logs a failed write and carries on; the build checks the index it wrote and says so."""
+    from irforge.cli import describe_error
+    from irforge.retrieval.lucene import IndexBuildError
+
+    root = small_disk
+    config = load_config(root)
+    run_stage("chunk", root, config)
+    run_stage("index", root, config, "bm25")
+    index = root / "artifacts/index/bm25"
+    before = sha256_path(index)
+    filler = root / "artifacts/index/filler"
+    with open(filler, "wb", buffering=0) as f:  # fill the disk but for a few KiB: the next build cannot finish
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError:
+            pass
+    with pytest.raises(IndexBuildError) as caught:
+        run_stage("index", root, config, "bm25")
+    message = describe_error(caught.value)
+    assert message.startswith(str(root / "artifacts/index/")) and "\n" not in message
+    assert "Lucene" in message and "full?" in message
+    assert sha256_path(index) == before  # the served index is the previous one, whole
+    assert sorted(p.name for p in (root / "artifacts/index").iterdir()) == ["bm25", "filler"]  # no temp folder left

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from irforge.contract.failpoints import active, failpoint
 from irforge.contract.schemas import SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -215,12 +216,13 @@ def publish_dir(path: Path, provenance: dict[str, Any] | Callable[[], dict[str, 
         yield tmp
         record = provenance() if callable(provenance) else provenance
         (tmp / DIR_PROVENANCE).write_text(json.dumps({**record, "artifact": "folder"}, indent=2, sort_keys=True))
-        if path.exists() and _exchange(tmp, path):  # one atomic swap: no moment without a complete copy
+        if path.exists() and not active("no-exchange") and _exchange(tmp, path):  # one atomic swap
             shutil.rmtree(tmp, ignore_errors=True)  # now the previous version
         else:  # no renameat2 here: two renames; a kill between them leaves the old copy, restored next time
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             if path.exists():
                 os.replace(path, old)
+                failpoint("publish-between-renames")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ from irforge.corpus.readers import Document
 from irforge.corpus.text import sha256_text
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+_NO_TOKEN = ("Mn", "Me", "Cf")  # combining marks, variation selectors, joiners: part of the character before
+
+
+def end_of_character(text: str, end: int) -> int:
+    """Move a passage end past the marks that belong to its last character (a window ending at the token for
+    "\u2764" keeps its "\ufe0f"; the tokenizer gives such marks no token, hence no offset of their own)."""
+    while end < len(text) and unicodedata.category(text[end]) in _NO_TOKEN:
+        end += 1
+    return end
 
 
 def sentence_starts(text: str) -> list[int]:
@@ -98,7 +108,7 @@ class Chunker:
             doc_hash = sha256_text(doc.doc_id, doc.title, doc.text)
             windows = split_windows(len(offsets), boundaries, self.max_tokens, self.stride, words)
             for index, (start, end) in enumerate(windows):
-                char_start, char_end = offsets[start][0], offsets[end - 1][1]
+                char_start, char_end = offsets[start][0], end_of_character(doc.text, offsets[end - 1][1])
                 text = doc.text[char_start:char_end]
                 rows.append({
                     "chunk_id": f"{doc.doc_id}#{index}",
@@ -149,7 +159,7 @@ class Chunker:
         doc_hash = sha256_text(doc.doc_id, doc.title, doc.text, *(b.section for b in doc.blocks or []))
         rows = []
         for index, (start, end, section) in enumerate(pieces):
-            char_start, char_end = enc.offsets[start][0], enc.offsets[end - 1][1]
+            char_start, char_end = enc.offsets[start][0], end_of_character(doc.text, enc.offsets[end - 1][1])
             text = doc.text[char_start:char_end]
             title = shown_title(doc.title, section)
             rows.append({"chunk_id": f"{doc.doc_id}#{index}", "doc_id": doc.doc_id, "passage_index": index,

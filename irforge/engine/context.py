@@ -27,6 +27,7 @@ import pyarrow as pa
 from irforge import __version__
 from irforge.config import Config, RuntimeConfig
 from irforge.contract import artifacts
+from irforge.contract.failpoints import failpoint
 from irforge.contract.stage import BoundOutput
 from irforge.engine.code import code_sha256
 from irforge.models import DenseEncoder, ResolvedModel, SpladeEncoder, resolve_model
@@ -244,6 +245,7 @@ class StageContext:
         path = self.path(out.path)
         artifacts.write_artifact(table, path, out.kind, self.provenance())
         log.info("wrote %s (%s, %d rows)", out.path, out.kind, table.num_rows)
+        failpoint(f"after-output:{out.path}")
         return path
 
     def write_file(self, path: Path, kind: str, table: pa.Table) -> Path:

@@ -54,8 +54,52 @@ def index_json_collection(records: Iterable[dict], index_dir: Path, collection: 
             "-optimize",  # one segment: deterministic scoring order and faster search
             "-quiet",
         ]
-        autoclass("io.anserini.index.IndexCollection").main(args)
+        try:
+            autoclass("io.anserini.index.IndexCollection").main(args)
+        except Exception as e:  # jnius.JavaException: the Java exception and its whole stack in one message
+            raise IndexBuildError(f"{index_dir}: Lucene could not build the index: {java_cause(e)}; "
+                                  f"{_free_space(index_dir)}") from e
+    try:  # Anserini logs and carries on when a write fails (a full disk): the index may be missing or short
+        indexed = count_documents(index_dir)
+    except Exception as e:
+        raise IndexBuildError(f"{index_dir}: Lucene wrote no usable index ({java_cause(e)}); {_free_space(index_dir)}"
+                              ) from e
+    if indexed != n:  # Anserini logs and skips a record it cannot index (empty, or an error in a worker thread)
+        log.warning("%s: Lucene indexed %d of %d records; see Anserini's log above for the others", index_dir, indexed, n)
     return n
+
+
+class IndexBuildError(RuntimeError):
+    """Lucene failed while building an index (full disk, unwritable folder, ...): one line naming the folder."""
+
+
+def _free_space(path: Path) -> str:
+    import shutil
+
+    for folder in (Path(path), *Path(path).parents):
+        if folder.exists():
+            free = shutil.disk_usage(folder).free
+            return f"{free / 2**20:.1f} MiB free on the disk holding it" + (" (full?)" if free < 64 * 2**20 else "")
+    return "its folder does not exist"
+
+
+def java_cause(error: BaseException) -> str:
+    """The Java exception's class and message, without pyjnius' prefix and the stack trace."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    first = first.removeprefix("JVM exception occurred:").strip()
+    return first if len(first) <= 200 else first[:200] + "..."  # Lucene may list every file of the folder
+
+
+def count_documents(index_dir: Path) -> int:
+    from pyserini.pyclass import autoclass
+
+    directory = autoclass("org.apache.lucene.store.FSDirectory").open(autoclass("java.io.File")(str(index_dir)).toPath())
+    reader = autoclass("org.apache.lucene.index.DirectoryReader").open(directory)
+    try:
+        return int(reader.numDocs())
+    finally:
+        reader.close()
+        directory.close()
 
 
 def build_lucene_index(docs: Iterable[tuple[str, str]], index_dir: Path, threads: int = 2) -> int:
