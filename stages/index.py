@@ -110,11 +110,6 @@ def _bm25(ctx: StageContext, system: str, spec: SystemSpec) -> dict[str, Any]:
     return {"system": system, "documents": n}
 
 
-def _passages(ctx: StageContext) -> tuple[list[str], list[str]]:
-    chunks = ctx.read("chunks", ["chunk_id", "title", "text"]).to_pylist()
-    return [c["chunk_id"] for c in chunks], [passage_text(c["title"], c["text"]) for c in chunks]
-
-
 def _faiss(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -> dict[str, Any]:
     fcfg = spec.faiss or cfg.faiss
     chunks = ctx.read("chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
@@ -135,9 +130,12 @@ def _faiss(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -
 
 
 def _impact(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -> dict[str, Any]:
-    ids, texts = _passages(ctx)
+    chunks = ctx.read("chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
+    ids = [c["chunk_id"] for c in chunks]
+    # Through the row cache: a re-run, or a run after a small corpus change, encodes only what changed.
     encoder = ctx.splade_encoder(spec.model, cfg.max_length)
-    vectors = encoder.encode(texts, cfg.impact_scale, desc=f"encode {system}")
+    vectors = encoder.encode_chunks(chunks, cfg.impact_scale, desc=f"encode {system}")
+    log.info("%s: %d passage vectors from the cache, %d encoded", system, encoder.cache_hits, encoder.cache_misses)
     postings = sum(len(v) for v in vectors)
     with ctx.publish("index/{variant}") as tmp:
         n = build_impact_index(zip(ids, vectors, strict=True), tmp, threads=ctx.threads)

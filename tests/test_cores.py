@@ -101,3 +101,27 @@ def test_encoding_gives_the_same_bits_at_any_thread_count(tmp_path):
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(out[1][0], out[2][0]) and np.array_equal(out[1][1], out[2][1])
+
+
+def test_generation_and_query_likelihood_give_the_same_bits_at_any_thread_count(tmp_path):
+    """The flow's doc2query and synthesize run side by side with one core each where `dvc repro` gives each
+    two: the embedded LLM must sample the same queries either way (the generate stage's dtype: auto)."""
+    import torch
+
+    from irforge.generation import Generator, QueryLikelihood, SamplingParams
+
+    gen = Generator("pkg:smollm2-135m-instruct", tmp_path, dtype="auto")
+    prompts = ["Write a search query for: the boundary layer on a flat plate thickens downstream.",
+               "Write a search query for: panel flutter in a supersonic stream."]
+    sampling = SamplingParams(n=2, temperature=0.8, top_k=50, top_p=0.95, max_new_tokens=12)
+    before = torch.get_num_threads()
+    try:
+        out = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            rows = gen.generate(prompts, ["a", "b"], sampling, seed=3, batch_size=2)
+            scores = QueryLikelihood(gen, 200).score("supersonic panel flutter", prompts)
+            out[n] = [[(s.text, s.mean_logprob) for s in r] for r in rows], list(scores)
+    finally:
+        torch.set_num_threads(before)
+    assert out[1] == out[2]

@@ -147,3 +147,32 @@ def test_auto_faiss_is_exact_for_small_corpora_and_reports_the_recall_an_approxi
     coarse = retrieval.build_faiss(docs, "ivfpq", ivf_lists=4, pq_m=4, pq_bits=4, seed=1, threads=1)
     recall = retrieval.recall_vs_exact(coarse, docs)
     assert 0.0 < recall < 1.0  # 4-bit codes lose neighbours, and the measure says how many
+
+
+def test_splade_passages_are_encoded_once_and_a_changed_passage_only(tmp_path, tiny_models, monkeypatch):
+    """The impact index stage's SPLADE vectors go through a row cache by content hash, like the dense ones:
+    a re-run encodes nothing, a changed passage is encoded alone, another scale or model reads other rows."""
+    from irforge.corpus import sha256_text
+    from irforge.models import ImpactCache
+    from irforge.models.splade import SpladeEncoder
+
+    texts = ["wing lift slipstream", "shock wave nose", "heat conduction slab", "orbit drag satellite"]
+    chunks = [{"chunk_id": f"d{i}#0", "title": "", "text": t, "content_hash": sha256_text(t)} for i, t in enumerate(texts)]
+    cache = tmp_path / "cache"
+    first = SpladeEncoder(str(tiny_models["splade"]), cache, max_length=16)
+    vectors = first.encode_chunks(chunks, scale=100)
+    assert vectors == first.encode(texts, scale=100) and (first.cache_hits, first.cache_misses) == (0, 4)
+
+    encoded: list[int] = []
+    again = SpladeEncoder(str(tiny_models["splade"]), cache, max_length=16)
+    real = again.encode
+    monkeypatch.setattr(again, "encode", lambda t, scale, desc="": encoded.append(len(t)) or real(t, scale, desc))
+    assert again.encode_chunks(chunks, scale=100) == vectors and encoded == []  # every vector from the cache
+    edited = [*chunks[:3], {**chunks[3], "text": "orbit decay", "content_hash": sha256_text("orbit decay")}]
+    assert again.encode_chunks(edited, scale=100)[:3] == vectors[:3] and encoded == [1]
+    again.encode_chunks(chunks, scale=50)  # another quantisation: other rows
+    assert encoded == [1, 4] and (again.cache_hits, again.cache_misses) == (7, 5)
+    assert len(ImpactCache(cache / "impacts" / again.fingerprint(100)[:16])) == 5
+
+    off = SpladeEncoder(str(tiny_models["splade"]), tmp_path / "off", max_length=16, use_cache=False)
+    assert off.encode_chunks(chunks, scale=100) == vectors and not (tmp_path / "off").exists()

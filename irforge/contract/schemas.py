@@ -139,6 +139,15 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("embedding", pa.list_(pa.float32()), nullable=False),
         ]
     ),
+    # SPLADE encoding cache: quantised impact vectors of chunks (terms and their integer impacts, same order)
+    "impact_vectors": pa.schema(
+        [
+            pa.field("chunk_id", _str, nullable=False),
+            pa.field("content_hash", _str, nullable=False),
+            pa.field("terms", pa.list_(_str), nullable=False),
+            pa.field("impacts", pa.list_(pa.int32()), nullable=False),
+        ]
+    ),
     # train: per-step training log (DVC plots)
     "train_log": pa.schema(
         [

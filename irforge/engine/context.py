@@ -206,8 +206,9 @@ class StageContext:
                             precision=precision, use_cache=self.runtime.reuse_vectors)
 
     def splade_encoder(self, name: str, max_length: int, threads: int | None = None) -> SpladeEncoder:
-        return SpladeEncoder(self.model(name), max_length=max_length, batch_size=self.runtime.encode_batch_size,
-                             threads=threads or self.threads)
+        return SpladeEncoder(self.model(name), self.cache_dir, max_length=max_length,
+                             batch_size=self.runtime.encode_batch_size, threads=threads or self.threads,
+                             use_cache=self.runtime.reuse_vectors)
 
     def generator(self, name: str, chat_template: str, dtype: str, threads: int | None = None) -> Generator:
         from irforge.generation import Generator  # lazily: only the stages that generate or score with an LM import it

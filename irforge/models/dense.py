@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from irforge.contract.artifacts import stable_hash, validate
-from irforge.contract.schemas import SCHEMAS
+from irforge.contract.artifacts import stable_hash
 from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text
+from irforge.models.cache import EmbeddingCache
 from irforge.models.resolve import ResolvedModel, resolve_model
 from irforge.runtime.preload import model_loading
 from irforge.runtime.progress import progress
@@ -69,50 +67,6 @@ def resolve_precision(precision: str) -> str:
 def text_key(text: str) -> str:
     """Cache key of a free text (a query): sha256 of its UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class EmbeddingCache:
-    """Vectors by content key, as Parquet shards (the ``embeddings`` schema) in one folder per encoder."""
-
-    def __init__(self, folder: Path | str):
-        self.folder = Path(folder)
-        self._vectors: dict[str, np.ndarray] | None = None
-
-    def _load(self) -> dict[str, np.ndarray]:
-        if self._vectors is None:
-            self._vectors = {}
-            for shard in sorted(self.folder.glob("*.parquet")):
-                table = validate(pq.read_table(shard), "embeddings", shard)
-                keys = table.column("content_hash").to_pylist()
-                flat = table.column("embedding").combine_chunks().flatten().to_numpy()
-                if keys:
-                    self._vectors.update(zip(keys, flat.reshape(len(keys), -1), strict=True))
-        return self._vectors
-
-    def __len__(self) -> int:
-        return len(self._load())
-
-    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        vectors = self._load()
-        return {k: vectors[k] for k in keys if k in vectors}
-
-    def put(self, ids: Sequence[str], keys: Sequence[str], vectors: np.ndarray) -> None:
-        if not len(keys):
-            return
-        table = pa.table({
-            "chunk_id": pa.array(list(ids), pa.string()),
-            "content_hash": pa.array(list(keys), pa.string()),
-            "embedding": pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
-        }, schema=SCHEMAS["embeddings"])
-        self.folder.mkdir(parents=True, exist_ok=True)
-        shard = self.folder / f"{stable_hash(sorted(keys))[:16]}.parquet"
-        tmp = shard.with_name(f".{shard.name}.tmp-{os.getpid()}")
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, shard)  # atomic: a killed run leaves whole shards only
-        finally:
-            tmp.unlink(missing_ok=True)
-        self._load().update(zip(keys, vectors, strict=True))
 
 
 class DenseEncoder:
@@ -170,23 +124,12 @@ class DenseEncoder:
                       desc: str = "encode") -> np.ndarray:
         """Like :meth:`encode`, reading vectors whose key is cached and caching the rest."""
         if self.cache is None:
+            self.cache_misses += len(texts)
             return self.encode(texts, desc)
-        found = self.cache.get(keys)
-        missing: dict[str, int] = {}
-        for i, key in enumerate(keys):
-            if key not in found and key not in missing:
-                missing[key] = i
-        self.cache_hits += len(keys) - len(missing)
-        self.cache_misses += len(missing)
-        if missing:
-            rows = list(missing.values())
-            vectors = self.encode([texts[i] for i in rows], desc)
-            self.cache.put([ids[i] for i in rows], list(missing), vectors)
-            found.update(zip(missing, vectors, strict=True))
-        out = np.zeros((len(keys), self.dim), dtype=np.float32)
-        for i, key in enumerate(keys):
-            out[i] = found[key]
-        return out
+        vectors, computed = self.cache.through(ids, keys, lambda rows: self.encode([texts[i] for i in rows], desc))
+        self.cache_hits += len(keys) - computed
+        self.cache_misses += computed
+        return np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
 
     def encode_chunks(self, chunks: pa.Table | list[dict[str, Any]], desc: str = "encode chunks") -> np.ndarray:
         """Vectors of ``chunks`` rows (chunk_id, title, text, content_hash), cached by content_hash."""

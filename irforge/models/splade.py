@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from irforge.contract.artifacts import stable_hash
+from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text
+from irforge.models.cache import ImpactCache
 from irforge.models.resolve import ResolvedModel, resolve_model
 from irforge.runtime.preload import model_loading
 from irforge.runtime.progress import progress
@@ -50,7 +53,7 @@ class SpladeEncoder:
     """A BertForMaskedLM-style model used as a SPLADE encoder (training and inference)."""
 
     def __init__(self, model: ResolvedModel | str, cache_dir: Path | str = ".irforge-cache", max_length: int = 256,
-                 batch_size: int = 32, threads: int | None = None):
+                 batch_size: int = 32, threads: int | None = None, use_cache: bool = True):
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -65,6 +68,8 @@ class SpladeEncoder:
         self.model.eval()
         self.max_length = max_length
         self.batch_size = batch_size
+        self.cache_dir, self.use_cache = Path(cache_dir), use_cache
+        self.cache_hits = self.cache_misses = 0
         inverse = {i: t for t, i in self.tokenizer.get_vocab().items()}
         self.vocab = [inverse.get(i, f"[unused{i}]") for i in range(self.model.config.vocab_size)]
 
@@ -106,6 +111,25 @@ class SpladeEncoder:
             for i, vector in zip(idx, quantise(weights, self.vocab, scale), strict=True):
                 out[i] = vector
         return out
+
+    def fingerprint(self, scale: float) -> str:
+        """What identifies a passage's quantised vector: the weights' hash and every setting that changes it."""
+        return stable_hash({"model": self.model_info.sha256, "max_length": self.max_length, "scale": scale,
+                            "passage_text": PASSAGE_TEXT_VERSION})
+
+    def encode_chunks(self, chunks: list[dict], scale: float, desc: str = "splade") -> list[SparseVector]:
+        """Quantised vectors of ``chunks`` rows (chunk_id, title, text, content_hash), cached by content_hash, so
+        a re-run encodes only the passages that changed (``use_cache=False``: always encode)."""
+        texts = [passage_text(c["title"], c["text"]) for c in chunks]
+        if not self.use_cache:
+            self.cache_misses += len(chunks)
+            return self.encode(texts, scale, desc)
+        cache = ImpactCache(self.cache_dir / "impacts" / self.fingerprint(scale)[:16])
+        vectors, computed = cache.through([c["chunk_id"] for c in chunks], [c["content_hash"] for c in chunks],
+                                          lambda rows: self.encode([texts[i] for i in rows], scale, desc))
+        self.cache_hits += len(chunks) - computed
+        self.cache_misses += computed
+        return vectors
 
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(folder, safe_serialization=True)

@@ -217,8 +217,7 @@ def build_index(ctx: StageContext, config: Config, spec: dict[str, Any], out: Pa
                 "faiss": meta["faiss_type"], **recall}
     if kind == "impact":
         encoder = encoders.splade_encoder(spec["model"], icfg.max_length)
-        vectors = encoder.encode([passage_text(r["title"], r["text"]) for r in rows], icfg.impact_scale,
-                                 desc=f"encode {out.name}")
+        vectors = encoder.encode_chunks(rows, icfg.impact_scale, desc=f"encode {out.name}")
         docs, build_delta = zip([r["chunk_id"] for r in rows], vectors, strict=True), build_impact_index
         meta = {"kind": "impact", "model": spec["model"], "scale": icfg.impact_scale,
                 "query_max_length": icfg.query_max_length}

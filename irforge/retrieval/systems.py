@@ -104,4 +104,4 @@ class ProjectEncoders:
 
     def splade_encoder(self, name: str, max_length: int, threads: int | None = None) -> SpladeEncoder:
         return SpladeEncoder(self._model(name), self.cache_dir, max_length=max_length, batch_size=self.batch_size,
-                             threads=threads or self.threads)
+                             threads=threads or self.threads, use_cache=self.use_cache)

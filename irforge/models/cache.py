@@ -1,0 +1,105 @@
+"""Row caches of encoder outputs by content key: Parquet shards of one schema in one folder per encoder setting
+(the folder name is the encoder's fingerprint, so a changed model or setting never reads old rows). A shard is
+written whole (temp file, then rename), so a killed run leaves whole shards only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from irforge.contract.artifacts import stable_hash, validate
+from irforge.contract.schemas import SCHEMAS
+
+
+class RowCache:
+    kind: str  # the schema of the shards
+
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        self._values: dict[str, Any] | None = None
+
+    def _decode(self, table: pa.Table) -> list[Any]:
+        raise NotImplementedError
+
+    def _encode(self, ids: Sequence[str], keys: Sequence[str], values: Sequence[Any]) -> dict[str, pa.Array]:
+        raise NotImplementedError
+
+    def _load(self) -> dict[str, Any]:
+        if self._values is None:
+            self._values = {}
+            for shard in sorted(self.folder.glob("*.parquet")):
+                table = validate(pq.read_table(shard), self.kind, shard)
+                if table.num_rows:
+                    self._values.update(zip(table.column("content_hash").to_pylist(), self._decode(table), strict=True))
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def get(self, keys: Sequence[str]) -> dict[str, Any]:
+        values = self._load()
+        return {k: values[k] for k in keys if k in values}
+
+    def through(self, ids: Sequence[str], keys: Sequence[str],
+                compute: Callable[[list[int]], Sequence[Any]]) -> tuple[list[Any], int]:
+        """Values for ``keys`` in order: cached ones read, the others computed once per distinct key by
+        ``compute(row indices)`` and cached. Returns the values and how many were computed."""
+        found = self.get(keys)
+        missing: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in found and key not in missing:
+                missing[key] = i
+        if missing:
+            rows = list(missing.values())
+            values = compute(rows)
+            self.put([ids[i] for i in rows], list(missing), values)
+            found.update(zip(missing, values, strict=True))
+        return [found[key] for key in keys], len(missing)
+
+    def put(self, ids: Sequence[str], keys: Sequence[str], values: Sequence[Any]) -> None:
+        if not len(keys):
+            return
+        table = pa.table({"chunk_id": pa.array(list(ids), pa.string()), "content_hash": pa.array(list(keys), pa.string()),
+                          **self._encode(ids, keys, values)}, schema=SCHEMAS[self.kind])
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shard = self.folder / f"{stable_hash(sorted(keys))[:16]}.parquet"
+        tmp = shard.with_name(f".{shard.name}.tmp-{os.getpid()}")
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, shard)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._load().update(zip(keys, values, strict=True))
+
+
+class EmbeddingCache(RowCache):
+    """Dense vectors (float32) by content key."""
+
+    kind = "embeddings"
+
+    def _decode(self, table: pa.Table) -> list[np.ndarray]:
+        flat = table.column("embedding").combine_chunks().flatten().to_numpy()
+        return list(flat.reshape(table.num_rows, -1))
+
+    def _encode(self, ids, keys, values) -> dict[str, pa.Array]:
+        return {"embedding": pa.array([np.asarray(v, dtype=np.float32) for v in values], pa.list_(pa.float32()))}
+
+
+class ImpactCache(RowCache):
+    """Quantised SPLADE vectors ({token: impact}) by content key."""
+
+    kind = "impact_vectors"
+
+    def _decode(self, table: pa.Table) -> list[dict[str, int]]:
+        return [dict(zip(terms, impacts, strict=True)) for terms, impacts in
+                zip(table.column("terms").to_pylist(), table.column("impacts").to_pylist(), strict=True)]
+
+    def _encode(self, ids, keys, values) -> dict[str, pa.Array]:
+        return {"terms": pa.array([list(v) for v in values], pa.list_(pa.string())),
+                "impacts": pa.array([list(v.values()) for v in values], pa.list_(pa.int32()))}
