@@ -103,6 +103,7 @@ def test_encoding_gives_the_same_bits_at_any_thread_count(tmp_path):
     assert np.array_equal(out[1][0], out[2][0]) and np.array_equal(out[1][1], out[2][1])
 
 
+@pytest.mark.slow  # the embedded SmolLM2, twice: ~20 s on 2 idle cores
 def test_generation_and_query_likelihood_give_the_same_bits_at_any_thread_count(tmp_path):
     """The flow's doc2query and synthesize run side by side with one core each where `dvc repro` gives each
     two: the embedded LLM must sample the same queries either way (the generate stage's dtype: auto)."""
