@@ -56,11 +56,21 @@ _LOAD_JOBS = 0
 _START: tuple[float, float, float] | None = None
 
 
+def others_busy(seconds: float = 1.0) -> float:
+    """Cores other processes keep busy now: /proc/stat's busy time minus ours, over ``seconds``. (The load
+    average is not used for the warning: it still counts a benchmark that ended a minute ago.)"""
+    busy, own, started = _busy_seconds(), _own_seconds(), time.perf_counter()
+    time.sleep(seconds)
+    return max(0.0, (_busy_seconds() - busy - (_own_seconds() - own)) / (time.perf_counter() - started))
+
+
 def header(what: str) -> None:
     """Print what is measured and the conditions; start counting the CPU other processes use meanwhile."""
     global _START
-    print(f"{what}\nbefore: {conditions()}{'  (with a --load job beside it)' if _LOAD_JOBS else ''}")
-    if os.getloadavg()[0] > 0.5 + _LOAD_JOBS * available_cores():
+    others = others_busy()
+    print(f"{what}\nbefore: {conditions()}; other processes keep {others:.2f} cores busy now"
+          f"{' (with a --load job beside it)' if _LOAD_JOBS else ''}")
+    if others > 0.5 + _LOAD_JOBS * available_cores():
         print("WARNING: the machine is busy before the benchmark starts: the ratios below measure the neighbours "
               "too. Run again on an idle machine, or quote the load with the ratio.")
     _START = (time.perf_counter(), _busy_seconds(), _own_seconds())

@@ -10,6 +10,6 @@ __version__ = "0.1.0"
 import os
 
 # OpenMP threads that wait sleep instead of spinning. libgomp reads this once, when torch loads it, so it is set
-# here, before any stage imports torch: with spinning waits, two jobs on the same cores took 5.6x their time
-# alone instead of 1.7x (benchmarks/bench_cores.py). A value the user set wins.
+# here, before any stage imports torch: with spinning waits, two training jobs on the same 2 cores took 3-5.6x
+# their time alone, with sleeping waits about 1.7x (benchmarks/bench_cores.py). A value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
