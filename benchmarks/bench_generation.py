@@ -11,6 +11,7 @@ ratio are on the medians, printed with the conditions (``--load``: beside a seco
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -75,7 +76,7 @@ def measure(args) -> None:
         return out_rows
 
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = iter(range(10**6))
+        fresh = itertools.count()
 
         def batched():  # a new row cache every time: this side generates, never reads back
             return generate_queries(chunks, gen, template, sp, 13, args.batch_size, Path(tmp) / f"{next(fresh)}.sqlite",

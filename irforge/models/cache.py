@@ -27,7 +27,8 @@ class RowCache:
     def _decode(self, table: pa.Table) -> list[Any]:
         raise NotImplementedError
 
-    def _encode(self, ids: Sequence[str], keys: Sequence[str], values: Sequence[Any]) -> dict[str, pa.Array]:
+    def _encode(self, values: Sequence[Any]) -> dict[str, pa.Array]:
+        """The value columns of a shard (``chunk_id`` and ``content_hash`` are written by :meth:`put`)."""
         raise NotImplementedError
 
     def _load(self) -> dict[str, Any]:
@@ -66,7 +67,7 @@ class RowCache:
         if not len(keys):
             return
         table = pa.table({"chunk_id": pa.array(list(ids), pa.string()), "content_hash": pa.array(list(keys), pa.string()),
-                          **self._encode(ids, keys, values)}, schema=SCHEMAS[self.kind])
+                          **self._encode(values)}, schema=SCHEMAS[self.kind])
         self.folder.mkdir(parents=True, exist_ok=True)
         shard = self.folder / f"{stable_hash(sorted(keys))[:16]}.parquet"
         tmp = shard.with_name(f".{shard.name}.tmp-{os.getpid()}")
@@ -87,7 +88,7 @@ class EmbeddingCache(RowCache):
         flat = table.column("embedding").combine_chunks().flatten().to_numpy()
         return list(flat.reshape(table.num_rows, -1))
 
-    def _encode(self, ids, keys, values) -> dict[str, pa.Array]:
+    def _encode(self, values: Sequence[Any]) -> dict[str, pa.Array]:
         return {"embedding": pa.array([np.asarray(v, dtype=np.float32) for v in values], pa.list_(pa.float32()))}
 
 
@@ -100,6 +101,6 @@ class ImpactCache(RowCache):
         return [dict(zip(terms, impacts, strict=True)) for terms, impacts in
                 zip(table.column("terms").to_pylist(), table.column("impacts").to_pylist(), strict=True)]
 
-    def _encode(self, ids, keys, values) -> dict[str, pa.Array]:
+    def _encode(self, values: Sequence[Any]) -> dict[str, pa.Array]:
         return {"terms": pa.array([list(v) for v in values], pa.list_(pa.string())),
                 "impacts": pa.array([list(v.values()) for v in values], pa.list_(pa.int32()))}
