@@ -26,7 +26,7 @@ from pydantic import Field
 from irforge.contract import SCHEMAS, Metrics, Output, Stage
 from irforge.corpus import leak_reasons, queries_of
 from irforge.engine import StageContext
-from irforge.generation import QueryGenConfig, generate_queries, generic_examples, load_template, select_chunks
+from irforge.generation import QueryGenConfig, generate_queries, generic_examples, load_templates, select_chunks
 from irforge.models import text_key
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     chunks = ctx.read("chunks").to_pylist()
     selected = select_chunks(chunks, cfg.max_chunks, seed)
     generator = ctx.generator(cfg.model, cfg.chat_template, cfg.dtype)
-    name = cfg.template
-    if name == "auto":
-        name = "doc2query-t5" if generator.is_encoder_decoder else "doc2query"
+    auto = "doc2query-t5" if generator.is_encoder_decoder else "doc2query"
+    names = [auto if n == "auto" else n for n in ([cfg.template] if isinstance(cfg.template, str) else cfg.template)]
     # Few-shot templates show irforge's generic examples (doc2query never uses the collection's queries).
-    template = load_template(name, generic_examples()[: cfg.n_examples], max_passage_words=cfg.max_passage_words)
-    result = generate_queries(selected, generator, template, cfg.sampling(), seed, cfg.batch_size,
+    templates = load_templates(names, generic_examples()[: cfg.n_examples], max_passage_words=cfg.max_passage_words)
+    result = generate_queries(selected, generator, templates, cfg.sampling(), seed, cfg.batch_size,
                               ctx.cache_dir / "generation.sqlite", cfg.cleaning, cfg.model, desc="doc2query")
     leaked = drop_leaks(ctx, result.rows)
     if leaked:

@@ -175,3 +175,29 @@ def test_a_corrupt_json_artifact_is_named(built, tmp_path):
     (root / paths.METRICS).write_text('{"bm25": {"nDCG@10": 0.5', encoding="utf-8")  # cut short
     result = audit(root, "--validate")
     assert result.exit_code == 1 and f"{paths.METRICS}: [readable] not valid JSON" in result.output
+
+
+def test_a_test_query_shown_as_a_few_shot_example_is_a_violation(built, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from irforge.corpus import queries_of, splits_of
+
+    root = tmp_path / "p"
+    shutil.copytree(built, root)
+    judged = pq.read_table(root / paths.QUERIES)
+    splits, texts = splits_of(judged), queries_of(judged)
+    dev = next(q for q, s in splits.items() if s == "dev")
+    test = next(q for q, s in splits.items() if s == "test")
+    metrics = root / paths.SYNTHETIC_METRICS
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"examples": [{"query_id": dev, "query": texts[dev]}]}))
+    result = audit(root, "--validate")
+    assert result.exit_code == 0 and "no violations" in result.output, result.output  # dev examples are allowed
+    # a test query's text under no id (a user's JSONL file) is caught as surely as its id
+    metrics.write_text(json.dumps({"examples": [{"query_id": dev, "query": texts[dev]},
+                                                {"query_id": None, "query": texts[test].upper() + "?"}]}))
+    result = audit(root, "--validate")
+    assert result.exit_code == 1
+    assert f"{paths.SYNTHETIC_METRICS}: [examples]" in result.output and f"evaluation query '{test}'" in result.output

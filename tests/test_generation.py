@@ -326,3 +326,32 @@ def test_doc2query_leaves_evaluation_queries_out_of_the_expanded_index(tiny_llam
     assert not generated["b"]["kept"] and generated["b"]["reason"].startswith(f"leakage: eval query {evaluation['query_id']}")
     expanded = {r["chunk_id"]: r["expansion"] for r in read_artifact(tmp_path / paths.EXPANDED, "expanded_chunks").to_pylist()}
     assert expanded[chunk["chunk_id"]] == "an unrelated generated query"
+
+
+def test_synthesize_with_query_types_and_dev_split_examples(tiny_llama, tmp_path):
+    """`examples: dev` shows only dev-split queries (listed in metrics.json), `template: [...]` gives each chunk one
+    type, and the counts per type add up."""
+    import json
+
+    params = _tiny_project(tmp_path, tiny_llama, **{"synthesize.examples": "dev", "synthesize.n_examples": 2,
+                                                     "synthesize.max_chunks": 4,
+                                                     "synthesize.template": ["question", "keywords", "claim"]})
+    # six judged queries, each about one passage: two of them form the dev split (at most a third)
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"question {i} about x"}) + "\n"
+                                                    for i in range(6)))
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\t{i % 4}\t1\n" for i in range(6)))
+    run_stage("chunk", tmp_path, params)
+    run_stage("judgments", tmp_path, params)
+    splits = {r["query_id"]: r["split"] for r in read_artifact(tmp_path / paths.QUERIES, "queries").to_pylist()}
+    summary = run_stage("synthesize", tmp_path, params)
+    metrics = json.loads((tmp_path / paths.SYNTHETIC_METRICS).read_text())
+    shown = metrics["examples"]
+    assert len(shown) == 2 and all(splits[e["query_id"]] == "dev" for e in shown)
+    rows = read_artifact(tmp_path / paths.SYNTHETIC, "generated_queries").to_pylist()
+    assert {r["template"] for r in rows} <= {"question", "keywords", "claim"} and len(rows) == summary["queries"] == 8
+    by_chunk = {}
+    for r in rows:
+        by_chunk.setdefault(r["chunk_id"], set()).add(r["template"])
+    assert all(len(t) == 1 for t in by_chunk.values())  # a chunk's samples share its type (and its prefill)
+    assert sum(c["queries"] for c in metrics["templates"].values()) == 8
+    assert sum(c["kept"] for c in metrics["templates"].values()) == metrics["kept"]

@@ -20,7 +20,7 @@ from irforge.generation.prompting import (
     template_names,
 )
 
-SHIPPED = {"doc2query", "doc2query-t5", "inpars-vanilla", "inpars-gbq", "promptagator"}
+SHIPPED = {"doc2query", "doc2query-t5", "inpars-vanilla", "inpars-gbq", "promptagator", "question", "keywords", "claim"}
 
 
 def test_shipped_templates_load_and_show_the_passage():
@@ -138,7 +138,7 @@ def test_examples_from_a_jsonl_file(tmp_path):
         resolve_examples(str(f), tmp_path, 3, 0, {})
 
 
-@pytest.mark.parametrize("name", ["inpars-vanilla", "inpars-gbq", "promptagator"])
+@pytest.mark.parametrize("name", ["inpars-vanilla", "inpars-gbq", "promptagator", "question", "keywords", "claim"])
 def test_no_cranfield_test_query_appears_in_any_prompt_outside_the_passage(name):
     """What the synthesize stage shows the model besides the passage (instructions, examples, chat turns) holds
     no evaluation query."""
@@ -150,3 +150,36 @@ def test_no_cranfield_test_query_appears_in_any_prompt_outside_the_passage(name)
     t = load_template(name, generic_examples())
     shown = norm(t.render("", "") + " ".join(m["content"] for m in t.messages("", "")))
     assert not [q for q in test if q in shown]
+
+
+def test_query_types_are_templates_spread_over_chunks_by_seed():
+    from irforge.generation.prompting import load_templates
+    from irforge.generation.querygen import assign_templates
+
+    types = load_templates(["question", "keywords", "claim"], generic_examples()[:2])
+    assert [t.id for t in types] == ["question", "keywords", "claim"]
+    assert types[0].render("", "the doc").endswith("Document: the doc\nQuestion:")
+    with pytest.raises(ValueError, match="different ones"):
+        load_templates(["question", "question"], generic_examples())
+    chunks = [{"chunk_id": f"d{i}#0"} for i in range(300)]
+    chosen = [t.id for t in assign_templates(chunks, types, seed=13)]
+    assert all(chosen.count(t.id) > 70 for t in types)  # every type used, about a third each
+    assert chosen == [t.id for t in assign_templates(chunks, types, seed=13)]
+    assert chosen != [t.id for t in assign_templates(chunks, types, seed=14)]
+    # a chunk keeps its type when others come and go (the corpus changed)
+    fewer = [t.id for t in assign_templates(chunks[::2] + [{"chunk_id": "new#0"}], types, seed=13)]
+    assert fewer[:-1] == chosen[::2]
+    assert {t.id for t in assign_templates(chunks, types[:1], seed=13)} == {"question"}
+
+
+def test_dev_split_examples_come_with_a_judged_passage_and_test_queries_are_refused():
+    dev = ({"q1": "how do wings stall", "q2": "heat flux at hypersonic speed"}, {"q1": {"d1": 1}, "q2": {"d2": 2}})
+    passages = {"d1": ("Stall", "a wing stalls when ..."), "d2": ("Heat", "the heat flux ...")}
+    examples, files = resolve_examples("dev", Path("."), 5, 13, passages, dev=dev)
+    assert files == [] and sorted((e.query_id, e.passage) for e in examples) == \
+        [("q1", "a wing stalls when ..."), ("q2", "the heat flux ...")]
+    with pytest.raises(ValueError, match="dev split, but it is empty"):
+        resolve_examples("dev", Path("."), 5, 13, passages, dev=({}, {}))
+    check_no_test_queries(examples, {"q9": "another question"})  # dev queries checked against test ones only
+    with pytest.raises(LeakedTestQueryError, match="evaluation query id 'q2'"):
+        check_no_test_queries(examples, {"q2": "heat flux at hypersonic speed"})

@@ -12,6 +12,7 @@ from irforge.generation.prompting import (
     check_no_test_queries,
     generic_examples,
     load_template,
+    load_templates,
     resolve_examples,
 )
 from irforge.generation.querygen import QueryGenConfig, QueryRun, generate_queries, select_chunks
@@ -19,6 +20,6 @@ from irforge.generation.querygen import QueryGenConfig, QueryRun, generate_queri
 __all__ = [
     "REASONS", "CleaningRules", "Example", "GenerationCache", "Generator", "LeakedTestQueryError", "QueryGenConfig",
     "QueryLikelihood", "QueryRun", "Sample", "SamplingParams", "Template", "cache_key", "check_no_test_queries", "clean_chunk",
-    "generate_queries", "generic_examples", "load_template", "resolve_examples", "sample_tokens", "select_chunks",
+    "generate_queries", "generic_examples", "load_template", "load_templates", "resolve_examples", "sample_tokens", "select_chunks",
     "strip_echo",
 ]

@@ -4,9 +4,13 @@ A template file is the prompt text with ``{title}``, ``{passage}``, ``{examples}
 the example being asked for). Few-shot templates add a line ``=== example ===`` followed by the format of one
 example (same fields plus ``{query}`` and ``{bad_query}``); the rendered examples replace ``{examples}``.
 
-Few-shot examples are either the generic ones shipped here (general science, written for irforge, nothing
-from any evaluation collection) or *training* judgments of the collection. Evaluation (test) queries must
-never reach a prompt: :func:`check_no_test_queries` refuses examples whose query id or text is one of them.
+Few-shot examples are the generic ones shipped here (general science, written for irforge, nothing from any
+evaluation collection), a user's own file, *training* judgments of the collection, or its judged queries' **dev**
+split (``dev``). Test queries must never reach a prompt: :func:`check_no_test_queries` refuses examples whose
+query id or text is one of them.
+
+Query types (question, keywords, claim, ...) are templates: a stage given several assigns each chunk one of them
+(:func:`irforge.generation.querygen.assign_templates`), and the ``template`` column says which.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from irforge.corpus.judgments import read_json_lines
 
 EXAMPLE_MARKER = "=== example ==="
 GENERIC_EXAMPLES = "generic"
+DEV_EXAMPLES = "dev"  # the judged queries' dev split, with a judged passage each
 
 
 class LeakedTestQueryError(ValueError):
@@ -115,6 +120,15 @@ def load_template(name: str, examples: list[Example] | None = None, max_passage_
                     max_passage_words=max_passage_words)
 
 
+def load_templates(names: str | list[str], examples: list[Example] | None = None,
+                   max_passage_words: int = 200) -> list[Template]:
+    """One template, or several (query types); a name may not repeat (each type's queries are counted apart)."""
+    names = [names] if isinstance(names, str) else list(names)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"template: expected one template or a list of different ones, got {names!r}")
+    return [load_template(n, examples, max_passage_words) for n in names]
+
+
 def generic_examples() -> list[Example]:
     lines = (resources.files("irforge.generation.prompts") / "examples.jsonl").read_text(encoding="utf-8").splitlines()
     return [Example(**json.loads(line)) for line in lines if line.strip()]
@@ -167,12 +181,19 @@ def training_examples(queries: dict[str, str], qrels: dict[str, dict[str, int]],
     return chosen
 
 
-def resolve_examples(spec: Any, root: Path, k: int, seed: int,
-                     passages: dict[str, tuple[str, str]]) -> tuple[list[Example], list[Path]]:
-    """Few-shot examples from params: ``generic``, a JSONL path, or ``{queries: ..., qrels: ...}`` training
-    judgments (BEIR files). Returns the examples and the files read (for provenance)."""
+def resolve_examples(spec: Any, root: Path, k: int, seed: int, passages: dict[str, tuple[str, str]],
+                     dev: tuple[dict[str, str], dict[str, dict[str, int]]] | None = None,
+                     ) -> tuple[list[Example], list[Path]]:
+    """Few-shot examples from params: ``generic``, ``dev`` (``dev`` = the dev split's queries and qrels), a JSONL
+    path, or ``{queries: ..., qrels: ...}`` training judgments (BEIR files). Returns the examples and the files
+    read (for provenance)."""
     if spec in (None, GENERIC_EXAMPLES):
         return generic_examples()[:k], []
+    if spec == DEV_EXAMPLES:
+        if not dev or not dev[0]:
+            raise ValueError("examples: dev asks for the judged queries' dev split, but it is empty (set corpus.queries "
+                             "and corpus.qrels, and judgments.dev_queries > 0; or use generic or a JSONL file)")
+        return training_examples(dev[0], dev[1], passages, k, seed), []
     if isinstance(spec, str):
         path = root / spec
         return read_examples(path)[:k], [path]
@@ -181,4 +202,4 @@ def resolve_examples(spec: Any, root: Path, k: int, seed: int,
 
         qpath, rpath = root / spec["queries"], root / spec["qrels"]
         return training_examples(load_queries(qpath), load_qrels(rpath), passages, k, seed), [qpath, rpath]
-    raise ValueError(f"examples: expected 'generic', a JSONL path or {{queries, qrels}}, got {spec!r}")
+    raise ValueError(f"examples: expected 'generic', 'dev', a JSONL path or {{queries, qrels}}, got {spec!r}")

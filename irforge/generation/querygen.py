@@ -8,6 +8,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,9 @@ class QueryGenConfig(Section):
     """What the two query stages share (doc2query, synthesize); each stage's section sets its own defaults."""
 
     model: str  # causal LM (GGUF/safetensors folder; chat template applied), any seq2seq (T5), or a hub id
-    template: str  # a shipped template id (irforge/generation/prompts) or a path to a .txt template
+    # a shipped template id (irforge/generation/prompts) or a path to a .txt template; a list = query types, one
+    # per chunk by seed (e.g. [question, keywords, claim])
+    template: str | list[str]
     n_examples: int = Field(3, ge=0)  # few-shot examples shown by few-shot templates
     chat_template: Literal["auto", "always", "never"] = "auto"  # auto: use the tokenizer's chat template if any
     max_chunks: int | None = Field(None, ge=1)  # chunks that get queries, chosen by seed (null = all)
@@ -60,17 +63,30 @@ def select_chunks(rows: list[dict[str, Any]], max_chunks: int | None, seed: int)
     return [r for i, r in enumerate(rows) if i in chosen]
 
 
+def assign_templates(chunks: list[dict[str, Any]], templates: Sequence[Template], seed: int) -> list[Template]:
+    """Each chunk's template: the one given, or one of several (query types) by a seeded hash of the chunk id,
+    so the mix is even on average and a chunk keeps its type when the corpus changes."""
+    if not templates:
+        raise ValueError("no prompt template given")
+    if len(templates) == 1:
+        return [templates[0]] * len(chunks)
+    return [templates[int(hashlib.sha256(f"{seed}\x1ftype\x1f{c['chunk_id']}".encode()).hexdigest(), 16) % len(templates)]
+            for c in chunks]
+
+
 @dataclass
 class QueryRun:
     rows: list[dict[str, Any]]  # generated_queries rows
     metrics: dict[str, Any]
 
 
-def generate_queries(chunks: list[dict[str, Any]], generator: Generator, template: Template,
+def generate_queries(chunks: list[dict[str, Any]], generator: Generator, template: Template | Sequence[Template],
                      sampling: SamplingParams, seed: int, batch_size: int, cache_path: Path,
                      rules: CleaningRules, generator_name: str, desc: str) -> QueryRun:
-    """Generate (or fetch from the cache) ``sampling.n`` queries per chunk and clean them."""
-    prompts = [generator.format(template, c["title"], c["text"]) for c in chunks]
+    """Generate (or fetch from the cache) ``sampling.n`` queries per chunk and clean them. Several templates
+    (query types) are spread over the chunks by :func:`assign_templates`."""
+    templates = assign_templates(chunks, [template] if isinstance(template, Template) else list(template), seed)
+    prompts = [generator.format(t, c["title"], c["text"]) for c, t in zip(chunks, templates, strict=True)]
     params = {**sampling.as_dict(), "dtype": str(generator.dtype)}  # bf16 and fp32 sample differently
     keys = [cache_key(c["content_hash"], generator.model_hash, hashlib.sha256(p.encode()).hexdigest(), params, seed)
             for c, p in zip(chunks, prompts, strict=True)]
@@ -99,12 +115,14 @@ def generate_queries(chunks: list[dict[str, Any]], generator: Generator, templat
 
     rows: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
-    for chunk, key in zip(chunks, keys, strict=True):
+    per_template: dict[str, Counter[str]] = {}
+    for chunk, key, template in zip(chunks, keys, templates, strict=True):
         raw = samples[key]
         passage = passage_text(chunk["title"], chunk["text"])
         for i, (sample, (text, reason)) in enumerate(zip(raw, clean_chunk([s.text for s in raw], passage, rules),
                                                          strict=True)):
             reasons[reason or "kept"] += 1
+            per_template.setdefault(template.id, Counter()).update(queries=1, kept=reason is None)
             qid = hashlib.sha256(
                 f"{chunk['chunk_id']}\x1f{generator.model_hash}\x1f{template.prompt_id}\x1f{seed}\x1f{i}".encode()
             ).hexdigest()[:16]
@@ -120,5 +138,6 @@ def generate_queries(chunks: list[dict[str, Any]], generator: Generator, templat
         "kept": reasons["kept"],
         "kept_fraction": round(reasons["kept"] / len(rows), 4) if rows else 0.0,
         "dropped": {r: reasons[r] for r in REASONS},
+        "templates": {t: {"queries": c["queries"], "kept": c["kept"]} for t, c in sorted(per_template.items())},
     }
     return QueryRun(rows=rows, metrics=metrics)

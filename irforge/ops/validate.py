@@ -14,6 +14,8 @@ Checks, each skipped (not failed) when the artifacts it needs do not exist yet:
   repeats an evaluation query by the stages' own word rule (:mod:`irforge.corpus.leakage`, ``leakage.jaccard``;
   the dense ``leakage.cosine`` check needs the encoder and runs in the stages only). Rows that never reach
   training (dropped, or held out as the synthetic test set) are not counted.
+- **no test query in a prompt**: the few-shot examples a stage lists in its metrics (synthesize) are neither a
+  test-split query (by id) nor the text of one; the dev split is the only one a prompt may show.
 
 Leftover temporary files of a killed write are reported as warnings: the artifact beside them is intact.
 """
@@ -245,6 +247,29 @@ def _check_leakage(report: Report, tables: dict[str, list[tuple[str, pa.Table]]]
             report.checks[rel].append("leakage")
 
 
+def _check_examples(report: Report, tables: dict[str, list[tuple[str, pa.Table]]],
+                    shown: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    if not shown:
+        return
+    if "queries" not in tables:
+        report.skipped.append("few-shot examples: no judged queries artifact yet")
+        return
+    from irforge.corpus import queries_of, splits_of
+    from irforge.generation import LeakedTestQueryError, check_no_test_queries
+    from irforge.generation.prompting import Example
+
+    judged = tables["queries"][0][1]
+    splits = splits_of(judged)
+    not_dev = {q: t for q, t in queries_of(judged).items() if splits[q] != "dev"}
+    for rel, examples in shown:
+        try:
+            check_no_test_queries([Example(passage="", query=e["query"], query_id=e.get("query_id")) for e in examples],
+                                  not_dev, source=rel)
+        except LeakedTestQueryError as e:
+            report.fail(rel, "examples", str(e))
+        report.checks[rel].append("examples")
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -296,18 +321,22 @@ def validate_run(root: Path | str, config: Config) -> Report:
         _check_inputs(report, rel, provenance, hashes)
         runs[(provenance.get("stage"), provenance.get("variant"))].append((rel, provenance))
     _check_outputs_agree(report, runs)
+    shown: list[tuple[str, list[dict[str, Any]]]] = []  # few-shot examples a stage says it showed
     for path in sorted((root / ARTIFACTS).rglob("*.json")) if (root / ARTIFACTS).is_dir() else []:
         if ".tmp-" in path.as_posix() or ".old-" in path.as_posix():
             continue
         rel = _rel(path, root)
         try:
-            json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             report.fail(rel, "readable", f"not valid JSON ({e})")
             continue
         report.checks[rel].append("json")
+        if isinstance(data, dict) and isinstance(data.get("examples"), list) and data["examples"]:
+            shown.append((rel, data["examples"]))
     _check_references(report, tables, _corpus_ids(config, root))
     _check_leakage(report, tables, _eval_queries(config, root), config.section("leakage").jaccard)
+    _check_examples(report, tables, shown)
     return report
 
 
