@@ -96,11 +96,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
             scorer = bm25_scorer(ctx.input_path("index/bm25"), bm25.k1, bm25.b)
         elif teacher.kind == "cross-encoder":
             model = CrossEncoderScorer(ctx.model(teacher.model), teacher.max_length)
-            scorer = per_query_scorer(model.score, text, f"teacher {name}")
+            scorer = per_query_scorer(model, text, f"teacher {name}")
         else:
             likelihood = QueryLikelihood(ctx.generator(teacher.model, "never", resolve_precision(teacher.dtype)),
                                          teacher.max_length)
-            scorer = per_query_scorer(likelihood.score, text, f"teacher {name}")
+            scorer = per_query_scorer(likelihood, text, f"teacher {name}")
         raw[name] = scorer(queries, candidates, chunks)
     combined = combine(raw, {name: t.weight for name, t in cfg.teachers.items()})
     rows = []

@@ -11,6 +11,7 @@ import pytest
 from irforge.contract.artifacts import read_provenance
 from irforge.runtime.partition import bounds, map_partitions
 from tests._ops_project import make_project
+from tests.trainkit import tiny_models  # noqa: F401  (fixture)
 
 BYTE_IDENTICAL = ("chunk/chunks.parquet", "chunk/quarantine.parquet", "judgments/queries.parquet",
                   "judgments/qrels.parquet")
@@ -94,3 +95,59 @@ def _provenance_sans_index(path: Path) -> dict:
         if item["path"].startswith("artifacts/index/"):
             item.pop("sha256")
     return record
+
+
+def _models_built_here() -> int:
+    from irforge.runtime.partition import _built
+
+    return _built.cache_info().currsize
+
+
+@pytest.mark.slow  # a 2-process Dask cluster, tiny models loaded in each: ~40 s on 2 shared cores
+def test_generation_encoding_and_teacher_scoring_on_dask_equal_a_local_run(tmp_path, tiny_models):
+    """synthesize (LM sampling in batches), and teach with a bi-encoder, a SPLADE and a query-likelihood teacher
+    (encoding, per-query scoring), each run as a task on a Dask worker that spreads its batches and queries over
+    both workers: the artifacts hold the same rows as a local run, and every worker built the models."""
+    from distributed import Client, LocalCluster
+
+    from irforge.contract.artifacts import read_artifact
+    from irforge.engine import run_stage, validate
+    import paths as P
+    from tests.conftest import make_project as make_corpus_project
+    from tests.tiny_llm import build_tiny_llama
+    from tests.trainkit import make_project as make_teach_project
+
+    llama = build_tiny_llama(tmp_path / "llama")
+    teachers = {"dense": {"kind": "bi-encoder", "model": str(tiny_models["dense"]), "max_length": 32},
+                "splade": {"kind": "splade", "model": str(tiny_models["splade"]), "max_length": 32},
+                "qlm": {"kind": "qlm", "model": str(llama), "max_length": 32, "dtype": "float32"}}
+    generation = {"synthesize.model": str(llama), "synthesize.max_chunks": None, "synthesize.n": 2,
+                  "synthesize.batch_size": 3, "synthesize.dtype": "float32", "synthesize.max_new_tokens": 5,
+                  "synthesize.cleaning": {"min_words": 1}, "runtime.encode_batch_size": 4}
+    roots, configs = {}, {}
+    for where in ("local", "dask"):
+        roots[where] = {"gen": tmp_path / where / "gen", "teach": tmp_path / where / "teach"}
+        project = make_corpus_project(roots[where]["gen"])
+        configs[("gen", where)] = validate(project.params.with_overrides(generation))
+        run_stage("chunk", project.root, configs[("gen", where)])
+        run_stage("judgments", project.root, configs[("gen", where)])
+        roots[where]["teach"].mkdir(parents=True)
+        configs[("teach", where)] = validate(make_teach_project(roots[where]["teach"], tiny_models,
+                                                               **{"teach.teachers": teachers,
+                                                                  "runtime.encode_batch_size": 4}))
+
+    for part, stage in (("gen", "synthesize"), ("teach", "teach")):
+        run_stage(stage, roots["local"][part], configs[(part, "local")])
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        for part, stage in (("gen", "synthesize"), ("teach", "teach")):
+            client.submit(run_stage, stage, roots["dask"][part], configs[(part, "dask")], pure=False).result()
+        built = client.run(_models_built_here)
+    assert len(built) == 2 and all(n >= 1 for n in built.values()), built  # both workers did model work
+
+    for part, rel, kind in (("gen", P.SYNTHETIC, "generated_queries"), ("teach", P.TEACHER_SCORES, "teacher_scores")):
+        local = read_artifact(roots["local"][part] / rel, kind)
+        dask = read_artifact(roots["dask"][part] / rel, kind)
+        assert local.num_rows > 10 and local.equals(dask), rel
+    teachers_scored = set(read_artifact(roots["dask"]["teach"] / P.TEACHER_SCORES, "teacher_scores").column("teacher").to_pylist())
+    assert teachers_scored == {"dense", "splade", "qlm", "combined"}

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from irforge.models.resolve import ResolvedModel, resolve_model
+from irforge.runtime.partition import map_calls
 from irforge.runtime.preload import model_loading
-from irforge.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class Generator:
         if chat_template == "always" and not has_template:
             raise ValueError(f"model '{self.info.name}' has no chat template (chat_template: always)")
         self.use_chat = not self.is_encoder_decoder and has_template and chat_template != "never"
+        self.chat_template = chat_template
         if self.tokenizer.pad_token_id is None:  # many causal LMs ship without one; any id works (masked out)
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right" if self.is_encoder_decoder else "left"
@@ -171,15 +172,23 @@ class Generator:
         order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))  # length buckets: little padding
         out: list[list[Sample]] = [[] for _ in prompts]
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for batch in progress(batches, desc=desc, unit="batch"):
-            samples = self._generate_batch([prompts[i] for i in batch], [keys[i] for i in batch], sampling, seed)
-            for i, rows in zip(batch, samples, strict=True):
+
+        def done(b: int, samples: list[list[Sample]]) -> None:
+            for i, rows in zip(batches[b], samples, strict=True):
                 out[i] = rows
             if on_batch is not None:
-                on_batch(batch, samples)
+                on_batch(batches[b], samples)
+
+        # On a Dask worker the batches spread over the cluster, each sampled exactly as here.
+        map_calls(self, "generate_batch", [([prompts[i] for i in batch], [keys[i] for i in batch], sampling, seed)
+                                           for batch in batches], desc=desc, on_result=done)
         return out
 
-    def _generate_batch(self, prompts: list[str], keys: list[str], sp: SamplingParams,
+    def worker_spec(self) -> tuple[Any, tuple]:
+        """How a Dask worker builds this generator (same weights, chat template and dtype)."""
+        return Generator, (self.info, ".irforge-cache", None, self.chat_template, str(self.dtype).removeprefix("torch."))
+
+    def generate_batch(self, prompts: list[str], keys: list[str], sp: SamplingParams,
                         seed: int) -> list[list[Sample]]:
         import torch
         from transformers import DynamicCache, EncoderDecoderCache

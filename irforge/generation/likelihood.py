@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,11 @@ class QueryLikelihood:
     @property
     def model_hash(self) -> str:
         return self.generator.model_hash
+
+    def worker_spec(self) -> tuple[Any, tuple]:
+        """How a Dask worker builds this scorer (the same LM, dtype and prompt)."""
+        factory, args = self.generator.worker_spec()
+        return _on_worker, (factory, args, self.max_passage_tokens, self.batch_size)
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -83,3 +89,7 @@ class QueryLikelihood:
             for r, i in enumerate(rows):
                 scores[i] = float(logprobs[r].mean())
         return scores
+
+
+def _on_worker(factory: Any, args: tuple, max_passage_tokens: int, batch_size: int) -> QueryLikelihood:
+    return QueryLikelihood(factory(*args), max_passage_tokens, batch_size)

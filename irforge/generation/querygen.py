@@ -7,8 +7,8 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 

@@ -18,7 +18,7 @@ class CrossEncoderScorer:
         from sentence_transformers import CrossEncoder
 
         self.info = model
-        self.batch_size = batch_size
+        self.batch_size, self.max_length = batch_size, max_length
         with model_loading:  # one model loads at a time in a process (parallel flow tasks)
             self.model = CrossEncoder(str(model.path), device="cpu", max_length=max_length, local_files_only=True,
                                       model_kwargs={"use_safetensors": True})
@@ -26,6 +26,10 @@ class CrossEncoderScorer:
     @property
     def model_hash(self) -> str:
         return self.info.sha256
+
+    def worker_spec(self) -> tuple[type, tuple]:
+        """How a Dask worker builds this scorer."""
+        return CrossEncoderScorer, (self.info, self.max_length, self.batch_size)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:

@@ -27,8 +27,8 @@ from irforge.contract.artifacts import stable_hash
 from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text
 from irforge.models.cache import EmbeddingCache
 from irforge.models.resolve import ResolvedModel, resolve_model
+from irforge.runtime.partition import map_calls
 from irforge.runtime.preload import model_loading
-from irforge.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class DenseEncoder:
         if threads:
             torch.set_num_threads(threads)
         self.model_info = model if isinstance(model, ResolvedModel) else resolve_model(model, cache_dir)
+        self._max_length = max_length
         self.model = load_sentence_transformer(self.model_info, max_length)
         self.max_length = int(self.model.max_seq_length)
         self.batch_size = batch_size
@@ -104,20 +105,28 @@ class DenseEncoder:
         """How many of ``texts`` are longer than ``max_length`` tokens (their ends are not read)."""
         return sum(len(ids) > self.max_length for ids in self.model.tokenizer(list(texts), verbose=False)["input_ids"])
 
-    def encode(self, texts: Sequence[str], desc: str = "encode") -> np.ndarray:
+    def worker_spec(self) -> tuple[Any, tuple]:
+        """How a Dask worker builds this encoder (without a cache: vectors come back to be cached here)."""
+        return DenseEncoder, (self.model_info, ".irforge-cache", self._max_length, self.batch_size, None,
+                              self.precision, False)
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
         with torch.inference_mode(), autocast:
-            for start in progress(range(0, len(texts), self.batch_size), desc=desc, unit="batch",
-                                  total=(len(texts) + self.batch_size - 1) // self.batch_size):
-                idx = order[start : start + self.batch_size]
-                batch = [texts[i] for i in idx]
-                vectors = self.model.encode(batch, batch_size=len(batch), convert_to_numpy=True,
-                                            normalize_embeddings=True, show_progress_bar=False)
-                out[idx] = np.asarray(vectors, dtype=np.float32)
+            vectors = self.model.encode(list(texts), batch_size=len(texts), convert_to_numpy=True,
+                                        normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def encode(self, texts: Sequence[str], desc: str = "encode") -> np.ndarray:
+        """Vectors of ``texts`` in length-sorted batches (on a Dask worker, over the cluster: the same batches)."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = [order[start : start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
+        vectors = map_calls(self, "encode_batch", [([texts[i] for i in idx],) for idx in batches], desc=desc)
+        for idx, batch in zip(batches, vectors, strict=True):
+            out[idx] = batch
         return out
 
     def encode_cached(self, ids: Sequence[str], keys: Sequence[str], texts: Sequence[str],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from irforge.contract.artifacts import stable_hash
 from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text
 from irforge.models.cache import ImpactCache
 from irforge.models.resolve import ResolvedModel, resolve_model
+from irforge.runtime.partition import map_calls
 from irforge.runtime.preload import model_loading
 from irforge.runtime.progress import progress
 
@@ -86,29 +87,40 @@ class SpladeEncoder:
         logits = self.model(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).logits
         return splade_pool(logits, features["attention_mask"])
 
-    def _batches(self, texts: list[str], desc: str):
-        """(input indices, (batch, vocab) float32 weights) in length-sorted batches, to limit padding."""
+    def _order(self, texts: list[str]) -> list[np.ndarray]:
+        """Input indices in length-sorted batches, to limit padding."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        return [order[start : start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
+
+    def encode_batch_dense(self, texts: list[str]) -> np.ndarray:
+        """(batch, vocab) float32 weights of one batch."""
         import torch
 
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         with torch.inference_mode():
-            for start in progress(range(0, len(texts), self.batch_size), desc=desc, unit="batch",
-                                  total=(len(texts) + self.batch_size - 1) // self.batch_size):
-                idx = order[start : start + self.batch_size]
-                yield idx, self.forward(self.tokenize([texts[i] for i in idx])).numpy()
+            return self.forward(self.tokenize(list(texts))).numpy()
+
+    def encode_batch(self, texts: list[str], scale: float) -> list[SparseVector]:
+        return quantise(self.encode_batch_dense(texts), self.vocab, scale)
+
+    def worker_spec(self) -> tuple[Any, tuple]:
+        """How a Dask worker builds this encoder (without a cache: vectors come back to be cached here)."""
+        return SpladeEncoder, (self.model_info, ".irforge-cache", self.max_length, self.batch_size, None, False)
 
     def encode_dense(self, texts: list[str], desc: str = "splade") -> np.ndarray:
         """(n, vocab) float32 weights in input order (small inputs only: tests, a batch of queries)."""
         out = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
-        for idx, weights in self._batches(texts, desc):
-            out[idx] = weights
+        for idx in progress(self._order(texts), desc=desc, unit="batch"):
+            out[idx] = self.encode_batch_dense([texts[i] for i in idx])
         return out
 
     def encode(self, texts: list[str], scale: float, desc: str = "splade") -> list[SparseVector]:
-        """Quantised sparse vectors ({token: impact}) in input order, quantised batch by batch."""
+        """Quantised sparse vectors ({token: impact}) in input order, quantised batch by batch (on a Dask worker,
+        the batches spread over the cluster)."""
+        batches = self._order(texts)
         out: list[SparseVector] = [{} for _ in texts]
-        for idx, weights in self._batches(texts, desc):
-            for i, vector in zip(idx, quantise(weights, self.vocab, scale), strict=True):
+        encoded = map_calls(self, "encode_batch", [([texts[i] for i in idx], scale) for idx in batches], desc=desc)
+        for idx, vectors in zip(batches, encoded, strict=True):
+            for i, vector in zip(idx, vectors, strict=True):
                 out[i] = vector
         return out
 

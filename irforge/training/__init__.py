@@ -10,7 +10,7 @@ from pydantic import Field, create_model, field_validator
 from irforge.config import Section
 from irforge.training.examples import Example, build_examples, make_batches
 from irforge.training.loop import TrainerConfig, run_loop
-from irforge.training.registry import Trainer, TrainJob, trainer, trainers
+from irforge.training.registry import Trainer, TrainJob, registered_trainers, trainer
 
 
 class TrainSettings(Section):
@@ -32,11 +32,11 @@ class TrainSettings(Section):
 
 def train_config() -> type[Section]:
     """The ``train`` section's model: the shared settings plus one block per registered trainer."""
-    blocks = {name: (t.config, t.config()) for name, t in trainers().items()}
+    blocks = {name: (t.config, t.config()) for name, t in registered_trainers().items()}
     return create_model("TrainConfig", __base__=TrainSettings, **blocks)
 
 
 __all__ = [
     "Example", "TrainJob", "TrainSettings", "Trainer", "TrainerConfig", "build_examples", "make_batches", "run_loop",
-    "train_config", "trainer", "trainers",
+    "registered_trainers", "train_config", "trainer",
 ]

@@ -36,12 +36,12 @@ class Trainer:
 
 
 @lru_cache(maxsize=1)
-def trainers() -> dict[str, Trainer]:
+def registered_trainers() -> dict[str, Trainer]:
     return {name: t for name, (_, t) in declarations("irforge.training.trainers", "TRAINER", Trainer).items()}
 
 
 def trainer(name: str) -> Trainer:
-    known = trainers()
+    known = registered_trainers()
     if name not in known:
         raise ValueError(f"train.models: unknown trainer '{name}' (known: {', '.join(known)})")
     return known[name]

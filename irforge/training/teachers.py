@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from irforge.config import Section
 from irforge.retrieval import bm25_pair_scores
-from irforge.runtime import progress
+from irforge.runtime import map_calls
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,12 @@ def bm25_scorer(index_dir, k1: float, b: float):
     return score
 
 
-def per_query_scorer(score: Callable[[str, list[str]], np.ndarray], passage_text: Callable[[dict], str], desc: str):
-    """A teacher from a pair scorer (cross-encoder, query likelihood) that reads one query's passages at a time."""
+def per_query_scorer(model: Any, passage_text: Callable[[dict], str], desc: str):
+    """A teacher from a pair scorer (cross-encoder, query likelihood: ``model.score(query, passages)``) that reads
+    one query's passages at a time (on a Dask worker, queries spread over the cluster)."""
     def scorer(queries: dict[str, str], candidates: dict[str, list[str]], chunks: dict[str, dict]) -> dict[str, np.ndarray]:
-        return {q: score(queries[q], [passage_text(chunks[c]) for c in candidates[q]])
-                for q in progress(queries, desc=desc, unit="query")}
+        calls = [(queries[q], [passage_text(chunks[c]) for c in candidates[q]]) for q in queries]
+        return dict(zip(queries, map_calls(model, "score", calls, desc=desc, unit="query"), strict=True))
     return scorer
 
 
