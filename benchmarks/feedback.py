@@ -51,7 +51,8 @@ def evaluate(root: Path, out: Path, name: str, overrides: dict) -> dict:
     """Run evaluate with ``overrides`` in OUT/name, linking the project's indexes, judgments and caches."""
     folder = out / name
     config = load_config(root, overrides=overrides)
-    for rel in ("artifacts/judgments", *(f"artifacts/index/{s}" for s in config.section("evaluate").systems),
+    for rel in ("artifacts/judgments", "artifacts/chunk",  # SPLADE feedback reads the passages' vectors
+                *(f"artifacts/index/{s}" for s in config.section("evaluate").systems),
                 config.runtime.cache_dir):
         link = folder / rel
         if not link.exists():
@@ -69,7 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=ROOT, help="project whose zero-shot indexes exist")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/feedback")
-    parser.add_argument("--dense", nargs="+", default=["dense-zs"], help="faiss systems to give vector feedback")
+    parser.add_argument("--dense", nargs="+", default=["dense-zs"],
+                        help="faiss or impact (SPLADE) systems to give vector feedback, e.g. dense-zs splade-zs")
     parser.add_argument("-S", "--set", nargs="*", default=[], help="params overrides (e.g. an extra index system)")
     args = parser.parse_args()
     setup_logging("WARNING")

@@ -46,9 +46,9 @@ class FeedbackConfig(Section):
     """A pseudo-relevance feedback system: ``system`` searched again with its queries moved towards the top
     documents of ``feedback`` (its own run, or any other: a fusion's top documents feed a dense leg well)."""
 
-    system: str  # the system searched again: a faiss system (rocchio) or a bm25 one (rm3, rocchio)
+    system: str  # the system searched again: a faiss or impact system (rocchio) or a bm25 one (rm3, rocchio)
     method: Literal["rocchio", "rm3"] = "rocchio"
-    feedback: str = "self"  # whose top documents: self, or a system, fusion or feedback system (faiss only)
+    feedback: str = "self"  # whose top documents: self, or a system, fusion or feedback system (faiss, impact)
     docs: int = Field(5, ge=1)  # feedback documents per query
     terms: int = Field(10, ge=1)  # bm25: expansion terms
     alpha: float = Field(1.0, ge=0)  # rocchio: weight of the query
@@ -167,7 +167,15 @@ def evaluated_indexes(config: Any, variant: str | None) -> list[str]:
     models = [specs[s].model for s in systems if specs[s].model] + rerankers
     trained = [m for m in dict.fromkeys(models) if m.startswith(ARTIFACTS + "/")]
     expanded = ["expanded_chunks"] if any(specs[s].expansions for s in systems) else []  # synthetic set hygiene
-    return [*(f"index/{s}" for s in systems), *trained, *(["chunks"] if rerankers else []), *expanded]
+    chunks = ["chunks"] if reads_passages(config) else []
+    return [*(f"index/{s}" for s in systems), *trained, *chunks, *expanded]
+
+
+def reads_passages(config: Any) -> bool:
+    """Whether evaluation reads the chunks: a reranker scores passages, SPLADE feedback reads their vectors."""
+    cfg, specs = config.section("evaluate"), config.section("index").systems
+    return bool(cfg.rerank) or any(specs[fb.system].kind == "impact" for fb in cfg.feedback.values()
+                                   if fb.system in specs)
 
 
 def synthetic_inputs(config: Any, variant: str | None) -> list[str]:
@@ -350,7 +358,7 @@ def search_all(ctx: StageContext, cfg: EvaluateConfig, queries: dict[str, str]
 
     # Queries are encoded (and reranked) one at a time with runtime.query_threads, so latency is what one user waits.
     passages = group_passages(ctx.read("chunks", ["chunk_id", "doc_id", "passage_index", "title", "text",
-                                                   "content_hash"]).to_pylist()) if cfg.rerank else {}
+                                                   "content_hash"]).to_pylist()) if reads_passages(ctx.config) else {}
     threads = ctx.runtime.query_threads  # like every query-time model
 
     def open_reranker(name: str, step: dict[str, Any]) -> PassageScorer:

@@ -141,3 +141,56 @@ def test_truncated_counts_queries_longer_than_the_query_length(tmp_path, tiny_mo
 
     encoder = DenseEncoder(str(tiny_models["dense"]), tmp_path / "cache", max_length=8)
     assert encoder.truncated(["short query", " ".join(["word"] * 20), "a b c d e f"]) == 1
+
+
+def test_sparse_rocchio_moves_a_splade_query_to_the_closest_passage_of_each_feedback_document(tmp_path, tiny_models):
+    from irforge.models.splade import SpladeEncoder
+    from irforge.retrieval import SparseRocchio
+    from irforge.retrieval.feedback import sparse_dot
+    from irforge.retrieval.lucene import MAX_QUERY_TERMS
+
+    texts = ["wing flutter at speed", "shock waves on a cone", "heat transfer in a boundary layer",
+             "orbit of a satellite", "nozzle flow expansion", "flutter of panels"]
+    ids = ["a#0", "a#1", "b#0", "c#0", "d#0", "e#0"]
+    rows = [{"chunk_id": c, "doc_id": c.split("#")[0], "title": "", "text": t, "content_hash": f"h{i}"}
+            for i, (c, t) in enumerate(zip(ids, texts, strict=True))]
+    encoder = SpladeEncoder(str(tiny_models["splade"]), tmp_path / "cache", max_length=16)
+    vectors = encoder.encode_chunks(rows, 100.0)
+    index = tmp_path / "impact"
+    retrieval.build_impact_index(zip(ids, vectors, strict=True), index, threads=1)
+    retrieval.write_system(index, {"kind": "impact", "model": str(tiny_models["splade"]), "scale": 100.0,
+                                   "query_max_length": 16})
+    retriever = retrieval.open_system(index, Encoders(tmp_path / "cache"), k1=0.9, b=0.4)
+    passages = {}
+    for row in rows:
+        passages.setdefault(row["doc_id"], []).append(row)
+    query = retriever.encode_queries(["heat"])[0]
+    rocchio = SparseRocchio(retriever, passages, docs=2, alpha=1.0, beta=0.5)
+    moved = rocchio.query_vectors({"q": "heat"}, {"q": [("a", 3.0), ("c", 2.0), ("b", 1.0)]})[0]
+    closest_a = max(vectors[:2], key=lambda v: sparse_dot(query, v))  # document a has two passages: the closer counts
+    terms = set(query) | set(closest_a) | set(vectors[3])
+    expected = {t: round(query.get(t, 0) + 0.5 * (closest_a.get(t, 0) + vectors[3].get(t, 0)) / 2) for t in terms}
+    heaviest = sorted(((t, w) for t, w in expected.items() if w > 0), key=lambda tw: (-tw[1], tw[0]))
+    assert len(expected) > MAX_QUERY_TERMS and moved == dict(heaviest[:MAX_QUERY_TERMS])  # random weights: every term
+    assert rocchio.query_vectors({"q": "heat"}, {"q": []})[0] == query  # no feedback documents: as it is
+    pulled = SparseRocchio(retriever, passages, docs=1, alpha=0.0, beta=1.0).given({"q": [("d", 1.0)]})
+    assert pulled.search({"q": "heat"}, 2)["q"][0][0] == "d#0"
+    with pytest.raises(ValueError, match="needs the chunks"):
+        SparseRocchio(retriever, {}, docs=1)
+    retriever.close()
+
+
+def test_splade_feedback_makes_evaluate_read_the_chunks() -> None:
+    from irforge.engine import validate
+    from irforge.engine.dag import nodes
+    from irforge.config import Params
+    from stages.evaluate import reads_passages
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    base = Params.load(repo / "params.yaml")
+    assert not reads_passages(validate(base))
+    config = validate(base.with_overrides({"evaluate.feedback.splade-zs-prf": {
+        "system": "splade-zs", "feedback": "rrf(bm25+splade-zs)", "docs": 3, "beta": 1.0}}))
+    assert reads_passages(config)
+    evaluate = next(n for n in nodes(config) if n.key == "evaluate")
+    assert "artifacts/chunk/chunks.parquet" in [str(i.path) for i in evaluate.inputs]

@@ -20,7 +20,17 @@ import numpy as np
 
 from irforge.evaluation.measures import search_timed as _search_timed
 from irforge.evaluation.rerank import PassageScorer, rerank_run
-from irforge.retrieval import BM25Retriever, FaissRetriever, Retriever, Run, VectorRocchio, chunks_to_docs
+from irforge.retrieval import (
+    BM25Retriever,
+    FaissRetriever,
+    ImpactRetriever,
+    Retriever,
+    Rocchio,
+    Run,
+    SparseRocchio,
+    VectorRocchio,
+    chunks_to_docs,
+)
 from irforge.retrieval import reciprocal_rank_fusion as rrf
 
 FEEDBACK_KEYS = ("system", "method", "feedback", "docs", "terms", "alpha", "beta", "query_weight")
@@ -142,6 +152,11 @@ class Searcher:
             if step["method"] != "rocchio":
                 raise ValueError(f"evaluate.feedback.{name}: a faiss system takes method rocchio, not {step['method']}")
             return VectorRocchio(retriever, step["docs"], step["alpha"], step["beta"])
+        if isinstance(retriever, ImpactRetriever):
+            if step["method"] != "rocchio":
+                raise ValueError(f"evaluate.feedback.{name}: an impact (SPLADE) system takes method rocchio, not "
+                                 f"{step['method']}")
+            return SparseRocchio(retriever, self.passages, step["docs"], step["alpha"], step["beta"])
         if isinstance(retriever, BM25Retriever):
             if step["feedback"] != "self":
                 raise ValueError(f"evaluate.feedback.{name}: BM25 feedback ({step['method']}) comes from the system's "
@@ -151,7 +166,7 @@ class Searcher:
                                   step["beta"])
             return expanded
         raise ValueError(f"evaluate.feedback.{name}: feedback for '{step['system']}' ({type(retriever).__name__}) is "
-                         "not supported; it works on faiss (rocchio) and bm25 (rm3, rocchio) systems")
+                         "not supported; it works on faiss and impact (rocchio) and bm25 (rm3, rocchio) systems")
 
     def search(self, queries: dict[str, str], before: Callable[[str, Any], None] | None = None,
                timed: bool = True) -> Searched:
@@ -183,7 +198,7 @@ class Searcher:
                 latencies[name] = latencies[step["system"]] + np.array(seconds)  # the first stage ran first
             elif step["kind"] == "feedback":
                 retriever = self.feedback[name]
-                if isinstance(retriever, VectorRocchio):  # the feedback run was searched first
+                if isinstance(retriever, Rocchio):  # the feedback run was searched first
                     source = step["system"] if step["feedback"] == "self" else step["feedback"]
                     documents(name, *search_timed(retriever.given(runs[source]), queries, k))
                     latencies[name] = latencies[source] + latencies[name]
@@ -197,6 +212,6 @@ class Searcher:
 
     def close(self) -> None:
         for retriever in [*self.retrievers.values(), *self.feedback.values()]:
-            if hasattr(retriever, "close"):  # VectorRocchio holds nothing of its own
+            if hasattr(retriever, "close"):  # a Rocchio holds nothing of its own
                 retriever.close()
         self.retrievers, self.feedback = {}, {}
