@@ -181,9 +181,9 @@ def test_sparse_rocchio_moves_a_splade_query_to_the_closest_passage_of_each_feed
 
 
 def test_splade_feedback_makes_evaluate_read_the_chunks() -> None:
+    from irforge.config import Params
     from irforge.engine import validate
     from irforge.engine.dag import nodes
-    from irforge.config import Params
     from stages.evaluate import reads_passages
 
     repo = __import__("pathlib").Path(__file__).resolve().parents[1]

@@ -11,7 +11,6 @@ import pytest
 from irforge.contract.artifacts import read_provenance
 from irforge.runtime.partition import bounds, map_partitions
 from tests._ops_project import make_project
-from tests.trainkit import tiny_models  # noqa: F401  (fixture)
 
 BYTE_IDENTICAL = ("chunk/chunks.parquet", "chunk/quarantine.parquet", "judgments/queries.parquet",
                   "judgments/qrels.parquet")
@@ -110,9 +109,9 @@ def test_generation_encoding_and_teacher_scoring_on_dask_equal_a_local_run(tmp_p
     both workers: the artifacts hold the same rows as a local run, and every worker built the models."""
     from distributed import Client, LocalCluster
 
+    import paths as P
     from irforge.contract.artifacts import read_artifact
     from irforge.engine import run_stage, validate
-    import paths as P
     from tests.conftest import make_project as make_corpus_project
     from tests.tiny_llm import build_tiny_llama
     from tests.trainkit import make_project as make_teach_project

@@ -15,10 +15,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
-
-from typing import Any
 
 from irforge.retrieval.dense import FaissRetriever
 from irforge.retrieval.lucene import MAX_QUERY_TERMS, ImpactRetriever
