@@ -65,7 +65,6 @@ class VectorRocchio(Rocchio):
         return passages[int(np.argmax(passages @ query))]
 
 
-
 SparseVector = dict[str, int]
 
 
