@@ -332,8 +332,9 @@ def validate_run(root: Path | str, config: Config) -> Report:
             report.fail(rel, "readable", f"not valid JSON ({e})")
             continue
         report.checks[rel].append("json")
-        if isinstance(data, dict) and isinstance(data.get("examples"), list) and data["examples"]:
-            shown.append((rel, data["examples"]))
+        examples = data.get("examples") if isinstance(data, dict) else None  # few-shot examples: {query_id, query}
+        if isinstance(examples, list) and any(isinstance(e, dict) and "query" in e for e in examples):
+            shown.append((rel, [e for e in examples if isinstance(e, dict) and "query" in e]))
     _check_references(report, tables, _corpus_ids(config, root))
     _check_leakage(report, tables, _eval_queries(config, root), config.section("leakage").jaccard)
     _check_examples(report, tables, shown)
