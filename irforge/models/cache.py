@@ -104,3 +104,21 @@ class ImpactCache(RowCache):
     def _encode(self, values: Sequence[Any]) -> dict[str, pa.Array]:
         return {"terms": pa.array([list(v) for v in values], pa.list_(pa.string())),
                 "impacts": pa.array([list(v.values()) for v in values], pa.list_(pa.int32()))}
+
+
+class CountsCacheHits:
+    """An encoder whose outputs go through a row cache, counting what the cache answered and what it computed."""
+
+    cache_hits: int
+    cache_misses: int
+
+    def _through(self, cache: RowCache | None, ids: Sequence[str], keys: Sequence[str],
+                 compute: Callable[[list[int]], Sequence[Any]]) -> Sequence[Any]:
+        """Values for ``keys`` in order: through ``cache``, or all computed when there is none."""
+        if cache is None:
+            values, computed = compute(list(range(len(keys)))), len(keys)
+        else:
+            values, computed = cache.through(ids, keys, compute)
+        self.cache_hits += len(keys) - computed
+        self.cache_misses += computed
+        return values

@@ -25,9 +25,9 @@ import pyarrow as pa
 
 from irforge.contract.artifacts import stable_hash
 from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text
-from irforge.models.cache import EmbeddingCache
+from irforge.models.cache import CountsCacheHits, EmbeddingCache
 from irforge.models.resolve import ResolvedModel, resolve_model
-from irforge.runtime.partition import map_calls
+from irforge.runtime.partition import length_batches, map_calls
 from irforge.runtime.preload import model_loading
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class DenseEncoder:
+class DenseEncoder(CountsCacheHits):
     """A sentence-transformers model as an encoder: length-sorted batches, normalised vectors, a row cache."""
 
     def __init__(self, model: ResolvedModel | str, cache_dir: Path | str = ".irforge-cache", max_length: int = 256,
@@ -122,8 +122,7 @@ class DenseEncoder:
     def encode(self, texts: Sequence[str], desc: str = "encode") -> np.ndarray:
         """Vectors of ``texts`` in length-sorted batches (on a Dask worker, over the cluster: the same batches)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        batches = [order[start : start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
+        batches = length_batches(texts, self.batch_size)
         vectors = map_calls(self, "encode_batch", [([texts[i] for i in idx],) for idx in batches], desc=desc)
         for idx, batch in zip(batches, vectors, strict=True):
             out[idx] = batch
@@ -132,12 +131,7 @@ class DenseEncoder:
     def encode_cached(self, ids: Sequence[str], keys: Sequence[str], texts: Sequence[str],
                       desc: str = "encode") -> np.ndarray:
         """Like :meth:`encode`, reading vectors whose key is cached and caching the rest."""
-        if self.cache is None:
-            self.cache_misses += len(texts)
-            return self.encode(texts, desc)
-        vectors, computed = self.cache.through(ids, keys, lambda rows: self.encode([texts[i] for i in rows], desc))
-        self.cache_hits += len(keys) - computed
-        self.cache_misses += computed
+        vectors = self._through(self.cache, ids, keys, lambda rows: self.encode([texts[i] for i in rows], desc))
         return np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
 
     def encode_chunks(self, chunks: pa.Table | list[dict[str, Any]], desc: str = "encode chunks") -> np.ndarray:

@@ -18,9 +18,9 @@ import numpy as np
 
 from irforge.contract.artifacts import stable_hash
 from irforge.corpus.text import PASSAGE_TEXT_VERSION, passage_text
-from irforge.models.cache import ImpactCache
+from irforge.models.cache import CountsCacheHits, ImpactCache
 from irforge.models.resolve import ResolvedModel, resolve_model
-from irforge.runtime.partition import map_calls
+from irforge.runtime.partition import length_batches, map_calls
 from irforge.runtime.preload import model_loading
 from irforge.runtime.progress import progress
 
@@ -50,7 +50,7 @@ def quantise(weights: np.ndarray, vocab: list[str], scale: float) -> list[Sparse
     return out
 
 
-class SpladeEncoder:
+class SpladeEncoder(CountsCacheHits):
     """A BertForMaskedLM-style model used as a SPLADE encoder (training and inference)."""
 
     def __init__(self, model: ResolvedModel | str, cache_dir: Path | str = ".irforge-cache", max_length: int = 256,
@@ -87,11 +87,6 @@ class SpladeEncoder:
         logits = self.model(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).logits
         return splade_pool(logits, features["attention_mask"])
 
-    def _order(self, texts: list[str]) -> list[np.ndarray]:
-        """Input indices in length-sorted batches, to limit padding."""
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        return [order[start : start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
-
     def encode_batch_dense(self, texts: list[str]) -> np.ndarray:
         """(batch, vocab) float32 weights of one batch."""
         import torch
@@ -109,14 +104,14 @@ class SpladeEncoder:
     def encode_dense(self, texts: list[str], desc: str = "splade") -> np.ndarray:
         """(n, vocab) float32 weights in input order (small inputs only: tests, a batch of queries)."""
         out = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
-        for idx in progress(self._order(texts), desc=desc, unit="batch"):
+        for idx in progress(length_batches(texts, self.batch_size), desc=desc, unit="batch"):
             out[idx] = self.encode_batch_dense([texts[i] for i in idx])
         return out
 
     def encode(self, texts: list[str], scale: float, desc: str = "splade") -> list[SparseVector]:
         """Quantised sparse vectors ({token: impact}) in input order, quantised batch by batch (on a Dask worker,
         the batches spread over the cluster)."""
-        batches = self._order(texts)
+        batches = length_batches(texts, self.batch_size)
         out: list[SparseVector] = [{} for _ in texts]
         encoded = map_calls(self, "encode_batch", [([texts[i] for i in idx], scale) for idx in batches], desc=desc)
         for idx, vectors in zip(batches, encoded, strict=True):
@@ -133,15 +128,9 @@ class SpladeEncoder:
         """Quantised vectors of ``chunks`` rows (chunk_id, title, text, content_hash), cached by content_hash, so
         a re-run encodes only the passages that changed (``use_cache=False``: always encode)."""
         texts = [passage_text(c["title"], c["text"]) for c in chunks]
-        if not self.use_cache:
-            self.cache_misses += len(chunks)
-            return self.encode(texts, scale, desc)
-        cache = ImpactCache(self.cache_dir / "impacts" / self.fingerprint(scale)[:16])
-        vectors, computed = cache.through([c["chunk_id"] for c in chunks], [c["content_hash"] for c in chunks],
-                                          lambda rows: self.encode([texts[i] for i in rows], scale, desc))
-        self.cache_hits += len(chunks) - computed
-        self.cache_misses += computed
-        return vectors
+        cache = ImpactCache(self.cache_dir / "impacts" / self.fingerprint(scale)[:16]) if self.use_cache else None
+        return list(self._through(cache, [c["chunk_id"] for c in chunks], [c["content_hash"] for c in chunks],
+                                  lambda rows: self.encode([texts[i] for i in rows], scale, desc)))
 
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(folder, safe_serialization=True)

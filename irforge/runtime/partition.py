@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+
 from irforge.runtime.progress import progress
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,12 @@ def map_partitions(fn: Callable[[list[T]], list[R]], items: Sequence[T], batch: 
         futures = client.map(fn, shards, pure=False)
         results = client.gather(futures)
     return [row for part in results for row in part]
+
+
+def length_batches(texts: Sequence[str], size: int) -> list[np.ndarray]:
+    """Input indices in batches of ``size``, longest texts first (stable), so a batch pads little."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    return [order[start : start + size] for start in range(0, len(texts), size)]
 
 
 @functools.lru_cache(maxsize=4)
