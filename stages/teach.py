@@ -4,7 +4,9 @@ For each mined triple, the candidates are its positive and its mined negatives. 
 (query, candidate) pair; scores are z-normalised within the query's candidates and mixed by the teachers'
 weights into the ``combined`` score the students are distilled from (``train.<trainer>.loss``: kl or margin_mse).
 Every raw and normalised score is kept per pair and teacher, so an audit shows what each teacher said
-(``irforge audit --query``).
+(``irforge audit --query``). A bi-encoder teacher with ``feedback`` first moves each query towards the top
+passages of rrf(bm25 + that model) over the whole corpus (Rocchio): with a BM25 and a SPLADE teacher next to it,
+the mixture is the zero-shot ensemble with feedback, the strongest system that needs no training.
 
 Teacher agreement, the share of queries whose own passage a teacher ranks first among the candidates, is
 reported per teacher: a teacher that never agrees with the generator is either much better than binary labels
@@ -27,6 +29,7 @@ from irforge.corpus import passage_text
 from irforge.engine import StageContext
 from irforge.generation import QueryLikelihood
 from irforge.models import CrossEncoderScorer, resolve_precision
+from irforge.retrieval import bm25_search
 from irforge.training.teachers import (
     TeacherConfig,
     agreement,
@@ -52,9 +55,13 @@ class TeachConfig(Section):
         min_length=1)
 
 
+def uses_bm25(teacher: TeacherConfig) -> bool:
+    return teacher.kind == "bm25" or bool(teacher.feedback and teacher.feedback.bm25)
+
+
 def teacher_inputs(config: Any, variant: str | None) -> list[str]:
-    """The BM25 index when a BM25 teacher is configured."""
-    return ["index/bm25"] if any(t.kind == "bm25" for t in config.section("teach").teachers.values()) else []
+    """The BM25 index when a BM25 teacher, or a bi-encoder's feedback from BM25, is configured."""
+    return ["index/bm25"] if any(uses_bm25(t) for t in config.section("teach").teachers.values()) else []
 
 
 STAGE = Stage(
@@ -89,7 +96,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         log.info("teacher %s (%s%s): scoring %d pairs", name, teacher.kind, f", {teacher.model}" if teacher.model else "",
                  sum(map(len, candidates.values())))
         if teacher.kind == "bi-encoder":
-            scorer = bi_encoder_scorer(ctx.dense_encoder(teacher.model, teacher.max_length))
+            lexical = lambda qs, k: bm25_search(ctx.input_path("index/bm25"), qs, k, bm25.k1, bm25.b, ctx.threads)  # noqa: E731
+            scorer = bi_encoder_scorer(ctx.dense_encoder(teacher.model, teacher.max_length), teacher.feedback, lexical)
         elif teacher.kind == "splade":
             scorer = splade_scorer(ctx.splade_encoder(teacher.model, teacher.max_length), text)
         elif teacher.kind == "bm25":

@@ -12,7 +12,7 @@ import paths
 from irforge import retrieval
 from irforge.contract import read_artifact
 from irforge.corpus import passage_text
-from irforge.engine import run_stage
+from irforge.engine import run_stage, validate
 from irforge.models.dense import DenseEncoder
 from irforge.training.teachers import TeacherConfig, agreement, combine, zscore
 from trainkit import _config, _tokenizer_files, make_project
@@ -102,3 +102,55 @@ def test_cross_encoder_teacher_scores_pairs_with_the_model(tmp_path, tiny_models
     got = next(r["score"] for r in rows if r["teacher"] == "ce" and r["query_id"] == first["query_id"]
                and r["chunk_id"] == first["positive_id"])
     assert got == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_a_bi_encoder_teacher_with_feedback_scores_with_the_moved_query(tmp_path, tiny_models) -> None:
+    """Rocchio feedback: the query is moved towards the top passages of its feedback ranking over the whole corpus
+    before it scores its candidates; beta 0 leaves it where it was; with BM25 in the ranking, the index is an input."""
+    from stages.teach import teacher_inputs
+
+    dense = {"kind": "bi-encoder", "model": str(tiny_models["dense"]), "max_length": 32}
+    params = make_project(tmp_path, tiny_models, **{"teach.teachers": {
+        "plain": dense,
+        "own-top1": dense | {"feedback": {"docs": 1, "alpha": 1.0, "beta": 2.0, "bm25": False}},
+        "still": dense | {"feedback": {"docs": 2, "beta": 0.0, "bm25": False}},
+    }})
+    run_stage("teach", tmp_path, params)
+    rows = read_artifact(tmp_path / paths.TEACHER_SCORES, "teacher_scores").to_pylist()
+    score = {(r["teacher"], r["query_id"], r["chunk_id"]): r["score"] for r in rows}
+    chunks = read_artifact(tmp_path / paths.CHUNKS, "chunks").to_pylist()
+    encoder = DenseEncoder(str(tiny_models["dense"]), tmp_path / "cache", max_length=32, use_cache=False)
+    passages = encoder.encode([passage_text(c["title"], c["text"]) for c in chunks])
+    for t in read_artifact(tmp_path / paths.TRIPLES, "triples").to_pylist()[:3]:
+        (q,) = encoder.encode([t["query"]])
+        top = passages[int(np.argmax(passages @ q))]  # the query's best passage in the whole corpus
+        moved = (q + 2.0 * top) / np.linalg.norm(q + 2.0 * top)
+        for c in [t["positive_id"], *(n["chunk_id"] for n in t["negatives"])]:
+            p = passages[next(i for i, x in enumerate(chunks) if x["chunk_id"] == c)]
+            assert score[("own-top1", t["query_id"], c)] == pytest.approx(float(moved @ p), abs=1e-4)
+            assert score[("still", t["query_id"], c)] == pytest.approx(score[("plain", t["query_id"], c)], abs=1e-6)
+    assert teacher_inputs(validate(params), None) == []  # no BM25 anywhere
+    with_bm25 = params.with_overrides({"teach.teachers": {"prf": dense | {"feedback": {"docs": 3}}}})
+    assert teacher_inputs(validate(with_bm25), None) == ["index/bm25"]
+    with pytest.raises(ValueError, match="feedback is for bi-encoder teachers"):
+        TeacherConfig(kind="bm25", feedback={"docs": 3})
+
+
+def test_the_zero_shot_ensemble_teacher_takes_feedback_from_bm25(tmp_path, tiny_models) -> None:
+    """With ``bm25: true`` the feedback ranking is rrf(bm25 + the model): a query whose BM25 top passage differs
+    from the model's own is moved elsewhere than with the model's ranking alone."""
+    dense = {"kind": "bi-encoder", "model": str(tiny_models["dense"]), "max_length": 32}
+    params = make_project(tmp_path, tiny_models, **{"teach.teachers": {
+        "own": dense | {"feedback": {"docs": 1, "bm25": False}},
+        "fused": dense | {"feedback": {"docs": 1, "bm25": True}},
+    }})
+    chunks = read_artifact(tmp_path / paths.CHUNKS, "chunks").to_pylist()
+    index = tmp_path / paths.index_dir("bm25")
+    retrieval.build_lucene_index(((c["chunk_id"], passage_text(c["title"], c["text"])) for c in chunks), index, 1)
+    retrieval.write_system(index, {"kind": "bm25"})
+    metrics = run_stage("teach", tmp_path, params)
+    assert metrics["teachers"][1]["feedback"]["bm25"] is True  # provenance of the teacher's settings
+    rows = read_artifact(tmp_path / paths.TEACHER_SCORES, "teacher_scores").to_pylist()
+    own = {(r["query_id"], r["chunk_id"]): r["score"] for r in rows if r["teacher"] == "own"}
+    fused = {(r["query_id"], r["chunk_id"]): r["score"] for r in rows if r["teacher"] == "fused"}
+    assert own.keys() == fused.keys() and any(abs(own[k] - fused[k]) > 1e-4 for k in own)

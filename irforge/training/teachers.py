@@ -8,6 +8,9 @@ before a weighted mixture combines them: the combined score is what students lea
 
 Kinds:
 - ``bi-encoder``: cosine of a sentence-transformers model (a stronger one than the student, all-mpnet-base-v2).
+  With ``feedback`` the query vector is first moved (Rocchio) towards the top passages of the fusion of BM25 and
+  this model over the whole corpus, as the evaluate stage's ``dense-zs-prf`` system does: the teacher is then the
+  zero-shot ensemble with feedback, the strongest untrained system, not a plain bi-encoder.
 - ``splade``: dot product of SPLADE vectors.
 - ``bm25``: Lucene BM25 of the query against the passage, with the index's collection statistics.
 - ``cross-encoder``: a sentence-transformers CrossEncoder named by folder or hub id (none is embedded).
@@ -24,7 +27,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from irforge.config import Section
-from irforge.retrieval import bm25_pair_scores
+from irforge.retrieval import Run, bm25_pair_scores, reciprocal_rank_fusion
 from irforge.runtime import map_calls
 
 log = logging.getLogger(__name__)
@@ -33,17 +36,30 @@ KINDS = ("bi-encoder", "splade", "bm25", "cross-encoder", "qlm")
 Pairs = list[tuple[str, str]]  # (query text, passage id)
 
 
+class TeacherFeedback(Section):
+    """Rocchio feedback for a bi-encoder teacher, at passage level: ``q' = alpha q + beta mean(top passages)``."""
+    docs: int = Field(3, ge=1)        # top passages of the feedback ranking the query moves towards
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(1.0, ge=0)
+    bm25: bool = True                 # feedback ranking: rrf(bm25 + this model) over all chunks; false = its own
+    depth: int = Field(100, ge=1)     # passages each leg ranks before the fusion
+    rrf_k: int = Field(60, ge=1)
+
+
 class TeacherConfig(Section):
     kind: Literal["bi-encoder", "splade", "bm25", "cross-encoder", "qlm"]
     model: str | None = None  # bi-encoder, splade, cross-encoder, qlm: pkg: name, folder or hub id
     weight: float = Field(1.0, ge=0)  # share in the combined score (after per-query z-normalisation)
     max_length: int = Field(256, gt=0)  # passage tokens read
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # qlm: auto = bfloat16 where the CPU has native bf16
+    feedback: TeacherFeedback | None = None  # bi-encoder: Rocchio feedback before scoring (null = none)
 
     @model_validator(mode="after")
     def _model_when_needed(self) -> TeacherConfig:
         if self.kind != "bm25" and not self.model:
             raise ValueError(f"a {self.kind} teacher needs a model (pkg: name, folder or hub id)")
+        if self.feedback is not None and self.kind != "bi-encoder":
+            raise ValueError(f"feedback is for bi-encoder teachers; a {self.kind} teacher takes none")
         return self
 
 
@@ -69,14 +85,42 @@ def agreement(scores: dict[str, np.ndarray]) -> float:
     return float(np.mean([bool(s[0] > s[1:].max()) if len(s) > 1 else True for s in scores.values()]))
 
 
-def bi_encoder_scorer(encoder) -> Callable[[dict[str, str], dict[str, list[str]], dict[str, dict]], dict[str, np.ndarray]]:
+def bi_encoder_scorer(encoder, feedback: TeacherFeedback | None = None,
+                      lexical: Callable[[dict[str, str], int], Run] | None = None):
+    """Cosine teacher; with ``feedback``, the query vectors are moved first (``lexical``: the BM25 leg's search)."""
     def score(queries: dict[str, str], candidates: dict[str, list[str]], chunks: dict[str, dict]) -> dict[str, np.ndarray]:
-        ids = sorted({c for cs in candidates.values() for c in cs})
-        vectors = dict(zip(ids, encoder.encode_chunks([chunks[c] for c in ids], desc="teacher: passages"), strict=True))
+        ids = sorted(chunks) if feedback else sorted({c for cs in candidates.values() for c in cs})
+        matrix = encoder.encode_chunks([chunks[c] for c in ids], desc="teacher: passages")
         qvectors = encoder.encode_queries(queries, desc="teacher: queries")
+        if feedback:
+            qvectors = rocchio_moved(qvectors, list(queries), matrix, ids, feedback,
+                                     lexical(queries, feedback.depth) if feedback.bm25 and lexical else None)
+        vectors = dict(zip(ids, matrix, strict=True))
         return {q: np.array([float(qvectors[i] @ vectors[c]) for c in candidates[q]])
                 for i, q in enumerate(queries)}
     return score
+
+
+def rocchio_moved(qvectors: np.ndarray, query_ids: list[str], passages: np.ndarray, passage_ids: list[str],
+                  feedback: TeacherFeedback, lexical: Run | None) -> np.ndarray:
+    """Each query vector moved towards the mean of the top ``feedback.docs`` passages of its feedback ranking:
+    the model's own exact top ``depth`` over ``passages``, fused by RRF with ``lexical`` (a chunk run) if given."""
+    import faiss
+
+    index = faiss.IndexFlatIP(passages.shape[1])
+    index.add(np.ascontiguousarray(passages, dtype=np.float32))
+    scores, rows = index.search(np.ascontiguousarray(qvectors, dtype=np.float32), min(feedback.depth, len(passage_ids)))
+    own: Run = {q: [(passage_ids[r], float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0]
+                for i, q in enumerate(query_ids)}
+    ranking = reciprocal_rank_fusion([own, lexical], feedback.rrf_k, feedback.depth) if lexical is not None else own
+    row_of = {c: i for i, c in enumerate(passage_ids)}
+    moved = np.array(qvectors, dtype=np.float32, copy=True)
+    for i, q in enumerate(query_ids):
+        top = [row_of[c] for c, _ in ranking.get(q, []) if c in row_of][:feedback.docs]
+        if top:
+            vector = feedback.alpha * moved[i] + feedback.beta * passages[top].mean(axis=0)
+            moved[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return moved
 
 
 def splade_scorer(encoder, passage_text: Callable[[dict], str]):
@@ -106,4 +150,5 @@ def per_query_scorer(model: Any, passage_text: Callable[[dict], str], desc: str)
 
 
 def describe(name: str, cfg: TeacherConfig) -> dict[str, Any]:
-    return {"teacher": name, "kind": cfg.kind, "model": cfg.model, "weight": cfg.weight}
+    return {"teacher": name, "kind": cfg.kind, "model": cfg.model, "weight": cfg.weight,
+            "feedback": cfg.feedback.as_params() if cfg.feedback else None}
