@@ -24,7 +24,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from irforge.config import Section
-from irforge.contract import SCHEMAS, Metrics, Output, Stage
+from irforge.contract import ARTIFACTS, SCHEMAS, Metrics, Output, Stage
 from irforge.corpus import passage_text
 from irforge.engine import StageContext
 from irforge.generation import QueryLikelihood
@@ -60,8 +60,11 @@ def uses_bm25(teacher: TeacherConfig) -> bool:
 
 
 def teacher_inputs(config: Any, variant: str | None) -> list[str]:
-    """The BM25 index when a BM25 teacher, or a bi-encoder's feedback from BM25, is configured."""
-    return ["index/bm25"] if any(uses_bm25(t) for t in config.section("teach").teachers.values()) else []
+    """The BM25 index when a BM25 teacher, or a bi-encoder's feedback from BM25, is configured; a model trained by
+    this project (``artifacts/train/cross``, say) when a teacher is one."""
+    teachers = config.section("teach").teachers.values()
+    trained = sorted({t.model for t in teachers if t.model and t.model.startswith(ARTIFACTS + "/")})
+    return (["index/bm25"] if any(uses_bm25(t) for t in teachers) else []) + trained
 
 
 STAGE = Stage(

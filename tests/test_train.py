@@ -190,3 +190,53 @@ def test_the_student_learns_the_teachers_order_not_the_binary_label(tmp_path, ti
     before = preference(str(tiny_models["dense"]))
     run_stage("train", tmp_path, params, "dense")
     assert direction * (preference(str(tmp_path / paths.model_dir("dense"))) - before) > 0.05
+
+
+def test_a_cross_encoder_trained_on_the_triples_ranks_positives_first_and_serves_as_a_teacher(tmp_path, tiny_models,
+                                                                                              monkeypatch):
+    """InPars-light: the cross trainer turns a bi-encoder's BERT into a cross-encoder (new seeded head) trained on
+    the synthetic triples; it then ranks the training queries' positives above their negatives, loads as a
+    sentence-transformers CrossEncoder, and a teacher named by its artifacts folder reads it (and depends on it)."""
+    from irforge.engine import validate
+    from irforge.models import CrossEncoderScorer
+    from stages.teach import teacher_inputs
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    teacher = {"ce": {"kind": "cross-encoder", "model": paths.model_dir("cross"), "max_length": 64}}
+    params = make_project(tmp_path, tiny_models, **{
+        # The embedded MiniLM, not a tiny random BERT: a random one cannot learn to match query and passage
+        # tokens in a few steps (a bi-encoder gets that for free from shared token embeddings; a cross-encoder
+        # needs trained attention).
+        "train.models": ["dense", "splade", "cross"], "train.cross.base": "pkg:all-minilm-l6-v2",
+        "train.cross.epochs": 3, "train.cross.lr": 2e-4, "train.cross.batch_size": 6, "train.cross.max_doc_length": 32,
+        "teach.teachers": teacher})
+    triples = read_artifact(tmp_path / paths.TRIPLES, "triples").to_pylist()
+    texts = {c["chunk_id"]: c["text"] for c in read_artifact(tmp_path / paths.CHUNKS, "chunks").to_pylist()}
+
+    def positive_first(folder: str) -> float:
+        model = CrossEncoderScorer(resolve_model(folder), max_length=64)
+        return float(np.mean([np.argmax(model.score(t["query"], [texts[t["positive_id"]],
+                                                                  *(texts[n["chunk_id"]] for n in t["negatives"])])) == 0
+                              for t in triples]))
+
+    before = positive_first(str(resolve_model("pkg:all-minilm-l6-v2").path))  # a fresh random head
+    summary = run_stage("train", tmp_path, params, "cross")
+    rows = _log(tmp_path, "cross")
+    assert summary["cross"]["steps"] == len(rows)
+    assert np.mean([r["loss"] for r in rows[-6:]]) < 0.8 * np.mean([r["loss"] for r in rows[:6]])
+    folder = tmp_path / paths.model_dir("cross")
+    assert list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin"))
+    after = positive_first(str(folder))
+    assert after >= 0.75 and after > before + 0.3, (before, after)
+
+    assert teacher_inputs(validate(params), None) == [paths.model_dir("cross")]  # teach runs after train-cross
+    run_stage("teach", tmp_path, params)
+    scores = read_artifact(tmp_path / paths.TEACHER_SCORES, "teacher_scores").to_pylist()
+    first = triples[0]
+    got = next(r["score"] for r in scores if r["teacher"] == "ce" and r["query_id"] == first["query_id"]
+               and r["chunk_id"] == first["positive_id"])
+    from irforge.corpus import passage_text
+
+    expected = CrossEncoderScorer(resolve_model(str(folder)), max_length=64).score(first["query"], [passage_text(
+        "", texts[first["positive_id"]])])[0]
+    assert got == pytest.approx(float(expected), abs=1e-5)
