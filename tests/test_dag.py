@@ -192,3 +192,16 @@ def test_two_modules_declaring_one_stage_name_is_an_error(tmp_path, monkeypatch)
             dag_module.stage_modules.__wrapped__()
     finally:
         sys.modules.pop("stages.zz_chunk_again", None)
+
+
+def test_a_teacher_trained_in_the_pipeline_orders_the_stages_and_a_self_taught_one_is_a_cycle() -> None:
+    """teach reads artifacts/train/cross when a teacher names it, so train-cross runs first and the students after;
+    a cross-encoder distilled (kl) from a teacher that is itself is refused as a cycle, naming the stages."""
+    teacher = 'teach.teachers={ce: {kind: cross-encoder, model: artifacts/train/cross}}'
+    config = load_config(REPO, overrides=["train.models=[dense, splade, cross]", teacher])
+    order = [n.key for n in nodes(config)]
+    assert order.index("train-cross") < order.index("teach") < order.index("train-dense")
+    assert "train-cross" in next(n for n in nodes(config) if n.key == "teach").after
+    looped = load_config(REPO, overrides=["train.models=[dense, splade, cross]", teacher, "train.cross.loss=kl"])
+    with pytest.raises(dag_module.DagError, match="cycle: .*teach.*train-cross|cycle: .*train-cross.*teach"):
+        nodes(looped)
