@@ -25,6 +25,7 @@ from irforge.contract import SCHEMAS, Output, Stage
 from irforge.corpus import passage_text
 from irforge.engine import StageContext
 from irforge.training import TrainJob, build_examples, train_config, trainer
+from irforge.training.teachers import off_topic
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ def plots(variant: str) -> list[dict[str, Any]]:
 
 
 def teacher_scores(config: Any, variant: str | None) -> list[str]:
-    """The teach stage's scores, for a trainer that distils (``train.<trainer>.loss`` kl or margin_mse)."""
-    return ["teacher_scores"] if variant and getattr(config.section("train"), variant).distills else []
+    """The teach stage's scores, for a trainer that distils (``train.<trainer>.loss`` kl or margin_mse), and for
+    every trainer under the topicality cut (``train.topicality``)."""
+    train = config.section("train")
+    return ["teacher_scores"] if variant and (getattr(train, variant).distills or train.topicality) else []
 
 
 STAGE = Stage(
@@ -89,15 +92,21 @@ def run(ctx: StageContext) -> dict[str, Any]:
     chunks = ctx.read("chunks", ["chunk_id", "title", "text"]).to_pylist()
     texts = {c["chunk_id"]: passage_text(c["title"], c["text"]) for c in chunks}
     block = getattr(cfg, name)
-    teacher = None
-    if block.distills:  # the combined teacher score of every (query, candidate) pair
-        teacher = {}
+    triples = ctx.read("triples").to_pylist()
+    combined: dict[str, dict[str, float]] = {}  # the combined teacher score of every (query, candidate) pair
+    if block.distills or cfg.topicality:
         for r in ctx.read("teacher_scores").to_pylist():
             if r["teacher"] == "combined":
-                teacher.setdefault(r["query_id"], {})[r["chunk_id"]] = r["score"]
-    examples = build_examples(ctx.read("triples").to_pylist(), texts, cfg.negatives, cfg.negative_pick,
+                combined.setdefault(r["query_id"], {})[r["chunk_id"]] = r["score"]
+    dropped: set[str] = set()
+    if cfg.topicality:
+        dropped = off_topic(combined, {t["query_id"]: t["positive_id"] for t in triples}, cfg.topicality)
+        log.info("topicality cut: %d of %d queries left out (the teacher ranks their own passage below %d)",
+                 len(dropped), len(triples), cfg.topicality)
+        triples = [t for t in triples if t["query_id"] not in dropped]
+    examples = build_examples(triples, texts, cfg.negatives, cfg.negative_pick,
                               cfg.queries_per_chunk, cfg.max_triples, np.random.default_rng(ctx.seed),
-                              source=ctx.input("triples").path, teacher=teacher)
+                              source=ctx.input("triples").path, teacher=combined if block.distills else None)
     with ctx.publish("model/{variant}") as tmp:
         rows = trainer(name).train(TrainJob(examples, block, ctx.seed, tmp, ctx.model))
     table = log_table(rows)
@@ -105,6 +114,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ctx.write_text("train_log_csv/{variant}", log_csv(table))
     # Wall time stays in the trainer's log line: it differs run to run, and the metrics file is tracked.
     summary = {"examples": len(examples), "positives": len({e.positive_id for e in examples}),
+               **({"off_topic": len(dropped)} if cfg.topicality else {}),
                name: {"steps": len(rows), "epochs": block.epochs,
                       "first_loss": round(rows[0]["loss"], 4) if rows else None,
                       "final_loss": round(rows[-1]["loss"], 4) if rows else None}}

@@ -240,3 +240,30 @@ def test_a_cross_encoder_trained_on_the_triples_ranks_positives_first_and_serves
     expected = CrossEncoderScorer(resolve_model(str(folder)), max_length=64).score(first["query"], [passage_text(
         "", texts[first["positive_id"]])])[0]
     assert got == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_the_topicality_cut_leaves_out_queries_whose_own_passage_the_teacher_ranks_low(tmp_path, tiny_models):
+    """train.topicality N: a query whose own passage the combined teacher ranks below N among its candidates is
+    left out, for every trainer (MNRL ones too, which then read the teacher scores)."""
+    from irforge.engine import validate
+    from irforge.training.teachers import off_topic
+    from stages.train import teacher_scores
+
+    assert off_topic({"q": {"p": 1.0, "a": 2.0, "b": 1.0, "c": 0.0}}, {"q": "p"}, 2) == {"q"}  # a tie counts against
+    assert off_topic({"q": {"p": 1.0, "a": 2.0, "b": 0.5}}, {"q": "p"}, 2) == set()
+    params = make_project(tmp_path, tiny_models, **{"train.topicality": 2, "train.max_triples": None,
+                                                    "train.splade.epochs": 1})
+    triples = read_artifact(tmp_path / paths.TRIPLES, "triples").to_pylist()
+    low = {t["query_id"] for t in triples[::4]}  # a quarter: two negatives above the own passage
+    scores = [{"query_id": t["query_id"], "chunk_id": c, "role": "positive" if k == 0 else "negative",
+               "teacher": "combined", "score": s, "normalised": s}
+              for t in triples for k, (c, s) in enumerate(zip(
+                  [t["positive_id"], *(n["chunk_id"] for n in t["negatives"])],
+                  [0.0, 1.0, 2.0, -1.0] if t["query_id"] in low else [2.0, 1.0, 0.0, -1.0], strict=True))]
+    write_artifact(pa.Table.from_pylist(scores, SCHEMAS["teacher_scores"]), tmp_path / paths.TEACHER_SCORES,
+                   "teacher_scores", PROVENANCE)
+    assert validate(params).section("train").splade.loss == "mnrl"
+    assert teacher_scores(validate(params), "splade") == ["teacher_scores"]
+    assert teacher_scores(validate(params.with_overrides({"train.topicality": None})), "splade") == []
+    summary = run_stage("train", tmp_path, params, "splade")
+    assert summary["off_topic"] == len(low) and summary["examples"] == len(triples) - len(low)

@@ -21,6 +21,9 @@ class TrainSettings(Section):
     negative_pick: Literal["top", "random"] = "top"  # best-ranked mined negatives first, or a random subset
     queries_per_chunk: int | None = Field(None, ge=1)  # cap on training queries per positive chunk (null = all)
     max_triples: int | None = Field(256, ge=1)  # cap on examples after the seeded shuffle (null = all)
+    # Topicality cut: keep a query only when the teach stage's combined score ranks its own passage within the
+    # top N of its candidates (null = keep all); every trainer then reads the teacher scores.
+    topicality: int | None = Field(None, ge=1)
 
     @field_validator("models")
     @classmethod

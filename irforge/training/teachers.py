@@ -85,6 +85,17 @@ def agreement(scores: dict[str, np.ndarray]) -> float:
     return float(np.mean([bool(s[0] > s[1:].max()) if len(s) > 1 else True for s in scores.values()]))
 
 
+def off_topic(scores: dict[str, dict[str, float]], positives: dict[str, str], max_rank: int) -> set[str]:
+    """Queries whose own passage (``positives[query_id]``) the scores (query id -> chunk id -> score) rank below
+    ``max_rank`` among the candidates (ties count against it): the topicality cut."""
+    dropped = set()
+    for qid, own in positives.items():
+        candidates = scores.get(qid, {})
+        if own in candidates and sum(s >= candidates[own] for c, s in candidates.items() if c != own) >= max_rank:
+            dropped.add(qid)
+    return dropped
+
+
 def bi_encoder_scorer(encoder, feedback: TeacherFeedback | None = None,
                       lexical: Callable[[dict[str, str], int], Run] | None = None):
     """Cosine teacher; with ``feedback``, the query vectors are moved first (``lexical``: the BM25 leg's search)."""
