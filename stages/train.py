@@ -108,14 +108,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
                               cfg.queries_per_chunk, cfg.max_triples, np.random.default_rng(ctx.seed),
                               source=ctx.input("triples").path, teacher=combined if block.distills else None)
     with ctx.publish("model/{variant}") as tmp:
-        rows = trainer(name).train(TrainJob(examples, block, ctx.seed, tmp, ctx.model))
+        job = TrainJob(examples, block, ctx.seed, tmp, ctx.model)
+        rows = trainer(name).train(job)
     table = log_table(rows)
     ctx.write("train_log/{variant}", table)
     ctx.write_text("train_log_csv/{variant}", log_csv(table))
     # Wall time stays in the trainer's log line: it differs run to run, and the metrics file is tracked.
     summary = {"examples": len(examples), "positives": len({e.positive_id for e in examples}),
                **({"off_topic": len(dropped)} if cfg.topicality else {}),
-               name: {"steps": len(rows), "epochs": block.epochs,
+               name: {"steps": len(rows), "epochs": block.epochs, **job.notes,
                       "first_loss": round(rows[0]["loss"], 4) if rows else None,
                       "final_loss": round(rows[-1]["loss"], 4) if rows else None}}
     ctx.metrics({"train": summary})

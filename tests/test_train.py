@@ -267,3 +267,29 @@ def test_the_topicality_cut_leaves_out_queries_whose_own_passage_the_teacher_ran
     assert teacher_scores(validate(params.with_overrides({"train.topicality": None})), "splade") == []
     summary = run_stage("train", tmp_path, params, "splade")
     assert summary["off_topic"] == len(low) and summary["examples"] == len(triples) - len(low)
+
+
+def test_matched_temperature_makes_the_teacher_as_sharp_as_the_student() -> None:
+    from irforge.training.losses import matched_temperature, mean_entropy
+
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(50, 8))  # z-score-like: a soft teacher
+    student = 20 * rng.uniform(0.2, 0.6, size=(50, 8))  # scale x cosine: sharper
+    t = matched_temperature(teacher, student)
+    assert t < 1.0  # sharpen the teacher
+    assert mean_entropy(teacher, t) == pytest.approx(mean_entropy(student), abs=1e-6)
+    assert matched_temperature(student, student) == pytest.approx(1.0, rel=1e-6)
+    # A teacher that cannot tell the candidates apart is as soft at any temperature: a bound comes back.
+    assert matched_temperature(np.zeros((50, 8)), student) in (0.01, 100.0)
+
+
+def test_auto_teacher_temperature_is_chosen_from_the_data_and_recorded(tmp_path, tiny_models):
+    params = make_project(tmp_path, tiny_models, **{"train.dense.teacher_temperature": "auto",
+                                                    "train.dense.epochs": 1})
+    summary = run_stage("train", tmp_path, params, "dense")
+    chosen = summary["dense"]["teacher_temperature"]
+    assert 0.01 <= chosen <= 100
+    metrics = json.loads((tmp_path / paths.train_metrics("dense")).read_text())
+    assert metrics["train"]["dense"]["teacher_temperature"] == chosen
+    with pytest.raises(Exception, match="auto is implemented for the dense trainer"):
+        run_stage("train", tmp_path, params.with_overrides({"train.splade.teacher_temperature": "auto"}), "splade")

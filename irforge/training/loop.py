@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from irforge.config import Section
 from irforge.runtime.progress import progress
@@ -24,6 +24,8 @@ StepFn = Callable[[list[Example], int, int], tuple[Any, dict[str, float]]]
 class TrainerConfig(Section):
     """The schedule every trainer has (its block under ``train``, e.g. ``train.dense``)."""
 
+    matches_temperature: ClassVar[bool] = False  # whether the trainer implements teacher_temperature: auto
+
     base: str  # the model to start from (pkg: name, folder or hub id)
     epochs: int = Field(1, ge=1)  # passes over the examples (more tends to overfit synthetic queries)
     batch_size: int = Field(32, ge=1)  # queries per micro-batch (in-batch negatives grow with it)
@@ -37,11 +39,19 @@ class TrainerConfig(Section):
     # kl: listwise KL to the teacher's softmax over each query's candidates (teach stage); margin_mse: the
     # teacher's score margins (GPL); mnrl: binary labels, in-batch + hard negatives (no teacher).
     loss: Literal["kl", "margin_mse", "mnrl"] = "kl"
-    teacher_temperature: float = Field(1.0, gt=0)  # kl: softmax temperature on the teacher's combined z-scores
+    # kl: softmax temperature on the teacher's combined z-scores; auto = as sharp as the student's own scores
+    # before training (irforge.training.losses.matched_temperature)
+    teacher_temperature: Annotated[float, Field(gt=0)] | Literal["auto"] = 1.0
 
     @property
     def distills(self) -> bool:
         return self.loss != "mnrl"
+
+    @model_validator(mode="after")
+    def _auto_temperature_where_implemented(self) -> TrainerConfig:
+        if self.teacher_temperature == "auto" and not self.matches_temperature:
+            raise ValueError("teacher_temperature: auto is implemented for the dense trainer; give a number")
+        return self
 
 
 def optimiser(parameters, cfg: TrainerConfig, total_steps: int):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     import torch
 
@@ -49,3 +51,29 @@ def margin_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
     teacher = teacher.detach()
     return torch.nn.functional.mse_loss(student[:, :1] - student[:, 1:], teacher[:, :1] - teacher[:, 1:])
+
+
+def mean_entropy(scores: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean entropy (nats) of the softmax over each row of ``scores`` / ``temperature``."""
+    z = scores / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    return float(-(p * np.log(np.clip(p, 1e-30, None))).sum(axis=1).mean())
+
+
+def matched_temperature(teacher: np.ndarray, student: np.ndarray, low: float = 1e-2, high: float = 1e2) -> float:
+    """The teacher temperature whose softmax is, on average, as sharp (same mean entropy) as the student's own
+    scores before training. KL to a teacher softer than the student mostly teaches the student to flatten:
+    to score its negatives closer to its positive. ``teacher`` and ``student``: (examples, candidates) scores.
+    The answer is kept within [low, high] (a teacher that cannot tell candidates apart has no temperature)."""
+    target = mean_entropy(student)
+    if mean_entropy(teacher, high) <= target:
+        return high
+    if mean_entropy(teacher, low) >= target:
+        return low
+    lo, hi = np.log(low), np.log(high)  # entropy grows with the temperature: bisect on its logarithm
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean_entropy(teacher, float(np.exp(mid))) < target else (lo, mid)
+    return float(np.exp((lo + hi) / 2))

@@ -4,7 +4,7 @@ one, so a new trainer is one file. The ``train`` params section gets one block p
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ class TrainJob:
     seed: int
     out: Path
     resolve: Callable[[str], ResolvedModel]
+    notes: dict[str, Any] = field(default_factory=dict)  # what the trainer chose on the way (metrics show it)
 
 
 @dataclass(frozen=True)

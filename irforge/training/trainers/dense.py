@@ -6,19 +6,41 @@ Saved as a sentence-transformers folder (safetensors)."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import Field
 
 from irforge.models.dense import load_sentence_transformer
 from irforge.training.examples import Example
+from irforge.training.losses import matched_temperature
 from irforge.training.loop import TrainerConfig, run_loop
 from irforge.training.registry import Trainer, TrainJob
 
+log = logging.getLogger(__name__)
+
 
 class DenseConfig(TrainerConfig):
+    matches_temperature: ClassVar[bool] = True
     base: str = "pkg:all-minilm-l6-v2"
     scale: float = Field(20.0, gt=0)  # 1 / temperature of the softmax over cosine similarities
+
+
+def initial_scores(model, examples: list[Example], cfg: DenseConfig) -> np.ndarray:
+    """The student's scores (scale x cosine) of every example's candidates before training: (examples, candidates)."""
+    import torch
+
+    texts = [(e.query, [e.positive, *e.negatives]) for e in examples]
+    with torch.inference_mode():
+        model.max_seq_length = cfg.max_query_length
+        queries = model.encode([q for q, _ in texts], batch_size=cfg.batch_size, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)
+        model.max_seq_length = cfg.max_doc_length
+        passages = model.encode([p for _, ps in texts for p in ps], batch_size=cfg.batch_size,
+                                normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    passages = passages.reshape(len(texts), -1, passages.shape[-1])
+    return cfg.scale * np.einsum("qd,qcd->qc", queries, passages)
 
 
 def train(job: TrainJob) -> list[dict[str, Any]]:
@@ -39,8 +61,15 @@ def train(job: TrainJob) -> list[dict[str, Any]]:
         return cfg.scale * pairwise_cos_sim(a, b)
 
     if cfg.loss == "kl":
+        temperature = cfg.teacher_temperature
+        if temperature == "auto":
+            temperature = matched_temperature(np.array([e.teacher for e in job.examples]),
+                                              initial_scores(model, job.examples, cfg))
+            model.train()  # encode() left it in eval mode
+            log.info("teacher temperature %.3f: the teacher's softmax as sharp as the student's own", temperature)
+            job.notes["teacher_temperature"] = round(temperature, 4)
         loss_fn = DistillKLDivLoss(model, similarity_fct=scaled_cosine, student_temperature=1.0,
-                                   teacher_temperature=cfg.teacher_temperature)
+                                   teacher_temperature=temperature)
     elif cfg.loss == "margin_mse":
         loss_fn = MarginMSELoss(model, similarity_fct=scaled_cosine)
     else:
