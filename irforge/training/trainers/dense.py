@@ -14,8 +14,8 @@ from pydantic import Field
 
 from irforge.models.dense import load_sentence_transformer
 from irforge.training.examples import Example
-from irforge.training.losses import matched_temperature
 from irforge.training.loop import TrainerConfig, run_loop
+from irforge.training.losses import matched_temperature
 from irforge.training.registry import Trainer, TrainJob
 
 log = logging.getLogger(__name__)
