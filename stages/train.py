@@ -103,10 +103,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         dropped = off_topic(combined, {t["query_id"]: t["positive_id"] for t in triples}, cfg.topicality)
         log.info("topicality cut: %d of %d queries left out (the teacher ranks their own passage below %d)",
                  len(dropped), len(triples), cfg.topicality)
-        triples = [t for t in triples if t["query_id"] not in dropped]
     examples = build_examples(triples, texts, cfg.negatives, cfg.negative_pick,
                               cfg.queries_per_chunk, cfg.max_triples, np.random.default_rng(ctx.seed),
-                              source=ctx.input("triples").path, teacher=combined if block.distills else None)
+                              source=ctx.input("triples").path, teacher=combined if block.distills else None,
+                              leave_out=dropped)
     with ctx.publish("model/{variant}") as tmp:
         job = TrainJob(examples, block, ctx.seed, tmp, ctx.model)
         rows = trainer(name).train(job)

@@ -293,3 +293,17 @@ def test_auto_teacher_temperature_is_chosen_from_the_data_and_recorded(tmp_path,
     assert metrics["train"]["dense"]["teacher_temperature"] == chosen
     with pytest.raises(Exception, match="auto is implemented for the dense trainer"):
         run_stage("train", tmp_path, params.with_overrides({"train.splade.teacher_temperature": "auto"}), "splade")
+
+
+def test_a_left_out_query_keeps_the_row_numbers_of_the_file() -> None:
+    """The topicality cut skips queries inside build_examples, so an error still names the file's row."""
+    from irforge.training import build_examples
+
+    texts = {f"c{i}": f"passage {i}" for i in range(6)}
+    rows = [{"query_id": f"q{i}", "query": "q", "positive_id": f"c{i}", "negatives": []} for i in range(3)]
+    rows[2]["positive_id"] = "missing"
+    with pytest.raises(ValueError, match=r"row 2 \(query_id q2\): field 'positive_id'"):
+        build_examples(rows, texts, 1, "top", None, None, np.random.default_rng(0), leave_out={"q0"})
+    rows[2]["positive_id"] = "c2"
+    kept = build_examples(rows, texts, 1, "top", None, None, np.random.default_rng(0), leave_out={"q0"})
+    assert sorted(e.positive_id for e in kept) == ["c1", "c2"]

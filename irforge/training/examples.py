@@ -23,7 +23,8 @@ class Example:
 
 def build_examples(rows: list[dict[str, Any]], texts: dict[str, str], negatives: int, pick: str,
                    queries_per_chunk: int | None, max_triples: int | None, rng: np.random.Generator,
-                   source: str = "triples", teacher: dict[str, dict[str, float]] | None = None) -> list[Example]:
+                   source: str = "triples", teacher: dict[str, dict[str, float]] | None = None,
+                   leave_out: frozenset[str] | set[str] = frozenset()) -> list[Example]:
     """Triples -> examples with exactly ``negatives`` hard negatives each.
 
     Negatives are the mined ones (``pick``: ``top`` = best ranked first, ``random`` = a random subset); a query
@@ -34,6 +35,8 @@ def build_examples(rows: list[dict[str, Any]], texts: dict[str, str], negatives:
     With ``teacher`` (query id -> chunk id -> score, from the teach stage) every example carries the teacher's
     scores of its candidates; negatives then come only from the scored (mined) ones, and a query with fewer
     than ``negatives`` of them is left out (counted in the log) rather than topped up with unscored passages.
+    Queries in ``leave_out`` (the topicality cut) are checked like the rest, then skipped: row numbers in errors
+    stay the file's.
     """
     if not rows:
         raise ValueError(f"{source}: no triples to train on")
@@ -53,6 +56,8 @@ def build_examples(rows: list[dict[str, Any]], texts: dict[str, str], negatives:
         for neg in mined:
             if neg["chunk_id"] not in texts:
                 raise ValueError(f"{where}: field 'negatives.chunk_id': '{neg['chunk_id']}' is not a chunk id")
+        if row["query_id"] in leave_out:
+            continue
         if queries_per_chunk is not None and kept.get(row["positive_id"], 0) >= queries_per_chunk:
             continue
         ids = [n["chunk_id"] for n in mined if n["chunk_id"] != row["positive_id"]]
