@@ -24,6 +24,12 @@ from irforge.retrieval.lucene import MAX_QUERY_TERMS, ImpactRetriever
 from irforge.retrieval.runs import Run, doc_id_of
 
 
+def rocchio(query: np.ndarray, passages: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """A unit query vector moved towards its feedback passages (rows): ``alpha q + beta mean(passages)``, renormalised."""
+    moved = alpha * query + beta * passages.mean(axis=0)
+    return moved / max(float(np.linalg.norm(moved)), 1e-12)
+
+
 class Rocchio:
     """What both Rocchio kinds share: search with moved query vectors, feedback from any document run."""
 
@@ -56,8 +62,7 @@ class VectorRocchio(Rocchio):
             passages = [self.closest_passage(vectors[i], doc) for doc, _ in feedback.get(qid, [])[:self.docs]
                         if doc in self.rows_of]
             if passages:
-                moved = self.alpha * vectors[i] + self.beta * np.mean(passages, axis=0)
-                vectors[i] = moved / max(float(np.linalg.norm(moved)), 1e-12)
+                vectors[i] = rocchio(vectors[i], np.stack(passages), self.alpha, self.beta)
         return vectors
 
     def closest_passage(self, query: np.ndarray, doc: str) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from irforge.config import Section
-from irforge.retrieval import Run, bm25_pair_scores, reciprocal_rank_fusion
+from irforge.retrieval import Run, bm25_pair_scores, reciprocal_rank_fusion, rocchio
 from irforge.runtime import map_calls
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,7 @@ def rocchio_moved(qvectors: np.ndarray, query_ids: list[str], passages: np.ndarr
     for i, q in enumerate(query_ids):
         top = [row_of[c] for c, _ in ranking.get(q, []) if c in row_of][:feedback.docs]
         if top:
-            vector = feedback.alpha * moved[i] + feedback.beta * passages[top].mean(axis=0)
-            moved[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+            moved[i] = rocchio(moved[i], passages[top], feedback.alpha, feedback.beta)
     return moved
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from irforge.runtime import model_loading
 from irforge.training.examples import Example
 from irforge.training.loop import TrainerConfig, run_loop
+from irforge.training.losses import listwise_kl, margin_mse
 from irforge.training.registry import Trainer, TrainJob
 
 
@@ -54,12 +55,8 @@ def train(job: TrainJob) -> list[dict[str, Any]]:
             loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
         else:
             teacher = torch.tensor([e.teacher for e in batch], dtype=torch.float32)
-            if cfg.loss == "kl":
-                loss = torch.nn.functional.kl_div(torch.log_softmax(logits, dim=1),
-                                                  torch.softmax(teacher / cfg.teacher_temperature, dim=1),
-                                                  reduction="batchmean")
-            else:
-                loss = torch.nn.functional.mse_loss(logits[:, :1] - logits[:, 1:], teacher[:, :1] - teacher[:, 1:])
+            loss = (listwise_kl(logits, teacher, cfg.teacher_temperature) if cfg.loss == "kl"
+                    else margin_mse(logits, teacher))
         return loss, {"loss_rank": float(loss.detach()), "loss_reg": 0.0}
 
     rows = run_loop("cross", job.examples, cfg, job.seed, step_fn, [p for p in network.parameters() if p.requires_grad])
