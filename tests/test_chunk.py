@@ -14,7 +14,7 @@ import pytest
 import paths
 from conftest import LONG_TEXT, Project
 from irforge.config import ParamsError
-from irforge.corpus import Chunker, CorpusError, Document, sha256_text, split_windows
+from irforge.corpus import Chunker, CorpusError, Document, passage_text, sha256_text, split_windows
 
 # ---------------------------------------------------------------- split_windows (pure token arithmetic)
 
@@ -211,6 +211,33 @@ def test_document_without_tokens_gives_no_chunk(chunker: Chunker) -> None:
     assert chunker.split([Document("z", "", "\u200b\u200b")]) == []
 
 
+def test_a_title_only_document_is_one_passage_holding_its_title_once(project: Project) -> None:
+    """A document with a title and no text is a document (its title is its text); one with neither is empty. The
+    passage keeps the document's id, so judgments on it still match."""
+    docs = [{"_id": "t1", "title": "  Shock waves on slender cones  ", "text": ""},
+            {"_id": "t2", "title": "Boundary layers", "text": " \n "},
+            {"_id": "e1", "title": "", "text": ""},
+            {"_id": "d1", "title": "Aardvarks", "text": "Aardvarks dig burrows."}]
+    (project.corpus / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    _set_chunk(project, max_bad_fraction=0.5)
+    assert project.run("chunk")["documents"] == 3
+    chunks = pq.read_table(project.root / paths.CHUNKS).to_pylist()
+    assert [(c["chunk_id"], c["doc_id"], c["title"], c["text"]) for c in chunks] == [
+        ("t1#0", "t1", "", "Shock waves on slender cones"), ("t2#0", "t2", "", "Boundary layers"),
+        ("d1#0", "d1", "Aardvarks", "Aardvarks dig burrows.")]
+    assert passage_text(chunks[0]["title"], chunks[0]["text"]) == "Shock waves on slender cones"  # said once
+    assert chunks[0]["doc_hash"] == sha256_text("t1", "", "Shock waves on slender cones")  # what re-indexing computes
+    bad = pq.read_table(project.root / paths.QUARANTINE).to_pylist()
+    assert [(b["line"], b["doc_id"], b["field"], b["reason"]) for b in bad] == [
+        (3, "e1", "text", "empty document: no title ('title') and no text ('text')")]
+    # The judgments name the title-only document by its id, which its passage carries.
+    (project.corpus / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tt1\t2\n")
+    project.run("judgments")
+    qrels = pq.read_table(project.root / paths.QRELS).to_pylist()
+    assert [(q["query_id"], q["doc_id"]) for q in qrels] == [("q1", "t1")]
+    assert {q["doc_id"] for q in qrels} <= {c["doc_id"] for c in chunks}
+
+
 # ---------------------------------------------------------------- the stage: bad input and quarantine
 
 BAD_LINES: list[tuple[bytes, str | None, str]] = [  # raw line, field blamed, reason (start)
@@ -219,7 +246,7 @@ BAD_LINES: list[tuple[bytes, str | None, str]] = [  # raw line, field blamed, re
     (b"[1, 2]", None, "not a JSON object (found list)"),
     (b'{"title": "t", "text": "no id"}', "_id", "missing id"),
     (b'{"_id": "m1", "title": "t"}', "text", "missing text"),
-    (b'{"_id": "e1", "text": "   "}', "text", "empty text"),
+    (b'{"_id": "e1", "title": " ", "text": "   "}', "text", "empty document: no title ('title') and no text ('text')"),
     (b'{"_id": "d1", "text": "a second d1"}', "_id", "duplicate id (first seen at line 1)"),
     (b'{"_id": "big", "text": "' + b"x" * 200 + b'"}', "text", "oversize document (200 chars > chunk.max_doc_chars=100)"),
     (b'{"_id": "z", "text": "\\u200b\\u200b"}', "text", "no tokens"),
@@ -294,8 +321,8 @@ def test_missing_corpus_and_empty_corpus_are_clear_errors(project: Project) -> N
     project.set_params(corpus={**corpus, "path": "data/nowhere"})
     with pytest.raises(CorpusError, match=r"data/nowhere: corpus not found \(corpus.path in params.yaml\)"):
         project.run("chunk")
-    (project.root / "data" / "corpus.csv").write_text("id,text\n")
-    project.set_params(corpus={**corpus, "path": "data/corpus.csv"})
+    (project.root / "data" / "corpus.xml").write_text("<docs/>\n")
+    project.set_params(corpus={**corpus, "path": "data/corpus.xml"})
     with pytest.raises(CorpusError, match="cannot tell the corpus format from the name; set corpus.format"):
         project.run("chunk")
 

@@ -93,6 +93,11 @@ def test_a_bad_sheet_is_an_error_naming_the_row_and_field(tmp_path, content, mes
 def test_jsonl_sheets_and_queries_files_round_trip(tmp_path):
     (tmp_path / "q.jsonl").write_text(json.dumps({"_id": "a", "text": "lava"}) + "\n", encoding="utf-8")
     assert read_queries(tmp_path / "q.jsonl") == {"a": "lava"}
+    # A byte-order mark and CRLF line ends (a Windows editor) are read as the data they are.
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"_id": "a", "text": "lava"}).encode() + b"\r\n")
+    assert read_queries(tmp_path / "bom.jsonl") == {"a": "lava"}
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfwhat is lava\r\nbasalt flows\r\n")
+    assert read_queries(tmp_path / "bom.txt") == {"q1": "what is lava", "q2": "basalt flows"}
     (tmp_path / "dup.txt").write_text("", encoding="utf-8")
     with pytest.raises(JudgeError, match="no queries in it"):
         read_queries(tmp_path / "dup.txt")
@@ -100,3 +105,30 @@ def test_jsonl_sheets_and_queries_files_round_trip(tmp_path):
     sheet.write_text(json.dumps({"query_id": "a", "query": "lava", "doc_id": "d3", "grade": 3}) + "\n", encoding="utf-8")
     assert import_sheet(sheet, tmp_path / "out")["relevant"] == 1
     assert (tmp_path / "out/qrels/test.tsv").read_text().splitlines()[1] == "a\td3\t3"
+
+
+def test_sheets_saved_with_a_byte_order_mark_and_crlf_import(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark and ends lines with CRLF; a quoted cell may hold a line
+    break. A JSONL sheet's passage may hold U+2028 or U+0085, which are not line ends in JSONL."""
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes(b"\xef\xbb\xbfquery_id,query,doc_id,title,passage,grade,note\r\n"
+                      b'q1,lava flows,d3,Volcanoes,"Lava cools.\r\nInto basalt.",2,\r\n'
+                      b"q1,lava flows,d4,Glaciers,Ice moves.,0,\r\n"
+                      b"q2,penguins,d2,Penguins,They swim.,,\r\n")
+    counts = import_sheet(sheet, tmp_path / "out")
+    assert (counts["queries"], counts["judgments"], counts["relevant"], counts["blank"]) == (1, 2, 1, 1)
+    assert (tmp_path / "out/queries.jsonl").read_text(encoding="utf-8") == '{"_id": "q1", "text": "lava flows"}\n'
+    assert (tmp_path / "out/qrels/test.tsv").read_text().splitlines() == [
+        "query-id\tcorpus-id\tscore", "q1\td3\t2", "q1\td4\t0"]
+    rows = [{"query_id": "a", "query": "lava", "doc_id": "d3", "passage": "one\u2028two\x85three", "grade": 1},
+            {"query_id": "a", "query": "lava", "doc_id": "d4", "passage": "", "grade": 0}]
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\r\n" for r in rows))
+    assert import_sheet(jsonl, tmp_path / "out2")["judgments"] == 2
+
+
+def test_a_sheet_that_is_not_utf8_is_an_error_naming_the_line(tmp_path):
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes(b"query_id,query,doc_id,grade\r\nq1,caf\xe9,d3,1\r\n")  # saved as Latin-1
+    with pytest.raises(JudgeError, match=rf"{sheet}: line 2: not UTF-8 \(byte 36 of the file\); save the sheet as UTF-8"):
+        import_sheet(sheet, tmp_path / "out")

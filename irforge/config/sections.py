@@ -34,11 +34,14 @@ class Section(BaseModel):
 
 
 class CorpusConfig(Section):
-    path: str = Field("data/cranfield", min_length=1)  # BEIR folder, .jsonl, .parquet or a folder of documents
-    format: Literal["auto", "beir", "jsonl", "parquet", "folder"] = "auto"
-    id_field: str = "_id"
+    path: str = Field("data/cranfield", min_length=1)  # BEIR folder, .jsonl, .csv, .tsv, .parquet or a folder of documents
+    format: Literal["auto", "beir", "jsonl", "csv", "tsv", "parquet", "folder"] = "auto"
+    id_field: str = "_id"  # jsonl: keys; csv/tsv: header columns; parquet: columns
     title_field: str = "title"
     text_field: str = "text"
+    # csv/tsv: double = RFC 4180 (a field in double quotes may hold the delimiter, line breaks and doubled quotes);
+    # none = no quoting, a quote is an ordinary character (TSV files such as MS MARCO's collection.tsv)
+    quoting: Literal["double", "none"] = "double"
     # A folder corpus: which files are read (globs over paths relative to the folder; ** = any folders). Every
     # file left out is listed in the quarantine with the reason, and not counted as bad.
     include: list[str] = ["**/*.md", "**/*.markdown", "**/*.txt", "**/*.html", "**/*.htm", "**/*.pdf", "**/*.docx"]

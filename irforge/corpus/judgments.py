@@ -1,8 +1,10 @@
 """Reading BEIR queries (JSONL) and qrels (TSV): shared by evaluate (test judgments) and by the stages that
-must keep test queries out of prompts or use training judgments as few-shot examples."""
+must keep test queries out of prompts or use training judgments as few-shot examples. Both may start with a
+UTF-8 byte-order mark and end their lines with CRLF (as Windows editors and spreadsheets save them)."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 SPLITS = ("dev", "test")
+_BOM = codecs.BOM_UTF8
 
 
 class JudgmentsError(ValueError):
@@ -22,6 +25,8 @@ def read_json_lines(path: Path, required: tuple[str, ...], error: type[Exception
     ``required`` keys is an ``error`` naming the file and line."""
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -61,11 +66,13 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     """BEIR qrels: TSV ``query-id  corpus-id  score`` with a header line."""
     qrels: dict[str, dict[str, int]] = {}
     data = Path(path).read_bytes()
+    bom = len(_BOM) if data.startswith(_BOM) else 0
     try:
-        text = data.decode("utf-8")
+        text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
-        line_no = data[:e.start].count(b"\n") + 1
-        raise JudgmentsError(f"{path}:{line_no}: not UTF-8 (byte {e.start + 1} of the file); save it as UTF-8") from e
+        at = bom + e.start
+        line_no = data[:at].count(b"\n") + 1
+        raise JudgmentsError(f"{path}:{line_no}: not UTF-8 (byte {at + 1} of the file); save it as UTF-8") from e
     for line_no, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter="\t"), start=1):
         if not row or (line_no == 1 and row[0] == "query-id"):
             continue

@@ -1,14 +1,19 @@
-"""Reading a corpus: a BEIR folder (``corpus.jsonl``), a JSONL file, a Parquet file or a folder of
-``.txt``/``.md`` files, as documents and bad rows in file order.
+"""Reading a corpus: a BEIR folder (``corpus.jsonl``), a JSONL file, a CSV or TSV file, a Parquet file or a
+folder of ``.txt``/``.md`` (and other) files, as documents and bad rows in file order.
 
-Every row is validated; a bad row (invalid JSON or UTF-8, not an object, missing/duplicate id, missing or
-empty text, oversize) becomes a :class:`BadRow` with its file, line, field and reason, for the quarantine.
+Every row is validated; a bad row (invalid JSON or UTF-8, not an object, a CSV record with the wrong number of
+fields or broken quoting, missing/duplicate id, missing text, neither title nor text, oversize) becomes a
+:class:`BadRow` with its file, line, field and reason, for the quarantine. A document with a title and no text
+is a document: its title is its text. Every text file may start with a UTF-8 byte-order mark and end its lines
+with CRLF.
 :func:`load_documents` applies every rule (reader, duplicate ids, oversize) and is what both the chunk stage
 and re-indexing call, so the two can never disagree on what a valid document is.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +30,11 @@ FOLDER_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 
 _RAW_PREVIEW = 500
 _SPACE = re.compile(r"\s")
+_BOM = codecs.BOM_UTF8
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by errors="surrogateescape"
+# csv's default field cap (131,072 characters) would stop a long document; chunk.max_doc_chars is the real cap
+_CSV_FIELD_LIMIT = 2**31 - 1
+DELIMITED = {"csv": ",", "tsv": "\t"}  # corpus.format -> delimiter
 
 
 def folder_doc_id(relative: str) -> str:
@@ -40,10 +50,10 @@ class CorpusError(ValueError):
 @dataclass
 class Document:
     doc_id: str
-    title: str
+    title: str  # "" for a title-only document, whose title is then its text
     text: str
-    source: str = ""  # file it came from and its 1-based line (row for Parquet, 0 for a whole file)
-    line: int = 0
+    source: str = ""  # file it came from
+    line: int = 0  # its 1-based line (where a CSV record starts; row for Parquet; 0 for a whole file)
     blocks: list[Block] | None = None  # a structured document's blocks (Markdown); text is then their join
 
 
@@ -71,6 +81,10 @@ def detect_format(path: Path) -> str:
         return "jsonl"
     if suffix == ".parquet":
         return "parquet"
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".tsv", ".tab"):
+        return "tsv"
     raise CorpusError(f"{path}: cannot tell the corpus format from the name; set corpus.format")
 
 
@@ -90,21 +104,25 @@ def read_corpus(path: Path, cfg: CorpusConfig) -> Iterator[Document | BadRow]:
         yield from _read_jsonl(path / "corpus.jsonl", ("_id", "title", "text"))
     elif fmt == "jsonl":
         yield from _read_jsonl(path, fields)
+    elif fmt in DELIMITED:
+        yield from _read_delimited(path, fields, DELIMITED[fmt], cfg.quoting)
     elif fmt == "parquet":
         yield from _read_parquet(path, fields)
     elif fmt == "folder":
         yield from _read_folder(path, cfg)
     else:
-        raise CorpusError(f"{path}: unknown corpus.format '{fmt}' (auto, beir, jsonl, parquet, folder)")
+        raise CorpusError(f"{path}: unknown corpus.format '{fmt}' (auto, beir, jsonl, csv, tsv, parquet, folder)")
 
 
 def _read_jsonl(path: Path, fields: tuple[str, str, str]) -> Iterator[Document | BadRow]:
     name = path.name
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            if line_no == 1 and raw.startswith(_BOM):  # a byte-order mark some editors write
+                raw = raw[len(_BOM):]
             if not raw.strip():
                 continue
-            preview = raw[:_RAW_PREVIEW].decode("utf-8", errors="replace").rstrip("\n")
+            preview = raw[:_RAW_PREVIEW].decode("utf-8", errors="replace").rstrip("\r\n")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -119,6 +137,90 @@ def _read_jsonl(path: Path, fields: tuple[str, str, str]) -> Iterator[Document |
                 yield BadRow(name, line_no, f"not a JSON object (found {type(obj).__name__})", raw=preview)
                 continue
             yield _document(obj, fields, name, line_no, preview)
+
+
+def _read_delimited(path: Path, fields: tuple[str, str, str], delimiter: str,
+                    quoting: str) -> Iterator[Document | BadRow]:
+    """A CSV or TSV file with a header row naming its columns; ``quoting`` "double": RFC 4180 (a field in double
+    quotes may hold the delimiter, line breaks and doubled quotes), "none": a quote is an ordinary character.
+
+    Each record's line is the physical line it starts on. A record with the wrong number of fields, quoting a
+    strict reading rejects (a stray or unclosed quote, which joins lines or eats characters), or bytes that are
+    not UTF-8 is a bad row; a header without the id or text column stops the read.
+    """
+    name = path.name
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    options: dict = ({"quoting": csv.QUOTE_NONE} if quoting == "none" else {"quotechar": '"', "doublequote": True})
+    lines: list[str] = []  # the physical lines of the record being read
+
+    def physical(f):
+        for line in f:
+            lines.append(line)
+            yield line
+
+    def preview(raw: str) -> str:
+        return _UNDECODED.sub("\ufffd", raw[:_RAW_PREVIEW]).rstrip("\r\n")
+
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        reader = csv.reader(physical(f), delimiter=delimiter, **options)
+        header: list[str] | None = None
+        line_no = 1  # where the next record starts
+        while True:
+            start, lines[:] = line_no, []
+            try:
+                row = next(reader)
+                error = None
+            except StopIteration:
+                break
+            except csv.Error as e:  # the lenient reader's only failure left: a field over the size limit
+                row, error = None, str(e)
+            line_no += len(lines)
+            record, raw = list(lines), "".join(lines)
+            end = start + len(lines) - 1
+            if row is not None and (not row or (len(row) == 1 and not row[0].strip())):
+                continue  # a blank line
+            if header is None:
+                if row is None or _UNDECODED.search(raw):
+                    raise CorpusError(f"{path}:{start}: the header row is "
+                                      + (f"not readable ({error})" if error else "not UTF-8; save the file as UTF-8"))
+                header = [h.strip() for h in row]
+                for column in (fields[0], fields[2]):
+                    if column not in header:
+                        setting = "id_field" if column == fields[0] else "text_field"
+                        raise CorpusError(f"{path}: no column '{column}' in the header row (header: "
+                                          f"{', '.join(header)}); set corpus.{setting}")
+                twice = [c for c in fields if header.count(c) > 1]
+                if twice:
+                    raise CorpusError(f"{path}: column '{twice[0]}' appears twice in the header row "
+                                      f"(header: {', '.join(header)})")
+                continue
+            if row is None:
+                yield BadRow(name, start, f"unreadable record ({error})", raw=preview(raw))
+                continue
+            undecoded = _UNDECODED.search(raw)
+            if undecoded:
+                column = next((header[i] for i, v in enumerate(row) if _UNDECODED.search(v) and i < len(header)), None)
+                at = len(raw[:undecoded.start()].encode("utf-8", errors="surrogateescape"))
+                yield BadRow(name, start, f"invalid UTF-8 at byte {at}", field=column, raw=preview(raw))
+                continue
+            lines_note = f" (the record runs over lines {start}-{end})" if end > start else ""
+            if quoting != "none" and '"' in raw:
+                try:
+                    list(csv.reader(record, delimiter=delimiter, strict=True, **options))
+                except csv.Error as e:
+                    what = ("unclosed quote: a quoted field runs to the end of the file" if "end of data" in str(e)
+                            else f"malformed quoting ({e})")
+                    yield BadRow(name, start, f"{what}{lines_note}; a quote inside a quoted field is doubled "
+                                 "(\"\"), and corpus.quoting: none reads a file that does not quote fields",
+                                 raw=preview(raw))
+                    continue
+            if len(row) != len(header):
+                missing = header[len(row)] if len(row) < len(header) else None
+                yield BadRow(name, start, f"expected {len(header)} fields (as in the header row), found "
+                             f"{len(row)}{lines_note}", field=missing, raw=preview(raw))
+                continue
+            obj = {column: value.replace("\r\n", "\n") for column, value in zip(header, row, strict=True)}
+            yield _document(obj, fields, name, start, preview(raw))
 
 
 def _read_parquet(path: Path, fields: tuple[str, str, str]) -> Iterator[Document | BadRow]:
@@ -174,29 +276,40 @@ def _read_folder(path: Path, cfg: CorpusConfig) -> Iterator[Document | BadRow]:
                               f"(a folder corpus reads {', '.join(FOLDER_SUFFIXES)})", skipped=True)
             continue
         read += 1
+        # The parsers get no fallback title: a file whose only "title" would be its name and which holds no text
+        # is empty, not a title-only document.
         if suffix in (".pdf", ".docx"):
             try:
-                doc = (parse_pdf if suffix == ".pdf" else parse_docx)(file, file.stem)
+                doc = (parse_pdf if suffix == ".pdf" else parse_docx)(file, "")
             except UnreadableDocument as e:
                 yield BadRow(rel, 0, str(e), doc_id=folder_doc_id(rel), field="text")
                 continue
         else:
+            data = file.read_bytes()
+            bom = len(_BOM) if data.startswith(_BOM) else 0
             try:
-                text = file.read_bytes().decode("utf-8")
+                text = data[bom:].decode("utf-8").replace("\r\n", "\n")
             except UnicodeDecodeError as e:
-                yield BadRow(rel, 0, f"invalid UTF-8 at byte {e.start}", doc_id=folder_doc_id(rel), field="text")
+                yield BadRow(rel, 0, f"invalid UTF-8 at byte {bom + e.start}", doc_id=folder_doc_id(rel),
+                             field="text")
                 continue
             if suffix == ".txt":
-                yield _document({"id": folder_doc_id(rel), "title": file.stem, "text": text}, ("id", "title", "text"),
-                            rel, 0, text[:_RAW_PREVIEW])
+                row = _document({"id": folder_doc_id(rel), "title": "", "text": text}, ("id", "title", "text"), rel, 0,
+                                text[:_RAW_PREVIEW])
+                if isinstance(row, Document):
+                    row.title = file.stem
+                yield row
                 continue
             parse = parse_html if suffix in (".html", ".htm") else parse_markdown
-            doc = parse(text, file.stem, cfg.code)
+            doc = parse(text, "", cfg.code)
         joined = "\n\n".join(b.text for b in doc.blocks)
         row = _document({"id": folder_doc_id(rel), "title": doc.title, "text": joined}, ("id", "title", "text"), rel,
                         0, joined[:_RAW_PREVIEW])
         if isinstance(row, Document):
-            row.blocks = doc.blocks
+            if doc.blocks:  # a title-only document has none: its text is its title
+                row.blocks = doc.blocks
+            if not doc.title:
+                row.title = file.stem
         yield row
     if not read:
         raise CorpusError(f"{path}: no readable file ({', '.join(FOLDER_SUFFIXES)}) matches corpus.include "
@@ -216,18 +329,24 @@ def _document(obj: dict, fields: tuple[str, str, str], source: str, line: int, p
         return BadRow(source, line, "id contains whitespace, which run files (TREC format) cannot hold",
                       doc_id=doc_id, field=id_field, raw=preview)
     text = obj.get(text_field)
-    if text is None:
+    if text is None:  # absent or null: a misspelt corpus.text_field must not pass for title-only documents
         return BadRow(source, line, "missing text", doc_id=doc_id, field=text_field, raw=preview)
     if not isinstance(text, str):
         return BadRow(source, line, f"text must be a string, found {type(text).__name__}",
                       doc_id=doc_id, field=text_field, raw=preview)
-    if not text.strip():
-        return BadRow(source, line, "empty text", doc_id=doc_id, field=text_field, raw=preview)
     title = obj.get(title_field) or ""
     if not isinstance(title, str):
         return BadRow(source, line, f"title must be a string, found {type(title).__name__}",
                       doc_id=doc_id, field=title_field, raw=preview)
-    return Document(doc_id, title.strip(), text, source, line)
+    title = title.strip()
+    if not text.strip():
+        if not title:
+            return BadRow(source, line, f"empty document: no title ('{title_field}') and no text ('{text_field}')",
+                          doc_id=doc_id, field=text_field, raw=preview)
+        # A title-only document: the title is its text, and its passage shows it once (passage_text joins the
+        # title and the text, so keeping both would say it twice).
+        return Document(doc_id, "", title, source, line)
+    return Document(doc_id, title, text, source, line)
 
 
 def screen_documents(items: Iterable[Document | BadRow], max_chars: int,

@@ -41,7 +41,10 @@ def read_queries(path: Path) -> dict[str, str]:
     if not path.exists():
         raise JudgeError(f"{path}: no such queries file")
     queries: dict[str, str] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:  # utf-8-sig: a byte-order mark (Windows editors) is not part of the first query
+        lines = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").split("\n")
+    except UnicodeDecodeError as e:
+        raise JudgeError(f"{path}: not UTF-8 (byte {e.start}); save the file as UTF-8") from e
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -120,17 +123,26 @@ def read_sheet(path: Path) -> list[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.exists():
         raise JudgeError(f"{path}: no such sheet")
-    text = path.read_text(encoding="utf-8-sig")  # a spreadsheet may save a byte-order mark
+    data = path.read_bytes()
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # a spreadsheet may save a byte-order mark
+    try:
+        text = data[bom:].decode("utf-8").replace("\r\n", "\n")  # CRLF line ends, as Windows saves them
+    except UnicodeDecodeError as e:
+        line_no = data[:bom + e.start].count(b"\n") + 1
+        raise JudgeError(f"{path}: line {line_no}: not UTF-8 (byte {bom + e.start + 1} of the file); save the sheet "
+                         "as UTF-8 (a spreadsheet's \"CSV UTF-8\")") from e
     if path.suffix == ".jsonl":
         rows = []
-        for line_no, line in enumerate(text.splitlines(), start=1):
+        # Lines end at "\n" only: a passage may hold U+2028 or U+0085, which json.dumps leaves as they are and
+        # str.splitlines would take for line ends.
+        for line_no, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 try:
                     rows.append((line_no, json.loads(line)))
                 except json.JSONDecodeError as e:
                     raise JudgeError(f"{path}: line {line_no}: not valid JSON ({e.msg})") from e
         return rows
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in ("query_id", "query", "doc_id", "grade") if c not in (reader.fieldnames or [])]
     if missing:
         raise JudgeError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(COLUMNS)})")
