@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from irforge.config import parse_overrides  # noqa: E402
+from irforge.contract import owned  # noqa: E402
 from irforge.engine import load_config  # noqa: E402
 from irforge.evaluation import ablation_corpus, ablation_rows, corpus_identity, same_corpus, write_ablation  # noqa: E402
 from irforge.ops.ablation import run_variant  # noqa: E402
@@ -59,6 +60,7 @@ def main() -> None:
         log.info("variant %s: %s", name, overrides or "(base params)")
         row = run_variant(name, overrides, args.root, config, args.out / "ablation")
         rows = [r for r in rows if r["name"] != name] + [row]
+        owned.claim(args.table, itself=True)
         write_ablation(args.table, rows, args.measure, {"corpus": corpus})  # kept in git
     systems = sorted({s for r in rows for s in r["metrics"]})
     print("variant".ljust(22) + "".join(s[:22].rjust(24) for s in systems))

@@ -27,10 +27,8 @@ import itertools
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from irforge.config import load_yaml  # noqa: E402
+from irforge.contract import owned  # noqa: E402
 from irforge.corpus import passage_text  # noqa: E402
 
 CHUNKS = "artifacts/chunk/chunks.parquet"  # the chunk stage's output, relative to the project
@@ -122,7 +121,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     args = parser.parse_args()
 
-    work = args.keep or Path(tempfile.mkdtemp(prefix="irforge-bench-"))
+    work = args.keep or owned.make_temp_dir(prefix="irforge-bench-")
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "IRFORGE_PROGRESS": "0", "HF_HUB_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -176,7 +175,7 @@ def main() -> None:
                 "--index", str(indexes[name]), "--threads", str(args.threads), *LUCENE_OPTIONS]
         def side(name: str):
             def run() -> None:
-                shutil.rmtree(indexes[name.removeprefix("pyserini, ")], ignore_errors=True)
+                owned.remove(indexes[name.removeprefix("pyserini, ")])
                 timed(commands[name], env)
             return run
 
@@ -194,7 +193,7 @@ def main() -> None:
         conditions.footer()
     finally:
         if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            owned.remove(work)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ Needs artifacts/chunk/chunks.parquet (`irforge run chunk`).
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import conditions
 import numpy as np
+
+from irforge.contract import owned
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def measure(args) -> None:
     chunks = chunks[:: max(1, len(chunks) // args.max_chunks)][: args.max_chunks]
     texts = [passage_text(c["title"], c["text"]) for c in chunks]
 
-    with tempfile.TemporaryDirectory() as cache:
+    with owned.temp_dir() as cache:
         settings = {"max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads}
         ours = DenseEncoder(args.model, cache, **settings, precision="auto")
         ours_f32 = DenseEncoder(args.model, cache, **settings, precision="float32")

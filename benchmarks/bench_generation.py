@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import conditions
 import pyarrow.parquet as pq
+
+from irforge.contract import owned
 
 
 def main() -> None:
@@ -75,7 +76,7 @@ def measure(args) -> None:
                 out_rows.append([(t.strip(), float(s[torch.isfinite(s)].mean())) for t, s in zip(texts, scores)])
         return out_rows
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with owned.temp_dir() as tmp:
         fresh = itertools.count()
 
         def batched():  # a new row cache every time: this side generates, never reads back

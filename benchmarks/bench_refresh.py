@@ -33,8 +33,6 @@ import argparse
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ import conditions  # puts the project on sys.path
 import yaml
 
 from irforge.config import Config, load_yaml
-from irforge.contract import artifacts
+from irforge.contract import artifacts, owned
 from irforge.engine import load_config
 from irforge.ops import reindex as steps
 from irforge.ops import serving
@@ -126,7 +124,7 @@ def main() -> None:
 
     conditions.header(f"re-indexing after a {args.change:.0%} change of {args.docs} documents vs a full rebuild")
 
-    root = Path(tempfile.mkdtemp(prefix="irforge-bench-refresh-"))
+    root = owned.make_temp_dir(prefix="irforge-bench-refresh-")
     try:
         (root / "corpus").mkdir()
         raw = load_yaml((PROJECT / "params.yaml").read_text())
@@ -193,7 +191,7 @@ def main() -> None:
               f"(aim >= 99%; top-10 overlap {overlap:.1%})")
         conditions.footer()
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        owned.remove(root)
 
 
 if __name__ == "__main__":

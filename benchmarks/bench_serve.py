@@ -24,7 +24,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import conditions
 import numpy as np
+
+from irforge.contract import owned
 
 PROJECT = Path(__file__).resolve().parents[1]
 SYSTEMS = {"bm25": "bm25", "dense": "dense", "splade": "splade"}  # served name -> evaluated system
@@ -111,11 +112,11 @@ def main() -> None:
     conditions.header(f"serving: {args.clients} clients, server and clients on this machine")
 
     queries = [json.loads(line)["text"] for line in (PROJECT / "data/cranfield/queries.jsonl").read_text().splitlines()]
-    root = Path(tempfile.mkdtemp(prefix="irforge-bench-serve-"))
+    root = owned.make_temp_dir(prefix="irforge-bench-serve-")
     server = None
     try:
         for name in ("artifacts", "data", ".irforge-cache"):
-            (root / name).symlink_to(PROJECT / name)
+            owned.symlink(PROJECT / name, root / name)
         shutil.copy(PROJECT / "params.yaml", root / "params.yaml")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "IRFORGE_PROGRESS": "0", "PYTHONPATH": str(PROJECT)}
         for name, system in SYSTEMS.items():
@@ -184,7 +185,7 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)
+        owned.remove(root)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from irforge.config import Params  # noqa: E402
+from irforge.contract import owned  # noqa: E402
 from irforge.engine import StageContext, run_stage, validate  # noqa: E402
 from irforge.engine.dag import node  # noqa: E402
 from irforge.evaluation import search_timed  # noqa: E402
@@ -54,7 +54,7 @@ def main() -> None:
         "train.max_triples": args.triples, "train.dense.epochs": 1, "train.splade.epochs": 1,
         "runtime.threads": args.threads, "runtime.query_threads": 1}))
     chunks = pq.read_table(args.root / CHUNKS)
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+    with owned.temp_dir(prefix="bench-train-") as tmp:
         train_root, index_root = Path(tmp) / "train", Path(tmp) / "index"
         for rel in (CHUNKS, TRIPLES):
             (train_root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def main() -> None:
         # Index a subset with every system; trained systems read the models trained above.
         (index_root / CHUNKS).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(chunks.slice(0, args.chunks), index_root / CHUNKS)
-        os.symlink(train_root / MODELS, index_root / MODELS)
+        owned.symlink(train_root / MODELS, index_root / MODELS)
         queries = [t for t in chunks.column("title").to_pylist()[: args.queries]]
         print(f"indexing {min(args.chunks, chunks.num_rows)} chunks; {len(queries)} single-query searches per system")
         print(f"  {'system':<10} {'build s':>8} {'chunks/s':>9} {'x bm25':>7} {'query ms':>9} {'p95 ms':>7} {'x bm25':>7}")

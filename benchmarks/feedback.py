@@ -19,7 +19,6 @@ import argparse
 import itertools
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -27,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from irforge.config import parse_overrides  # noqa: E402
+from irforge.contract import owned  # noqa: E402
 from irforge.engine import load_config, run_stage  # noqa: E402
+from irforge.ops.ablation import inside  # noqa: E402
 from irforge.runtime import setup_logging  # noqa: E402
 
 log = logging.getLogger("feedback")
@@ -51,13 +52,13 @@ def evaluate(root: Path, out: Path, name: str, overrides: dict) -> dict:
     """Run evaluate with ``overrides`` in OUT/name, linking the project's indexes, judgments and caches."""
     folder = out / name
     config = load_config(root, overrides=overrides)
+    owned.claim(folder)
     for rel in ("artifacts/judgments", "artifacts/chunk",  # SPLADE feedback reads the passages' vectors
                 *(f"artifacts/index/{s}" for s in config.section("evaluate").systems),
                 config.runtime.cache_dir):
         link = folder / rel
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink((root / rel).absolute(), link)
+        if not link.exists() and inside(root, rel):  # an absolute cache or corpus is read where it is
+            owned.symlink((root / rel).absolute(), link)
     return run_stage("evaluate", folder, config)["metrics"]
 
 

@@ -65,6 +65,15 @@ def _no_traceback(record: logging.LogRecord) -> bool:
     return True
 
 
+def owned_output(path: Path) -> Path:
+    """An output the user names for irforge to write (a sheet, a judgments folder, an HTML report): irforge may
+    replace it, and nothing else outside the project's own folders."""
+    from irforge.contract import owned
+
+    owned.claim(path, itself=True)
+    return path
+
+
 @app.command()
 def run(
     stage: Annotated[str, typer.Argument(help="stage name (see `irforge stages`)")],
@@ -197,7 +206,7 @@ def judge_export(
     bm25 = config.section("bm25")
     rows = judge.pool(root, judge.read_queries(queries), [s.strip() for s in chosen], depth, bm25.k1, bm25.b,
                       root / config.runtime.cache_dir, config.seed)
-    judge.write_sheet(rows, out)
+    judge.write_sheet(rows, owned_output(out))
     typer.echo(f"{out}: {len(rows)} (query, document) pairs from {', '.join(chosen)}, top {depth} each. Fill the "
                "'grade' column: 0 not relevant, 1 related, 2 relevant, 3 perfect (blank = not judged); then run "
                f"`irforge judge import {out}`.")
@@ -211,7 +220,7 @@ def judge_import(
     """Turn a graded sheet into BEIR judgments that corpus.queries and corpus.qrels can point to."""
     from irforge.ops import judge
 
-    summary = judge.import_sheet(sheet, out)
+    summary = judge.import_sheet(sheet, owned_output(out))
     typer.echo(f"{summary['queries']} queries, {summary['judgments']} judgments ({summary['relevant']} relevant, "
                f"{summary['blank']} rows left blank). In params.yaml set corpus.queries: {summary['queries_file']} "
                f"and corpus.qrels: {summary['qrels_file']}, then run `make repro`.")
@@ -236,7 +245,7 @@ def audit(
             raise UsageError("--query needs a triples or filtered_queries artifact path")
         typer.echo(render_query_story(query_story(path, query, root)))
         return
-    text, ok = audit_command(path, root, validate, html, _config(root, params, None))
+    text, ok = audit_command(path, root, validate, html and owned_output(html), _config(root, params, None))
     typer.echo(text)
     if not ok:
         raise typer.Exit(1)

@@ -7,7 +7,6 @@ process worker, or with ``python -m pipelines.reindex serve`` (``flow.serve`` wi
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from irforge.config import Params
+from irforge.contract import owned
 from irforge.engine import load_config, validate
 from irforge.ops import reindex as steps
 from irforge.ops import serving
@@ -76,7 +76,7 @@ def _reindex(root: str, params: Params, name: str, full: bool) -> dict[str, Any]
         metrics = evaluate_task(root, params, folder)
         held = commit_task(root, params, p, version, folder, stats, metrics)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        owned.remove(folder)
     outcome = switch_task(root, params, name, version, held)
     result.update(version=version, metrics=metrics, **stats, **outcome)
     result["seconds"]["total"] = round(time.perf_counter() - started, 3)

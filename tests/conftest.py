@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from irforge.config import Config, Params
+from irforge.contract import owned
 
 # Set at import, before any fixture (session-scoped ones included) runs a stage: no progress bars in test
 # logs, a pinned clock so artifacts are byte-identical, and no model hub.
@@ -28,6 +29,16 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_is_owned(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The tests' temporary folders are irforge's to write and delete in, as a run's folders are (fixtures play
+    stages that write artifacts). A user's folder, which the guard must leave alone, is made outside them
+    (tests/test_owned.py)."""
+    owned.claim(tmp_path_factory.getbasetemp())
+
 
 # Fixtures shared by several test modules (tiny_models: tiny random dense and SPLADE models).
 pytest_plugins = ["trainkit"]

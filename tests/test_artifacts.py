@@ -144,7 +144,8 @@ def test_killed_write_keeps_the_previous_artifact_and_the_next_write_cleans_up(t
         f"""
         import sys, time
         import pyarrow as pa
-        from irforge.contract import artifacts
+        from irforge.contract import artifacts, owned
+        owned.claim({str(tmp_path)!r})
         from irforge.contract.schemas import SCHEMAS
 
         def stop(path):
@@ -198,6 +199,8 @@ def test_killed_publish_dir_keeps_the_previous_folder_and_the_next_one_cleans_up
         f"""
         import time
         from irforge.contract.artifacts import publish_dir
+        from irforge.contract import owned
+        owned.claim({str(tmp_path)!r})
 
         with publish_dir({str(target)!r}, {{}}) as tmp:
             (tmp / "data").write_text("half of the new one")

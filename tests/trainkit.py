@@ -13,7 +13,7 @@ import pytest
 
 import paths
 from irforge.config import Params
-from irforge.contract import SCHEMAS, write_artifact
+from irforge.contract import SCHEMAS, owned, write_artifact
 from irforge.models import DenseEncoder, SpladeEncoder, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +69,7 @@ def tiny_models() -> dict[str, Path]:
 
 def make_project(root: Path, models: dict[str, Path], queries_per_chunk: int = 3, **overrides) -> Params:
     """A project folder with toy chunks and triples, and params pointing at the tiny models."""
+    owned.claim_project(root)  # this helper writes the artifacts the pipeline would
     rng = np.random.default_rng(0)
     chunks, triples = [], []
     for i, topic in enumerate(TOPICS):

@@ -10,13 +10,11 @@ and are renamed into place, so a killed stage leaves the previous artifact or no
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from irforge.contract import owned
 from irforge.contract.failpoints import active, failpoint
 from irforge.contract.schemas import SCHEMAS
 
@@ -122,31 +121,9 @@ def _remove_leftovers(path: Path) -> None:
     name = glob.escape(path.name)
     if not path.exists() and (old := old_copies(path)):
         log.warning("%s: restoring the previous version from %s (a publish was interrupted)", path, old[0].name)
-        os.replace(old[0], path)
+        owned.replace(old[0], path)
     for stale in [*path.parent.glob(f".{name}.tmp-*"), *path.parent.glob(f".{name}.old-*")]:
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where it is not available."""
-    global _RENAMEAT2
-    if _RENAMEAT2 is None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            _RENAMEAT2 = libc.renameat2
-            _RENAMEAT2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-        except (OSError, AttributeError):
-            _RENAMEAT2 = False
-    if not _RENAMEAT2:
-        return False
-    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
-    return _RENAMEAT2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0
-
-
-_RENAMEAT2 = None
+        owned.remove(stale)
 
 
 def _fsync(path: Path) -> None:
@@ -163,17 +140,18 @@ def write_artifact(table: pa.Table, path: Path, kind: str, provenance: dict[str,
     table = validate(table, kind, path)
     record = {**provenance, "artifact": kind, "rows": table.num_rows}
     table = table.replace_schema_metadata({PROVENANCE_KEY: json.dumps(record, sort_keys=True).encode()})
+    owned.check(path, "write")  # before anything is written: an artifact never replaces a file of the user's
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
     tmp = _tmp_name(path)
     try:
         pq.write_table(table, tmp, compression="zstd")
         _fsync(tmp)
-        os.replace(tmp, path)
+        owned.replace(tmp, path)
     except OSError as e:  # disk full, read-only folder: name the artifact; the previous one is untouched
         raise _write_error(path, e) from e
     finally:
-        tmp.unlink(missing_ok=True)
+        owned.remove(tmp)
     return path
 
 
@@ -184,16 +162,17 @@ def _write_error(path: Path, error: OSError) -> ArtifactError:
 
 def write_text_atomic(path: Path, text: str, provenance: dict[str, Any] | None = None) -> Path:
     path = Path(path)
+    owned.check(path, "write")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         _fsync(tmp)
-        os.replace(tmp, path)
+        owned.replace(tmp, path)
     except OSError as e:
         raise _write_error(path, e) from e
     finally:
-        tmp.unlink(missing_ok=True)
+        owned.remove(tmp)
     if provenance is not None:
         sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
         write_text_atomic(sidecar, json.dumps({**provenance, "artifact": "file"}, indent=2, sort_keys=True))
@@ -209,6 +188,7 @@ def publish_dir(path: Path, provenance: dict[str, Any] | Callable[[], dict[str, 
     error the temporary folder is removed and ``path`` is left as it was.
     """
     path = Path(path)
+    owned.check(path, "write")
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -216,17 +196,17 @@ def publish_dir(path: Path, provenance: dict[str, Any] | Callable[[], dict[str, 
         yield tmp
         record = provenance() if callable(provenance) else provenance
         (tmp / DIR_PROVENANCE).write_text(json.dumps({**record, "artifact": "folder"}, indent=2, sort_keys=True))
-        if path.exists() and not active("no-exchange") and _exchange(tmp, path):  # one atomic swap
-            shutil.rmtree(tmp, ignore_errors=True)  # now the previous version
+        if path.exists() and not active("no-exchange") and owned.exchange(tmp, path):  # one atomic swap
+            owned.remove(tmp)  # now the previous version
         else:  # no renameat2 here: two renames; a kill between them leaves the old copy, restored next time
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             if path.exists():
-                os.replace(path, old)
+                owned.replace(path, old)
                 failpoint("publish-between-renames")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            owned.replace(tmp, path)
+            owned.remove(old)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        owned.remove(tmp)
 
 
 # ---------------------------------------------------------------- reading

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from irforge import __version__
 from irforge.config import Config, RuntimeConfig
-from irforge.contract import artifacts
+from irforge.contract import artifacts, owned
 from irforge.contract.failpoints import failpoint
 from irforge.contract.stage import BoundOutput
 from irforge.engine.code import code_sha256
@@ -76,6 +76,9 @@ class StageContext:
     _inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _models: dict[str, ModelRecord] = field(default_factory=dict)
     _runtime: dict[str, Any] = field(default_factory=dict)  # run settings a result depends on (training threads)
+
+    def __post_init__(self) -> None:
+        owned.claim_project(self.root, self.config.runtime.cache_dir)  # what this run may delete and replace
 
     # ------------------------------------------------------------ declaration
     @property

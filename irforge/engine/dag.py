@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from irforge.config import CORE_SECTIONS, Config, Params, Section, parse_overrides
+from irforge.contract import owned
 from irforge.contract.stage import BoundOutput, Stage
 from irforge.engine.code import code_paths
 from irforge.runtime.discovery import declarations
@@ -64,7 +65,9 @@ def load_config(root: Path | str = ".", params: str | Path = "params.yaml", over
     """params.yaml (plus ``-S`` overrides) validated against every section model."""
     path = Path(params) if Path(params).is_absolute() else Path(root) / params
     parsed = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    return Config.validate(Params.load(path, parsed), section_models())
+    config = Config.validate(Params.load(path, parsed), section_models())
+    owned.claim_project(root, config.runtime.cache_dir)  # what this project's runs may delete and replace
+    return config
 
 
 def validate(params: Params) -> Config:

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from irforge.contract import owned
 from irforge.contract.artifacts import stable_hash, validate
 from irforge.contract.schemas import SCHEMAS
 
@@ -70,12 +71,12 @@ class RowCache:
                           **self._encode(values)}, schema=SCHEMAS[self.kind])
         self.folder.mkdir(parents=True, exist_ok=True)
         shard = self.folder / f"{stable_hash(sorted(keys))[:16]}.parquet"
-        tmp = shard.with_name(f".{shard.name}.tmp-{os.getpid()}")
+        tmp = owned.check(shard.with_name(f".{shard.name}.tmp-{os.getpid()}"), "write")
         try:
             pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, shard)
+            owned.replace(tmp, shard)
         finally:
-            tmp.unlink(missing_ok=True)
+            owned.remove(tmp)
         self._load().update(zip(keys, values, strict=True))
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from irforge.contract import owned
 from irforge.contract.artifacts import sha256_file, stable_hash
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def _extract_archive(parts: list[Path], folder: Path, spec: Embedded, name: str)
     try:
         _check_sha256(archive, spec.archive_sha256 or "", name)
         tmp = folder.parent / f".{spec.archive}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        owned.remove(tmp)
         with zipfile.ZipFile(archive) as z:
             for member in z.infolist():
                 parts_of = Path(member.filename).parts
@@ -166,20 +167,20 @@ def _extract_archive(parts: list[Path], folder: Path, spec: Embedded, name: str)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with z.open(member) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 22)
-        os.replace(tmp, folder)
+        owned.replace(tmp, folder)
     finally:
-        archive.unlink(missing_ok=True)
+        owned.remove(archive)
 
 
 def _join(parts: list[Path], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    tmp = owned.check(target.with_name(target.name + f".tmp-{os.getpid()}"), "write")
     log.info("assembling %s from %d parts", target.name, len(parts))
     with open(tmp, "wb") as out:
         for part in parts:
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 22)
-    os.replace(tmp, target)
+    owned.replace(tmp, target)
 
 
 @lru_cache(maxsize=64)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from irforge.config import Config
+from irforge.contract import owned
 from irforge.engine import nodes, run_stage, validate
 from irforge.engine.dag import downstream, resolve_template
 
@@ -47,11 +48,47 @@ def dirty_nodes(base: Config, overrides: dict[str, Any]) -> list:
     return downstream(variant, changed)
 
 
-def run_variant(name: str, overrides: dict[str, Any], base: Path, config: Config, out: Path) -> dict[str, Any]:
-    root = out / name
+VARIANT_MARK = ".irforge-variant"  # says a folder is a variant project irforge made (and may write into)
+
+
+def inside(base: Path, rel: str | Path) -> bool:
+    """Whether ``rel`` (as the params give it) names a path inside the project at ``base``."""
+    return not Path(rel).is_absolute() and (Path(base) / rel).resolve().is_relative_to(Path(base).resolve())
+
+
+def outside_inputs(config: Config, overrides: dict[str, Any], base: Path) -> dict[str, str]:
+    """Params overrides that make the raw inputs and the row cache that sit outside the base project (given
+    relative to it: ``../corpus``) absolute, so the variant, one folder down, reads the same files."""
+    variant = validate(config.params.with_overrides(overrides))
+    keys = {m.group(1) for n in nodes(variant) for t in n.raw if (m := re.fullmatch(r"\$\{([\w.-]+)\}", t))}
+    keys |= {"corpus.queries", "corpus.qrels", "runtime.cache_dir"}  # judgments inside the corpus are not raw inputs
+    fixes = {}
+    for key in sorted(keys):
+        value = resolve_template("${" + key + "}", variant)
+        if value not in ("", "None") and not Path(value).is_absolute() and not inside(base, value):
+            fixes[key] = str((Path(base) / value).resolve())
+    return fixes
+
+
+def variant_folder(out: Path, name: str) -> Path:
+    """``out/name``, made and marked as irforge's; an existing folder that irforge did not make is refused
+    (``--out /data`` with a preset named after a folder of the user's must not write into it)."""
+    root = Path(out) / name
+    if root.exists() and any(root.iterdir()) and not (root / VARIANT_MARK).exists() \
+            and not (root / "artifacts").is_dir():  # variant folders made before the mark had artifacts/
+        raise owned.NotOwnedError(f"{root}: exists and is not a variant folder irforge made (no {VARIANT_MARK}); "
+                                  "choose another --out or name")
     root.mkdir(parents=True, exist_ok=True)
-    variant_config = validate(config.params.with_overrides(overrides))
+    (root / VARIANT_MARK).touch()
+    owned.claim(root)
+    return root
+
+
+def run_variant(name: str, overrides: dict[str, Any], base: Path, config: Config, out: Path) -> dict[str, Any]:
+    root = variant_folder(out, name)
     dirty = dirty_nodes(config, overrides)
+    variant_config = validate(config.params.with_overrides({**overrides, **outside_inputs(config, overrides, base)}))
+    owned.claim_project(root, variant_config.runtime.cache_dir)
     keys = {n.key for n in dirty}
     rerun = {o.path for n in dirty for o in n.outputs}
     # Untouched nodes' outputs, what the re-run nodes read but do not make, the raw inputs and the row caches
@@ -61,15 +98,12 @@ def run_variant(name: str, overrides: dict[str, Any], base: Path, config: Config
     shared += [resolve_template(t, variant_config) for n in nodes(variant_config) for t in n.raw]
     shared.append(variant_config.runtime.cache_dir)
     for rel in dict.fromkeys(shared):
+        if not inside(base, rel):
+            continue  # the user's own file or folder (an absolute corpus, cache or judgments): read where it is
         link, target = root / rel, base / rel
         if not target.exists() or (link.is_symlink() and os.readlink(link) == str(target.absolute())):
             continue
-        if link.is_symlink() or link.is_file():  # an earlier run of this variant folder made it: not ours now
-            link.unlink()
-        elif link.is_dir():
-            shutil.rmtree(link)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(target.absolute(), link)
+        owned.symlink(target.absolute(), link)  # over what an earlier run of this variant left there
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}
     for n in dirty:

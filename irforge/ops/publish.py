@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 from irforge.config import Config
-from irforge.contract import artifacts
+from irforge.contract import artifacts, owned
 from irforge.ops import serving
 from irforge.ops.refresh import link_tree
 from irforge.ops.reindex import build_key, evaluate, model_folders, models_of
@@ -68,7 +67,7 @@ def publish(root: str | Path, config: Config, system: str | None = None, name: s
             (folder / serving.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
             serving.commit_version(root, name, version, folder)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            owned.remove(folder)
         serving.switch(root, name, version)
         pruned = serving.prune(root, name, config.section("reindex").keep)
     log.info("serving %s as %s %s", spec["plan"]["target"], name, version)

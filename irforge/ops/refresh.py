@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from irforge.contract import owned
 from irforge.retrieval import build_lucene_index, ensure_java
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def update_lucene_index(index_dir: Path, delete_ids: Iterable[str], docs: Iterab
     TermQuery = autoclass("org.apache.lucene.search.TermQuery")
     WhitespaceAnalyzer = autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer")
 
-    with tempfile.TemporaryDirectory(prefix="irforge-delta-") as scratch:
+    with owned.temp_dir(prefix="irforge-delta-") as scratch:
         added = build(docs, Path(scratch) / "index", threads=threads)
         config = IndexWriterConfig(WhitespaceAnalyzer())  # no text is analysed here: deletes by id + addIndexes
         config.setOpenMode(OpenMode.APPEND)

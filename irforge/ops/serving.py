@@ -19,11 +19,12 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from irforge.contract import owned
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def commit_version(root: Path | str, system: str, name: str, tmp: Path) -> Path:
     if not (tmp / MANIFEST).exists():
         raise ServeError(f"version {name} was built without a {MANIFEST}")
     target = system_dir(root, system) / "versions" / name
-    os.rename(tmp, target)  # fails rather than overwrite if a concurrent run took the same name
+    owned.rename(tmp, target)  # fails rather than overwrite if a concurrent run took the same name
     return target
 
 
@@ -110,10 +111,7 @@ def switch(root: Path | str, system: str, version: str) -> None:
     if not (target / MANIFEST).exists():
         raise ServeError(f"no complete version '{version}' for '{system}' (have: {', '.join(versions(root, system)) or 'none'})")
     link = _pointer(root, system)
-    tmp = link.with_name(f".served.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    os.symlink(f"versions/{version}", tmp)
-    os.replace(tmp, link)
+    owned.symlink(f"versions/{version}", link)  # one rename over the old link
     log.info("serving %s %s", system, version)
 
 
@@ -137,6 +135,6 @@ def prune(root: Path | str, system: str, keep: int) -> list[str]:
     removed = []
     for version in versions(root, system)[: max(0, len(versions(root, system)) - keep)]:
         if version not in protected:
-            shutil.rmtree(system_dir(root, system) / "versions" / version)
+            owned.remove(system_dir(root, system) / "versions" / version)
             removed.append(version)
     return removed

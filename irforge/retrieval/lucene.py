@@ -11,12 +11,12 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from irforge.contract import owned
 from irforge.models.splade import SparseVector, SpladeEncoder
 from irforge.retrieval.java import ensure_java
 from irforge.retrieval.runs import Run
@@ -37,7 +37,7 @@ def index_json_collection(records: Iterable[dict], index_dir: Path, collection: 
     ensure_java()
     from pyserini.pyclass import autoclass  # importing pyserini puts Anserini's jar on the classpath
 
-    with tempfile.TemporaryDirectory(prefix="irforge-jsoncoll-") as tmp:
+    with owned.temp_dir(prefix="irforge-jsoncoll-") as tmp:
         n = 0
         with contextlib.ExitStack() as files:
             shards = [files.enter_context(open(Path(tmp) / f"part-{i:03d}.jsonl", "w", encoding="utf-8"))
@@ -47,7 +47,7 @@ def index_json_collection(records: Iterable[dict], index_dir: Path, collection: 
         args = [
             "-collection", collection,
             "-generator", "DefaultLuceneDocumentGenerator",
-            "-input", tmp,
+            "-input", str(tmp),
             "-index", str(index_dir),
             "-threads", str(max(1, threads)),
             *options,
