@@ -105,6 +105,38 @@ def report(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path("."), s
 
 
 @app.command()
+def metrics(
+    measure: Annotated[str | None, typer.Option(help="the measure to show (default: the first of evaluate.measures)")]
+    = None,
+    md: Annotated[bool, typer.Option("--md", help="a Markdown table (for a pull request or a notebook)")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """The evaluated systems as a table, one row each: the measure on all judged queries, the dev and test splits,
+    and the difference to BM25 with its p-value (what `dvc metrics show` prints as one very wide row)."""
+    from irforge.evaluation.headline import headline_rows
+
+    config = _config(root, params, None)
+    path = Path(root) / "artifacts" / "evaluate" / "metrics.json"
+    if not path.exists():
+        raise UsageError(f"{path} does not exist yet: run `make repro` (or `dvc repro`) first")
+    measure = measure or config.section("evaluate").measures[0]
+    header, rows = headline_rows(json.loads(path.read_text(encoding="utf-8")), measure)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    if md:
+        typer.echo("| " + " | ".join(header) + " |")
+        typer.echo("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+        for row in rows:
+            typer.echo("| " + " | ".join(str(v) for v in row) + " |")
+        return
+    for i, row in enumerate([header, *rows]):
+        typer.echo("  ".join(str(v).ljust(w) if j == 0 else str(v).rjust(w) for j, (v, w) in enumerate(zip(row, widths,
+                                                                                                          strict=True))))
+        if i == 0:
+            typer.echo("  ".join("-" * w for w in widths))
+
+
+@app.command()
 def stages(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
     """List the stage runs in DAG order: params sections read, inputs, outputs."""
     from irforge.engine.dag import describe
@@ -295,38 +327,67 @@ def search(
     name: Annotated[str | None, typer.Option(help="served system (default: serve.name)")] = None,
     experiment: Annotated[str | None, typer.Option(help="search the experiment's artifacts as this system instead "
                                                    "of a served version ('best': the best on the dev split)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON (what GET /search returns)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON (what GET /search returns, and "
+                                          "answered_by: service or local)")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="each run of the system: the document's rank and score")]
     = False,
+    no_service: Annotated[bool, typer.Option("--no-service", help="search in this process even when `irforge serve` "
+                                             "runs for this project")] = False,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
     set_: SetOpt = None,
 ) -> None:
-    """Search the served system (or, with --experiment, the experiment's artifacts) from the command line."""
-    from irforge.ops import serving
-    from irforge.ops.search import SearchService
+    """Search the served system (or, with --experiment, the experiment's artifacts) from the command line.
+
+    When `irforge serve` runs for this project and serves the system's current version, it answers (a tenth of a
+    second); otherwise the system is opened here first (seconds). stderr says which answered."""
+    import time
 
     config = _config(root, params, set_)
     text = " ".join(query).strip()
     if not text:
         raise UsageError("the query is empty")
-    threads = config.section("serve").threads
-    if experiment:
-        service = SearchService.open_experiment(root, config, experiment, threads)
-        where = f"experiment {service.plan.target}"
-    else:
-        served = name or config.section("serve").name
-        service = SearchService.open_version(serving.served_dir(root, served), root / config.runtime.cache_dir, threads)
-        where = f"{served} {service.version} ({service.plan.target})"
-    try:
-        hits = service.search({"q": text}, k, explain)["q"]
-    finally:
-        service.close()
+    from irforge.ops import serving
+
+    cfg = config.section("serve")
+    served = name or cfg.name
+    answer = note = None
+    if no_service and not experiment:
+        note = "searched locally (--no-service)"
+    elif not experiment and serving.served_version(root, served) is not None:  # else: the error below says why
+        from irforge.ops.service import ServiceUnavailable, ask_running_service
+
+        try:
+            answer, found = ask_running_service(root, served, text, k, explain, cfg.max_k, cfg.max_query_chars)
+            where = f"{served} {answer['version']} ({found['health'].get('system')})"
+            answer["answered_by"], answer["service"] = "service", found["url"]
+            note = f"answered by irforge serve at {found['url']} (pid {found['pid']}) in {answer['took_ms']:.0f} ms"
+        except ServiceUnavailable as e:
+            note = f"searched locally: {e}"
+    if note:
+        typer.echo(note, err=True)
+    if answer is None:
+        from irforge.ops.search import SearchService
+
+        if experiment:
+            service = SearchService.open_experiment(root, config, experiment, cfg.threads, lean=True)
+            where = f"experiment {service.plan.target}"
+        else:
+            service = SearchService.open_version(serving.served_dir(root, served), root / config.runtime.cache_dir,
+                                                 cfg.threads, lean=True)
+            where = f"{served} {service.version} ({service.plan.target})"
+        try:
+            started = time.perf_counter()
+            hits = service.search({"q": text}, k, explain)["q"]
+            took = round((time.perf_counter() - started) * 1000, 2)
+        finally:
+            service.close()
+        answer = {"name": service.name, "version": service.version, "query": text, "k": k, "took_ms": took,
+                  "results": hits, "answered_by": "local"}
     if as_json:
-        typer.echo(json.dumps({"name": service.name, "version": service.version, "query": text, "k": k, "results": hits},
-                              indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
         return
-    _print_hits(where, text, hits)
+    _print_hits(where, text, answer["results"])
 
 
 def _print_hits(where: str, query: str, hits: list[dict]) -> None:
@@ -359,16 +420,18 @@ def serve(
     set_: SetOpt = None,
 ) -> None:
     """The HTTP search service: GET/POST /search, /documents/{id}, /health, /metrics, a search page at /, docs at
-    /docs. Picks up a newly served version (publish, reindex) without a restart."""
+    /docs. Picks up a newly served version (publish, reindex) without a restart. While it runs, `irforge search`
+    in this project asks it (serve/.service-<pid>.json says where it listens)."""
     import uvicorn
 
-    from irforge.ops.service import create_app
+    from irforge.ops.service import create_app, service_url
 
     config = _config(root, params, set_)
     cfg = config.section("serve")
-    app_ = create_app(root, config, name or None)
-    typer.echo(f"irforge serve: http://{host or cfg.host}:{port or cfg.port}/  (API docs at /docs)")
-    uvicorn.run(app_, host=host or cfg.host, port=port or cfg.port, log_level="info")
+    host, port = host or cfg.host, port or cfg.port
+    app_ = create_app(root, config, name or None, announce=(host, port))
+    typer.echo(f"irforge serve: {service_url(host, port)}/  (API docs at /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
 @app.command()

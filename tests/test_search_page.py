@@ -183,6 +183,21 @@ def test_the_page_renders_results_for_a_query_in_its_url(chromium, base_url, tmp
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# Every host name but the loopback address fails to resolve: the page gets nothing from the internet.
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+
+
+@pytest.mark.parametrize(("page", "rendered"), [
+    ("docs", ["opblock-summary-path", "/search", "Search one query", "/documents/{doc_id}"]),  # Swagger UI's operations
+    ("redoc", ["Search one query", "/search", "A document's passages"]),  # ReDoc's
+])
+def test_the_api_docs_render_offline(chromium, base_url, page, rendered):
+    """/docs and /redoc load their scripts from the service itself (FastAPI's own pages: from a CDN, blank offline)."""
+    dom = _run_chromium(chromium, OFFLINE, "--virtual-time-budget=15000", "--dump-dom", base_url + page).stdout
+    missing = [text for text in rendered if text not in dom]
+    assert not missing, f"{page} did not render {missing}: {dom[:2000]}"
+
+
 class _DevTools:
     """A minimal Chrome DevTools Protocol client over the ``websockets`` package (commands only, events ignored)."""
 

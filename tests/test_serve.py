@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -132,6 +139,51 @@ def test_http_endpoints(client):
     assert "irforge_request_seconds_bucket" in metrics
 
 
+def _referenced(html: str) -> list[str]:
+    return re.findall(r"""(?:src|href|spec-url|url:)\s*=?\s*["']([^"']+)["']""", html)
+
+
+def test_api_docs_load_nothing_from_elsewhere(client):
+    """/docs (Swagger UI) and /redoc are served with their scripts, styles and icon from the service itself: they
+    work offline (FastAPI's own pages load them from a CDN and are blank without the internet)."""
+    for page, assets in (("/docs", {"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"}),
+                         ("/redoc", {"redoc.standalone.js", "favicon.png"})):
+        html = client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert not re.search(r"https?://", html.text), f"{page} names an outside URL"
+        urls = _referenced(html.text)
+        assert {u.rsplit("/", 1)[-1] for u in urls if u.startswith("/docs-assets/")} == assets, urls
+        for url in urls:
+            response = client.get(url)
+            assert response.status_code == 200 and response.content, url
+        assert "/openapi.json" in urls
+    script = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert "javascript" in script.headers["content-type"] and b"SwaggerUIBundle" in script.content
+    assert client.get("/docs/oauth2-redirect").status_code == 200
+    assert '"validatorUrl": null' in client.get("/docs").text  # Swagger UI sends no schema to validator.swagger.io
+
+
+def test_api_docs_without_the_assets_are_a_plain_list_of_the_endpoints(monkeypatch):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from irforge.ops import service
+
+    monkeypatch.setattr(service, "docs_assets", lambda: None)
+    app = FastAPI(title="t", docs_url=None, redoc_url=None)
+
+    @app.get("/search", summary="Search one query")
+    def search(q: str) -> dict:
+        return {}
+
+    service.add_docs(app)
+    with TestClient(app) as c:
+        html = c.get("/docs").text
+        assert "Search one query" in html and "<code>/search</code>" in html and "q (query, required)" in html
+        assert not re.search(r"https?://", html) and "<script" not in html
+        assert c.get("/openapi.json").status_code == 200 and c.get("/redoc").status_code == 404
+
+
 @pytest.mark.parametrize(("method", "url", "body", "status", "reason"), [
     ("get", "/search?q=", None, 422, "q is empty"),
     ("get", "/search?q=%20%20", None, 422, "q is empty"),
@@ -245,3 +297,136 @@ def test_best_without_judgments_is_chosen_on_the_held_out_generated_queries(tmp_
     (folder / "metrics.json").write_text(json.dumps({"bm25": {"nDCG@10": 0.3, "dev": {"nDCG@10": 0.6}},
                                                      "dense": {"nDCG@10": 0.5, "dev": {"nDCG@10": 0.4}}}))
     assert best_system(tmp_path, config) == "bm25"  # judgments win, and only their dev split decides
+
+
+# ---------------------------------------------------------------------- `irforge search` through a running service
+
+
+def _answer(result) -> dict:
+    """The JSON an `irforge search --json` printed (stderr has the line naming who answered)."""
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@contextlib.contextmanager
+def _running(project: Path):
+    """`irforge serve` as its command runs it (announced in serve/), by uvicorn in a thread, on a free loopback port."""
+    import uvicorn
+
+    from irforge.ops.service import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_app(project, load_config(project, "params.yaml"), watch=False, announce=("127.0.0.1", port))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+
+@pytest.fixture
+def running_service(project, published):
+    with _running(project) as url:
+        yield url
+
+
+def test_cli_search_asks_the_running_service_and_says_so(project, running_service):
+    discovery = project / "serve" / f".service-{os.getpid()}.json"
+    record = json.loads(discovery.read_text())
+    assert record["url"] == running_service and record["pid"] == os.getpid() and "main" in record["names"]
+
+    via_service = _cli(project, "search", "wing", "lift", "--json", "-k", "5", "--explain")
+    answer = _answer(via_service)
+    assert answer["answered_by"] == "service" and answer["service"] == running_service
+    assert f"answered by irforge serve at {running_service}" in via_service.output
+    local = _answer(_cli(project, "search", "wing", "lift", "--json", "-k", "5", "--explain", "--no-service"))
+    assert local["answered_by"] == "local" and "service" not in local
+    assert answer["results"] == local["results"] and answer["version"] == local["version"]
+    assert answer["results"][0]["doc_id"] == "0" and "bm25-rm3" in answer["results"][0]["explain"]
+
+    text = _cli(project, "search", "wing", "lift", "-k", "3", "--explain")
+    plain = _cli(project, "search", "wing", "lift", "-k", "3", "--explain", "--no-service")
+    assert text.exit_code == 0 and "answered by irforge serve" in text.output and "bm25-rm3: #" in text.output
+    assert text.stdout == plain.stdout  # the same page, whoever answered
+
+    # What the service does not answer is searched here: more documents than serve.max_k, a version it does not
+    # serve yet (this one does not watch the pointer).
+    many = _cli(project, "search", "wing", "--json", "-k", "101")
+    assert _answer(many)["answered_by"] == "local" and "serve.max_k 100" in many.stderr
+    newer = publish(project, load_config(project, "params.yaml"))["version"]
+    behind = _cli(project, "search", "wing", "--json")
+    assert _answer(behind)["answered_by"] == "local" and _answer(behind)["version"] == newer
+    assert f"serves main {answer['version']}, not {newer} yet" in behind.stderr
+
+
+def test_the_discovery_file_goes_with_the_service_and_search_falls_back(project, published):
+    with _running(project):
+        assert _answer(_cli(project, "search", "wing", "--json"))["answered_by"] == "service"
+    assert not list((project / "serve").glob(".service-*.json"))  # removed at shutdown
+    out = _cli(project, "search", "wing", "--json")
+    assert _answer(out)["answered_by"] == "local" and "no `irforge serve` is running for this project" in out.stderr
+
+
+def test_a_stale_discovery_file_falls_back_to_local_search(project, published):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that has ended: its pid names no process
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    serve = project / "serve"
+    stale = {serve / f".service-{gone.pid}.json": {"pid": gone.pid, "url": "http://127.0.0.1:9", "names": ["main"],
+                                                   "root": str(project.resolve())},
+             serve / ".service-1.json": {"pid": os.getpid(), "url": f"http://127.0.0.1:{closed}", "names": ["main"],
+                                         "root": str(project.resolve())},
+             serve / ".service-2.json": "{not json"}
+    try:
+        for path, record in stale.items():
+            path.write_text(record if isinstance(record, str) else json.dumps(record))
+        started = time.monotonic()
+        out = _cli(project, "search", "wing", "lift", "--json", "-k", "3")
+        answer = _answer(out)
+        assert answer["answered_by"] == "local" and answer["results"][0]["doc_id"] == "0"
+        assert f"names process {gone.pid}, which is gone" in out.output
+        assert f"http://127.0.0.1:{closed}/health did not answer" in out.output and ".service-2.json is unreadable" in out.output
+        assert time.monotonic() - started < 60
+    finally:
+        for path in stale:
+            path.unlink(missing_ok=True)
+
+
+def test_a_bm25_search_from_the_command_line_imports_no_neural_encoder(project):
+    """`irforge search` opens only what the plan needs: a BM25 system loads no torch (pyserini's search package
+    would import its neural query encoders with it), ranks as usual, and a SPLADE system opened next in the same
+    process still works."""
+    script = f"""
+import json, sys
+from irforge.engine import load_config
+from irforge.ops.search import SearchService
+root = {str(project)!r}
+config = load_config(root, "params.yaml")
+lean = SearchService.open_experiment(root, config, "bm25", 1, lean=True)
+hits = [h["doc_id"] for h in lean.search({{"q": "shock wave"}}, 3)["q"]]
+heavy = sorted(m for m in ("torch", "transformers", "pyserini.encode", "sentence_transformers") if m in sys.modules)
+splade = SearchService.open_experiment(root, config, "splade-zs", 1)
+print(json.dumps({{"hits": hits, "heavy": heavy, "splade": len(splade.search({{"q": "shock wave"}}, 3)["q"])}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    service = SearchService.open_experiment(project, load_config(project, "params.yaml"), "bm25", 1)
+    try:
+        assert result["hits"] == [h["doc_id"] for h in service.search({"q": "shock wave"}, 3)["q"]]
+    finally:
+        service.close()
+    assert result["heavy"] == [] and result["splade"] == 3

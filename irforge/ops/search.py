@@ -12,17 +12,21 @@ terms BM25 matches, stemmed), and on request each run of the plan with the docum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import sys
 import threading
+import types
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from irforge.contract import artifacts
 from irforge.evaluation import Searched, Searcher, SearchPlan, group_passages, open_scorer
-from irforge.retrieval import ProjectEncoders, Run, open_system
+from irforge.retrieval import ProjectEncoders, Run, ensure_java, open_system, read_system
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,10 @@ class SearchService:
     """A system opened once for any number of searches; thread-safe (concurrent callers are searched together)."""
 
     def __init__(self, root: Path | str, spec: dict[str, Any], cache_dir: Path | str, threads: int | None = None,
-                 version: str | None = None, manifest: dict[str, Any] | None = None):
+                 version: str | None = None, manifest: dict[str, Any] | None = None, lean: bool = False):
+        """``lean``: for one search in a short-lived process (``irforge search``): a BM25 plan without a SPLADE
+        (impact) index then opens Lucene without pyserini's neural query encoders, which import torch and
+        transformers (about 5 s of the 8.4 s a BM25 search took from the command line)."""
         self.root, self.spec = Path(root), spec
         self.plan = SearchPlan.from_json(spec["plan"])
         self.version, self.manifest = version, manifest or {}
@@ -53,11 +60,13 @@ class SearchService:
         self.passages = group_passages(artifacts.read_artifact(self.root / CHUNKS, "chunks", columns).to_pylist())
         self.encoders = ProjectEncoders(self.root, cache_dir, threads)
         k1, b = spec["bm25"]["k1"], spec["bm25"]["b"]
-        self.searcher = Searcher(
-            self.plan, lambda system: open_system(self.root / INDEXES / system, self.encoders, k1, b, threads=threads),
-            lambda name, step: open_scorer(step["scorer"], step["model"], step["max_length"], step["dtype"],
-                                           self.encoders.resolve, self.encoders.dense_encoder, threads),
-            self.passages)
+        opening = lucene_without_neural_encoders() if lean and self._lucene_only_lexical() else contextlib.nullcontext()
+        with opening:
+            self.searcher = Searcher(
+                self.plan, lambda system: open_system(self.root / INDEXES / system, self.encoders, k1, b, threads=threads),
+                lambda name, step: open_scorer(step["scorer"], step["model"], step["max_length"], step["dtype"],
+                                               self.encoders.resolve, self.encoders.dense_encoder, threads),
+                self.passages)
         self._cond = threading.Condition()
         self._pending: list[_Slot] = []
         self._leading = False
@@ -65,17 +74,27 @@ class SearchService:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open_version(cls, folder: Path | str, cache_dir: Path | str, threads: int | None = None) -> SearchService:
+    def open_version(cls, folder: Path | str, cache_dir: Path | str, threads: int | None = None,
+                     lean: bool = False) -> SearchService:
         """A served version's folder (``serve/<name>/versions/vNNNNNN``)."""
         folder = Path(folder)
         spec = json.loads((folder / SYSTEM_SPEC).read_text(encoding="utf-8"))
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        return cls(folder, spec, cache_dir, threads, version=folder.name, manifest=manifest)
+        return cls(folder, spec, cache_dir, threads, version=folder.name, manifest=manifest, lean=lean)
 
     @classmethod
-    def open_experiment(cls, root: Path | str, config: Any, system: str, threads: int | None = None) -> SearchService:
+    def open_experiment(cls, root: Path | str, config: Any, system: str, threads: int | None = None,
+                        lean: bool = False) -> SearchService:
         """The experiment's artifacts under ``root`` (what `dvc repro` built), searched as ``system``."""
-        return cls(root, system_spec(config, system, root), Path(root) / config.runtime.cache_dir, threads)
+        return cls(root, system_spec(config, system, root), Path(root) / config.runtime.cache_dir, threads, lean=lean)
+
+    def _lucene_only_lexical(self) -> bool:
+        """True when the plan searches Lucene with BM25 only: a BM25 index, and no SPLADE (impact) one."""
+        try:
+            kinds = {read_system(self.root / INDEXES / s)["kind"] for s in self.plan.systems}
+        except (OSError, ValueError):  # a missing or broken index: the searcher opening it says what is wrong
+            return False
+        return "bm25" in kinds and "impact" not in kinds
 
     @property
     def name(self) -> str:
@@ -194,6 +213,60 @@ def _lucene_analyzer():
         return tuple(analyzer.analyze(word))
 
     return stems
+
+
+_ENCODE = "pyserini.encode"
+_LUCENE_SEARCH = "pyserini.search.lucene"
+
+
+@contextlib.contextmanager
+def lucene_without_neural_encoders() -> Iterator[None]:
+    """Open BM25 (Lucene) searchers inside this block without importing pyserini's neural query encoders.
+
+    ``pyserini.search.lucene`` imports ``pyserini.encode`` (torch, transformers, scikit-learn, ...: 5 s on 2
+    cores) only for its impact searcher, which a plan without a SPLADE index never uses. So it is imported with a
+    placeholder standing for ``pyserini.encode`` (in ``sys.modules`` for that import only); when the block ends,
+    ``pyserini.search.lucene`` is dropped from ``sys.modules`` too, so a later import (an impact index opened in
+    the same process) loads it whole, with the real encoders. The searchers opened inside keep working. Nothing
+    changes if pyserini's search or encoders were imported already."""
+    placed = _LUCENE_SEARCH not in sys.modules and _ENCODE not in sys.modules and _import_lucene_with_placeholder()
+    try:
+        yield
+    finally:
+        if placed:
+            _forget(_LUCENE_SEARCH)
+
+
+def _import_lucene_with_placeholder() -> bool:
+    def any_class(name: str) -> type:  # what `from pyserini.encode import QueryEncoder, ...` asks for
+        if name.startswith("__"):
+            raise AttributeError(name)  # a module attribute (__file__, __path__, ...): it has none
+        return type(name, (), {"__module__": _ENCODE})
+
+    placeholder = types.ModuleType(_ENCODE, "stands for pyserini.encode while pyserini.search.lucene imports")
+    placeholder.__getattr__ = any_class
+    ensure_java()
+    sys.modules[_ENCODE] = placeholder
+    try:
+        import pyserini.search.lucene  # noqa: F401 - imported with the placeholder: what BM25Retriever imports next
+    except Exception:  # a pyserini that needs more of pyserini.encode at import: the ordinary, slower way
+        log.debug("pyserini.search.lucene did not import with a placeholder for pyserini.encode", exc_info=True)
+        _forget(_LUCENE_SEARCH)
+        return False
+    finally:
+        _forget(_ENCODE)
+    return True
+
+
+def _forget(module: str) -> None:
+    """Drop ``module`` and its submodules from ``sys.modules`` (and its parent's attribute): the next import loads
+    it again."""
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        del sys.modules[name]
+    package, _, attribute = module.rpartition(".")
+    parent = sys.modules.get(package)
+    if parent is not None and attribute in vars(parent):
+        delattr(parent, attribute)
 
 
 def best_passages(chunk_runs: dict[str, Run], qid: str) -> dict[str, str]:
