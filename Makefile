@@ -25,7 +25,7 @@ $(STAMP): requirements.lock pyproject.toml
 repro: setup
 	irforge dag --write
 	dvc repro
-	dvc metrics show
+	irforge metrics   # one row per system; `dvc metrics show` prints every metrics file as one very wide row
 
 # The quality preset (params-quality.yaml): the default run, then the stages the preset changes in runs/quality/.
 repro-quality: repro

@@ -54,7 +54,10 @@ def run_experiment(params_path: str = "params.yaml", root: str = ".", overrides:
     config = load_config(root, params_path, overrides)
     address = dask_address or config.runtime.dask_address
     if not address:
-        return experiment(params_path=params_path, root=root, overrides=overrides, only=only)
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        local = experiment.with_options(task_runner=ThreadPoolTaskRunner(max_workers=config.runtime.flow_parallel))
+        return local(params_path=params_path, root=root, overrides=overrides, only=only)
     from prefect_dask import DaskTaskRunner
 
     if not os.environ.get("PREFECT_API_URL"):

@@ -84,8 +84,26 @@ def test_the_cli_refuses_an_unknown_override_in_one_line(tmp_path) -> None:
 
 
 def test_the_shipped_params_file_is_valid_and_complete() -> None:
+    """params.yaml is where a user finds every knob: each key of each section model (nested blocks included)
+    is written there, and nothing unknown is."""
+    from pydantic import BaseModel
+
+    from irforge.engine.dag import section_models
+
     config = load_config(REPO)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in raw.items():
         if isinstance(values, dict):
             assert config.as_params(section).keys() >= values.keys()
+
+    def unwritten(model: type[BaseModel], data: object, prefix: str) -> list[str]:
+        missing = []
+        for name, field in model.model_fields.items():
+            if not isinstance(data, dict) or name not in data:
+                missing.append(f"{prefix}.{name}")
+            elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                missing += unwritten(field.annotation, data[name], f"{prefix}.{name}")
+        return missing
+
+    missing = [key for section, model in section_models().items() for key in unwritten(model, raw.get(section), section)]
+    assert not missing, f"keys with no line in params.yaml: {missing}"

@@ -254,3 +254,35 @@ def test_dvc_repro_of_a_project_without_judgments(tmp_path: Path) -> None:
     assert pq.read_table(repo / paths.SYNTHETIC).num_rows == 6  # generation needs no judgments
     assert (repo / paths.REPORT / "index.html").exists()
     assert "Data and pipelines are up to date." in _sh(["dvc", "repro"], repo, env)
+
+
+def test_the_local_flow_runs_one_stage_at_a_time_unless_told_otherwise(evaluated_copy: Project, monkeypatch) -> None:
+    """runtime.flow_parallel: 1 (the default) keeps the flow's peak memory at the largest stage's, as dvc repro's
+    is; a higher value lets independent branches overlap."""
+    import threading
+    import time
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    import pipelines.experiment as experiment_module
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def fake_stage(stage, root, config, variant=None):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.5)
+        with lock:
+            running[0] -= 1
+        return {}
+
+    monkeypatch.setattr(experiment_module, "run_stage", fake_stage)
+    seen = {}
+    with prefect_test_harness(server_startup_timeout=120):
+        for parallel in (1, 2):
+            peak[0] = 0
+            experiment_module.run_experiment(root=str(evaluated_copy.root), only=["judgments", "index-bm25"],
+                                             overrides=[f"runtime.flow_parallel={parallel}"])
+            seen[parallel] = peak[0]
+    assert seen == {1: 1, 2: 2}

@@ -116,6 +116,9 @@ class RuntimeConfig(Section):
     reuse_vectors: bool = True  # read cached vectors (off: always re-encode)
     dask_address: str | None = None  # `irforge flow` on this Dask scheduler (e.g. tcp://host:8786)
     partitions: int = Field(0, ge=0)  # shards per mapped stage on Dask (0 = two per worker)
+    # Stage runs a local `irforge flow` runs at once. 1: one after another, as `dvc repro` does, so the peak memory
+    # is the largest stage's (parallel branches each hold their own model: two LLM generators at once doubled it).
+    flow_parallel: int = Field(1, ge=1)
 
     @property
     def pinned_threads(self) -> int | None:

@@ -216,7 +216,8 @@ def read_artifact(path: Path, kind: str, columns: list[str] | None = None) -> pa
     """Read a Parquet artifact and check it against the schema of ``kind``."""
     path = Path(path)
     if not path.exists():
-        raise ArtifactError(f"{path}: artifact '{kind}' not found; run the stage that produces it first")
+        raise ArtifactError(f"{path}: artifact '{kind}' not found; run the stage that produces it first "
+                            "(`dvc repro` runs every stage in order; `irforge stages` lists which makes what)")
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:

@@ -66,7 +66,9 @@ def served_dir(root: Path | str, system: str) -> Path:
     """The served version's folder, resolved once: what a reader opens (``<dir>/index``)."""
     version = served_version(root, system)
     if version is None:
-        raise ServeError(f"nothing is served for '{system}' yet under {system_dir(root, system)}; run `irforge reindex`")
+        raise ServeError(f"nothing is served as '{system}' yet (no {_pointer(root, system)}): run `irforge publish` "
+                         "to serve the experiment's best system (after `make repro`), then search it; "
+                         "`irforge reindex` keeps a published system fresh")
     return system_dir(root, system) / "versions" / version
 
 
