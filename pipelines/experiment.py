@@ -22,23 +22,47 @@ log = logging.getLogger(__name__)
 
 
 @task(cache_policy=NO_CACHE, retries=0)
-def stage_task(stage: str, variant: str | None, root: str, params: Params) -> dict[str, Any]:
+def stage_task(stage: str, variant: str | None, root: str, params: Params, own_process: bool = False) -> dict[str, Any]:
+    if own_process:
+        return in_own_process(stage, variant, root, params)
     preload_libraries()  # before any stage imports transformers from a second thread at the same time
     config = validate(params)  # the raw params travel (picklable to Dask workers); each task validates them
     with partitions_hint(config.runtime.partitions):
         return run_stage(stage, root, config, variant)
 
 
+def in_own_process(stage: str, variant: str | None, root: str, params: Params) -> dict[str, Any]:
+    """The stage in a fresh process that ends with it, as `dvc repro` runs each stage: what the stage loaded
+    (models, the JVM's heap, imported libraries) is gone before the next one starts, so the flow's peak memory is
+    the largest single stage's, not that plus everything the earlier stages left in one long-lived process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+        return child.submit(_child_stage, stage, variant, root, params, logging.getLogger().level).result()
+
+
+def _child_stage(stage: str, variant: str | None, root: str, params: Params, level: int) -> dict[str, Any]:
+    from irforge.runtime import setup_logging
+
+    setup_logging(logging.getLevelName(level))
+    config = validate(params)
+    with partitions_hint(config.runtime.partitions):
+        return run_stage(stage, root, config, variant)
+
+
 @flow(name="irforge-experiment")
 def experiment(params_path: str = "params.yaml", root: str = ".", overrides: list[str] | None = None,
-               only: list[str] | None = None) -> dict[str, Any]:
-    """Run every node of the DAG (or those in ``only``, by key such as ``index-bm25``) in dependency order."""
+               only: list[str] | None = None, own_process: bool = False) -> dict[str, Any]:
+    """Run every node of the DAG (or those in ``only``, by key such as ``index-bm25``) in dependency order;
+    ``own_process``: each in a fresh process (:func:`in_own_process`), else in this one's task threads."""
     config = load_config(root, params_path, overrides)
     selected = [n for n in nodes(config) if only is None or n.key in only]
     futures: dict[str, Any] = {}
     for n in selected:
         futures[n.key] = stage_task.with_options(name=n.key).submit(
-            n.stage.name, n.variant, root, config.params, wait_for=[futures[k] for k in n.after if k in futures]
+            n.stage.name, n.variant, root, config.params, own_process,
+            wait_for=[futures[k] for k in n.after if k in futures]
         )
     return {key: future.result() for key, future in futures.items()}
 
@@ -57,7 +81,8 @@ def run_experiment(params_path: str = "params.yaml", root: str = ".", overrides:
         from prefect.task_runners import ThreadPoolTaskRunner
 
         local = experiment.with_options(task_runner=ThreadPoolTaskRunner(max_workers=config.runtime.flow_parallel))
-        return local(params_path=params_path, root=root, overrides=overrides, only=only)
+        return local(params_path=params_path, root=root, overrides=overrides, only=only,
+                     own_process=config.runtime.flow_processes)
     from prefect_dask import DaskTaskRunner
 
     if not os.environ.get("PREFECT_API_URL"):

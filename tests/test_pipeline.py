@@ -283,6 +283,27 @@ def test_the_local_flow_runs_one_stage_at_a_time_unless_told_otherwise(evaluated
         for parallel in (1, 2):
             peak[0] = 0
             experiment_module.run_experiment(root=str(evaluated_copy.root), only=["judgments", "index-bm25"],
-                                             overrides=[f"runtime.flow_parallel={parallel}"])
+                                             overrides=[f"runtime.flow_parallel={parallel}",
+                                                        "runtime.flow_processes=false"])
             seen[parallel] = peak[0]
     assert seen == {1: 1, 2: 2}
+
+
+def test_each_stage_of_the_local_flow_runs_in_a_process_of_its_own(evaluated_copy: Project) -> None:
+    """runtime.flow_processes (the default): a fresh process per stage, as dvc repro, so nothing an earlier stage
+    loaded stays in memory; the stage lock records the pid that ran it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from pipelines.experiment import run_experiment
+
+    lock = evaluated_copy.root / "artifacts/.locks/judgments.lock"
+    before = (evaluated_copy.root / paths.QRELS).read_bytes()
+    pids = {}
+    with prefect_test_harness(server_startup_timeout=120):
+        for processes in ("true", "false"):
+            result = run_experiment(root=str(evaluated_copy.root), only=["judgments"],
+                                    overrides=[f"runtime.flow_processes={processes}"])
+            assert result["judgments"]["judged_queries"] == 5
+            pids[processes] = int(lock.read_text())
+    assert pids["false"] == os.getpid() and pids["true"] != os.getpid()
+    assert (evaluated_copy.root / paths.QRELS).read_bytes() == before  # the same artifact either way

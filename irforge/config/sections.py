@@ -119,6 +119,9 @@ class RuntimeConfig(Section):
     # Stage runs a local `irforge flow` runs at once. 1: one after another, as `dvc repro` does, so the peak memory
     # is the largest stage's (parallel branches each hold their own model: two LLM generators at once doubled it).
     flow_parallel: int = Field(1, ge=1)
+    # Each stage of a local flow in a fresh process that ends with it (as dvc repro): nothing one stage loaded
+    # stays for the next. false: all in the flow's process (faster start, higher peak memory).
+    flow_processes: bool = True
 
     @property
     def pinned_threads(self) -> int | None:

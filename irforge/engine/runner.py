@@ -38,11 +38,36 @@ def run_stage(name: str, root: Path | str = ".", config: Config | Params | None 
                  running_stages())
         started, cpu = time.perf_counter(), cpu_seconds()
         summary = target.module.run(ctx) or {}
+        release_memory()  # a flow runs every stage in one process: what this stage freed goes back to the OS
         # CPU time (this process's threads, JVM included, and finished child processes): what a stage costs on a
         # shared machine, where wall time depends on the neighbours. Parallel stages in one process share it.
-        log.info("stage %s: done in %.1fs (CPU %.1fs) %s", target.key, time.perf_counter() - started,
-                 cpu_seconds() - cpu, {k: v for k, v in summary.items() if k != "metrics"})
+        log.info("stage %s: done in %.1fs (CPU %.1fs, memory %s) %s", target.key, time.perf_counter() - started,
+                 cpu_seconds() - cpu, memory_note(), {k: v for k, v in summary.items() if k != "metrics"})
     return summary
+
+
+def release_memory() -> None:
+    """Collect the stage's garbage (models, batches) and hand freed heap pages back to the OS (glibc keeps them
+    otherwise), so the next stage of a long-lived process starts where a fresh one would."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def memory_note() -> str:
+    """This process's resident memory now and its peak so far (what a long-lived flow process accumulates)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    try:
+        with open("/proc/self/statm") as f:
+            now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except OSError:
+        return f"peak {peak:.1f} GiB"
+    return f"{now:.1f} GiB, peak {peak:.1f} GiB"
 
 
 def cpu_seconds() -> float:
