@@ -91,6 +91,19 @@ def test_reindex_refresh_switch_and_rollback(tmp_path, monkeypatch, prefect_serv
     assert serving.served_version(root, "main") == "v000001" and "* v000001" in out.output
 
 
+def test_an_unchanged_markdown_folder_is_unchanged_for_the_refresh(tmp_path, prefect_server):
+    """A structured document's hash covers its heading paths; the refresh computes it the way the chunk stage
+    does (it used to leave them out, so every Markdown file looked changed on every refresh)."""
+    root = make_project(tmp_path, n_docs=8, corpus__queries=None, corpus__qrels=None, corpus__path="notes")
+    for line in (root / "corpus/corpus.jsonl").read_text().splitlines():
+        doc = json.loads(line)
+        (root / "notes").mkdir(exist_ok=True)
+        (root / "notes" / f"{doc['_id']}.md").write_text(f"# {doc['title']}\n\n## Findings\n\n{doc['text']}\n")
+    assert _reindex(root)["mode"] == "full"
+    again = _reindex(root)
+    assert again["mode"] == "unchanged" and again["changes"]["unchanged"] == 8
+
+
 def test_failed_build_leaves_served_version_alone(tmp_path, monkeypatch, prefect_server):
     import irforge.ops.reindex as reindex_module  # the steps; pipelines/reindex.py only wires them as tasks
 

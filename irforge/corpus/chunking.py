@@ -82,6 +82,13 @@ def _word_start_at_or_before(words: list[int] | None, token: int, floor: int) ->
 
 
 
+def document_hash(doc: Document) -> str:
+    """A document's content hash (every chunk's ``doc_hash``): id, title, text and, for a structured document, the
+    heading path of each block. Re-indexing compares it to tell changed documents from unchanged ones, so both
+    must compute it here."""
+    return sha256_text(doc.doc_id, doc.title, doc.text, *(b.section for b in doc.blocks or []))
+
+
 class Chunker:
     def __init__(self, tokenizer_path: Path, max_tokens: int, stride: int):
         from tokenizers import Tokenizer
@@ -105,7 +112,7 @@ class Chunker:
             boundaries = sorted({bisect.bisect_left(token_starts, c) for c in sentence_starts(doc.text)})
             word_ids = enc.word_ids
             words = [t for t in range(len(word_ids)) if t == 0 or word_ids[t] != word_ids[t - 1]]
-            doc_hash = sha256_text(doc.doc_id, doc.title, doc.text)
+            doc_hash = document_hash(doc)
             windows = split_windows(len(offsets), boundaries, self.max_tokens, self.stride, words)
             for index, (start, end) in enumerate(windows):
                 char_start, char_end = offsets[start][0], end_of_character(doc.text, offsets[end - 1][1])
@@ -156,7 +163,7 @@ class Chunker:
                 pieces.append((t0 + start, t0 + end, block.section))
         if current is not None:
             pieces.append((current[0], current[1], current[2]))
-        doc_hash = sha256_text(doc.doc_id, doc.title, doc.text, *(b.section for b in doc.blocks or []))
+        doc_hash = document_hash(doc)
         rows = []
         for index, (start, end, section) in enumerate(pieces):
             char_start, char_end = enc.offsets[start][0], end_of_character(doc.text, enc.offsets[end - 1][1])

@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from irforge.config import Config
 from irforge.contract import ARTIFACTS, SCHEMAS, Stage, artifacts
-from irforge.corpus import BadRow, Chunker, CorpusError, Document, load_documents, passage_text, sha256_text
+from irforge.corpus import BadRow, Chunker, CorpusError, Document, document_hash, load_documents, passage_text
 from irforge.engine import Node, StageContext
 from irforge.ops import serving
 from irforge.ops.refresh import (
@@ -111,7 +111,7 @@ def plan(root: str | Path, config: Config, name: str | None = None, full: bool =
     root = Path(root)
     name = name or config.section("serve").name
     docs, bad, corpus = screened_documents(root, config)
-    current = {d.doc_id: sha256_text(d.doc_id, d.title, d.text) for d in docs}
+    current = {d.doc_id: document_hash(d) for d in docs}
     previous = serving.served_version(root, name)
     spec = served_spec(root, name)  # what is served stays what is served; serve.system picks only the first
     if spec is None:
