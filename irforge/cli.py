@@ -122,6 +122,11 @@ def metrics(
         raise UsageError(f"{path} does not exist yet: run `make repro` (or `dvc repro`) first")
     measure = measure or config.section("evaluate").measures[0]
     header, rows = headline_rows(json.loads(path.read_text(encoding="utf-8")), measure)
+    if not rows:
+        typer.echo(f"no judged queries, so no {measure} to show: the label-free check on held-out generated queries is "
+                   "in artifacts/evaluate/synthetic.json and the report; for real numbers judge a few queries "
+                   "(`irforge judge export`, README: 'Ten minutes of judging')")
+        return
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     if md:
         typer.echo("| " + " | ".join(header) + " |")

@@ -52,3 +52,14 @@ def test_metrics_before_a_run_says_what_to_run(tmp_path) -> None:
     result = CliRunner().invoke(app, ["metrics", "--root", str(project.root), "--params",
                                       str(project.root / "params.yaml")])
     assert result.exit_code != 0 and "run `make repro`" in describe_error(result.exception)
+
+
+def test_metrics_without_judgments_says_where_to_look(tmp_path) -> None:
+    from conftest import make_project
+
+    project = make_project(tmp_path / "p", judged=False)
+    (project.root / paths.METRICS).parent.mkdir(parents=True)
+    (project.root / paths.METRICS).write_text("{}")
+    result = CliRunner().invoke(app, ["metrics", "--root", str(project.root), "--params",
+                                      str(project.root / "params.yaml")])
+    assert result.exit_code == 0 and "no judged queries" in result.output and "irforge judge export" in result.output
