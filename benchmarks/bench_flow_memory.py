@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -52,7 +53,10 @@ def copy_project(target: Path, docs: int) -> None:
 def timed(command: list[str], cwd: Path) -> dict[str, float]:
     """Wall seconds and the largest resident set of any process of ``command`` (GNU time)."""
     report = cwd / "time.txt"
-    done = subprocess.run(["/usr/bin/time", "-v", "-o", str(report), *command], cwd=cwd, capture_output=True, text=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "HF_HUB_OFFLINE": "1", "IRFORGE_PROGRESS": "0", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    done = subprocess.run(["/usr/bin/time", "-v", "-o", str(report), *command], cwd=cwd, capture_output=True, text=True,
+                          env=env)
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed in {cwd}:\n{done.stderr[-3000:]}")
     text = report.read_text()
