@@ -87,6 +87,12 @@ def test_a_link_is_removed_as_a_link_and_a_linked_folder_is_not_a_way_out(tmp_pa
     assert snapshot(user) == before
 
 
+def test_a_row_cache_that_holds_the_project_or_home_is_refused(tmp_path: Path) -> None:
+    for cache in (str(tmp_path), "..", "/", str(Path.home())):
+        with pytest.raises(NotOwnedError, match="give the row cache a folder of its own"):
+            owned.claim_project(tmp_path / "project", cache)
+
+
 def test_a_named_output_and_a_temporary_folder_are_irforges_to_replace(user: Path) -> None:
     sheet = user / "judgments.csv"
     sheet.write_text("old")

@@ -58,7 +58,11 @@ def claim_project(root: Path | str, cache_dir: Path | str | None = None) -> None
     claim(root / ARTIFACTS, root / RUNS, root / SERVE)
     claim(*(root / f for f in GENERATED_FILES), itself=True)
     if cache_dir is not None:
-        claim(root / cache_dir)  # an absolute cache_dir stays absolute under '/'
+        cache = (root / cache_dir).resolve()  # an absolute cache_dir stays absolute under '/'
+        if root.resolve().is_relative_to(cache) or cache in (Path(cache.anchor), Path.home().resolve()):
+            raise NotOwnedError(f"runtime.cache_dir {cache_dir} would make {cache} irforge's to write and delete in, "
+                                f"and it holds the project or the user's files; give the row cache a folder of its own")
+        claim(cache)
 
 
 def claimed() -> list[Path]:
