@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.request
 from html.parser import HTMLParser
@@ -24,6 +22,7 @@ import yaml
 
 from irforge.engine import load_config, run_stage
 from irforge.ops.publish import publish
+from servekit import loopback_socket, serving_in_thread
 from trainkit import TOPICS, make_project
 
 pytestmark = pytest.mark.slow
@@ -68,28 +67,11 @@ def served(chromium, tmp_path_factory, tiny_models) -> Path:
 @pytest.fixture(scope="module")
 def base_url(served):
     """The service on a loopback port, run by uvicorn in a background thread."""
-    import uvicorn
-
     from irforge.ops.service import create_app
 
     app = create_app(served, load_config(served, "params.yaml"), watch=False)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving_in_thread(app, loopback_socket(), start_timeout=30, stop_timeout=10) as url:
+        yield f"{url}/"
 
 
 def _run_chromium(chromium: Path, *args: str, timeout: float = 45) -> subprocess.CompletedProcess:

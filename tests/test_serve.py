@@ -24,6 +24,7 @@ from irforge.engine import load_config, run_stage
 from irforge.ops import serving
 from irforge.ops.publish import publish
 from irforge.ops.search import SearchService
+from servekit import loopback_socket, serving_in_thread
 from trainkit import TOPICS, make_project
 
 TARGET = "rrf(bm25-rm3+dense-prf+splade-zs)"  # a fusion over a trained model, PRF and a zero-shot SPLADE leg
@@ -311,27 +312,13 @@ def _answer(result) -> dict:
 @contextlib.contextmanager
 def _running(project: Path):
     """`irforge serve` as its command runs it (announced in serve/), by uvicorn in a thread, on a free loopback port."""
-    import uvicorn
-
     from irforge.ops.service import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock = loopback_socket()
     port = sock.getsockname()[1]
     app = create_app(project, load_config(project, "params.yaml"), watch=False, announce=("127.0.0.1", port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
+    with serving_in_thread(app, sock) as url:
+        yield url
 
 
 @pytest.fixture
