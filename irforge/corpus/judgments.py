@@ -4,7 +4,6 @@ UTF-8 byte-order mark and end their lines with CRLF (as Windows editors and spre
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import io
@@ -12,8 +11,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from irforge.corpus.text import NotUtf8, decode_utf8, without_bom
+
 SPLITS = ("dev", "test")
-_BOM = codecs.BOM_UTF8
 
 
 class JudgmentsError(ValueError):
@@ -25,8 +25,8 @@ def read_json_lines(path: Path, required: tuple[str, ...], error: type[Exception
     ``required`` keys is an ``error`` naming the file and line."""
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
-            if line_no == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
+            if line_no == 1:
+                raw = without_bom(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -65,14 +65,10 @@ def load_queries(path: Path) -> dict[str, str]:
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     """BEIR qrels: TSV ``query-id  corpus-id  score`` with a header line."""
     qrels: dict[str, dict[str, int]] = {}
-    data = Path(path).read_bytes()
-    bom = len(_BOM) if data.startswith(_BOM) else 0
     try:
-        text = data[bom:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        at = bom + e.start
-        line_no = data[:at].count(b"\n") + 1
-        raise JudgmentsError(f"{path}:{line_no}: not UTF-8 (byte {at + 1} of the file); save it as UTF-8") from e
+        text = decode_utf8(Path(path).read_bytes())
+    except NotUtf8 as e:
+        raise JudgmentsError(f"{path}:{e.line}: not UTF-8 (byte {e.offset + 1} of the file); save it as UTF-8") from e
     for line_no, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter="\t"), start=1):
         if not row or (line_no == 1 and row[0] == "query-id"):
             continue

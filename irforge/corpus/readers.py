@@ -12,7 +12,6 @@ and re-indexing call, so the two can never disagree on what a valid document is.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
 import re
@@ -25,12 +24,12 @@ import pyarrow as pa
 from irforge.config import CorpusConfig
 from irforge.corpus.formats import UnreadableDocument, parse_docx, parse_html, parse_pdf
 from irforge.corpus.markdown import Block, parse_markdown
+from irforge.corpus.text import NotUtf8, decode_utf8, without_bom
 
 FOLDER_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 
 _RAW_PREVIEW = 500
 _SPACE = re.compile(r"\s")
-_BOM = codecs.BOM_UTF8
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by errors="surrogateescape"
 # csv's default field cap (131,072 characters) would stop a long document; chunk.max_doc_chars is the real cap
 _CSV_FIELD_LIMIT = 2**31 - 1
@@ -118,8 +117,8 @@ def _read_jsonl(path: Path, fields: tuple[str, str, str]) -> Iterator[Document |
     name = path.name
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
-            if line_no == 1 and raw.startswith(_BOM):  # a byte-order mark some editors write
-                raw = raw[len(_BOM):]
+            if line_no == 1:
+                raw = without_bom(raw)  # a byte-order mark some editors write
             if not raw.strip():
                 continue
             preview = raw[:_RAW_PREVIEW].decode("utf-8", errors="replace").rstrip("\r\n")
@@ -285,13 +284,10 @@ def _read_folder(path: Path, cfg: CorpusConfig) -> Iterator[Document | BadRow]:
                 yield BadRow(rel, 0, str(e), doc_id=folder_doc_id(rel), field="text")
                 continue
         else:
-            data = file.read_bytes()
-            bom = len(_BOM) if data.startswith(_BOM) else 0
             try:
-                text = data[bom:].decode("utf-8").replace("\r\n", "\n")
-            except UnicodeDecodeError as e:
-                yield BadRow(rel, 0, f"invalid UTF-8 at byte {bom + e.start}", doc_id=folder_doc_id(rel),
-                             field="text")
+                text = decode_utf8(file.read_bytes())
+            except NotUtf8 as e:
+                yield BadRow(rel, 0, f"invalid UTF-8 at byte {e.offset}", doc_id=folder_doc_id(rel), field="text")
                 continue
             if suffix == ".txt":
                 row = _document({"id": folder_doc_id(rel), "title": "", "text": text}, ("id", "title", "text"), rel, 0,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from irforge.contract.artifacts import read_artifact, write_text_atomic
+from irforge.corpus.text import NotUtf8, decode_utf8
 from irforge.retrieval import ProjectEncoders, doc_id_of, open_system
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,10 @@ def read_queries(path: Path) -> dict[str, str]:
     if not path.exists():
         raise JudgeError(f"{path}: no such queries file")
     queries: dict[str, str] = {}
-    try:  # utf-8-sig: a byte-order mark (Windows editors) is not part of the first query
-        lines = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").split("\n")
-    except UnicodeDecodeError as e:
-        raise JudgeError(f"{path}: not UTF-8 (byte {e.start}); save the file as UTF-8") from e
+    try:  # a byte-order mark (Windows editors) is not part of the first query
+        lines = decode_utf8(path.read_bytes()).split("\n")
+    except NotUtf8 as e:
+        raise JudgeError(f"{path}: line {e.line}: not UTF-8 (byte {e.offset + 1} of the file); save it as UTF-8") from e
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -123,13 +124,10 @@ def read_sheet(path: Path) -> list[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.exists():
         raise JudgeError(f"{path}: no such sheet")
-    data = path.read_bytes()
-    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # a spreadsheet may save a byte-order mark
-    try:
-        text = data[bom:].decode("utf-8").replace("\r\n", "\n")  # CRLF line ends, as Windows saves them
-    except UnicodeDecodeError as e:
-        line_no = data[:bom + e.start].count(b"\n") + 1
-        raise JudgeError(f"{path}: line {line_no}: not UTF-8 (byte {bom + e.start + 1} of the file); save the sheet "
+    try:  # a spreadsheet may save a byte-order mark, and CRLF line ends
+        text = decode_utf8(path.read_bytes())
+    except NotUtf8 as e:
+        raise JudgeError(f"{path}: line {e.line}: not UTF-8 (byte {e.offset + 1} of the file); save the sheet "
                          "as UTF-8 (a spreadsheet's \"CSV UTF-8\")") from e
     if path.suffix == ".jsonl":
         rows = []
