@@ -285,7 +285,7 @@ def test_a_relative_input_outside_the_project_is_read_from_the_variant_too(tmp_p
     relative = os.path.relpath(user / "collection", base)  # ../../../irforge-test-user-xyz/collection
     (base / "params.yaml").write_text(yaml.safe_dump(tiny_params(corpus=relative), sort_keys=False))
     config = load_config(base)
-    fixes = outside_inputs(config, {}, base)
+    fixes = outside_inputs(config, base)
     collection = (user / "collection").resolve()
     assert fixes == {"corpus.path": str(collection), "corpus.queries": str(collection / "queries.jsonl"),
                      "corpus.qrels": str(collection / "qrels" / "test.tsv")}

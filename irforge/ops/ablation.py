@@ -56,10 +56,9 @@ def inside(base: Path, rel: str | Path) -> bool:
     return not Path(rel).is_absolute() and (Path(base) / rel).resolve().is_relative_to(Path(base).resolve())
 
 
-def outside_inputs(config: Config, overrides: dict[str, Any], base: Path) -> dict[str, str]:
+def outside_inputs(variant: Config, base: Path) -> dict[str, str]:
     """Params overrides that make the raw inputs and the row cache that sit outside the base project (given
     relative to it: ``../corpus``) absolute, so the variant, one folder down, reads the same files."""
-    variant = validate(config.params.with_overrides(overrides))
     keys = {m.group(1) for n in nodes(variant) for t in n.raw if (m := re.fullmatch(r"\$\{([\w.-]+)\}", t))}
     keys |= {"corpus.queries", "corpus.qrels", "runtime.cache_dir"}  # judgments inside the corpus are not raw inputs
     fixes = {}
@@ -87,7 +86,10 @@ def variant_folder(out: Path, name: str) -> Path:
 def run_variant(name: str, overrides: dict[str, Any], base: Path, config: Config, out: Path) -> dict[str, Any]:
     root = variant_folder(out, name)
     dirty = dirty_nodes(config, overrides)
-    variant_config = validate(config.params.with_overrides({**overrides, **outside_inputs(config, overrides, base)}))
+    variant_params = config.params.with_overrides(overrides)
+    variant_config = validate(variant_params)
+    if fixes := outside_inputs(variant_config, base):
+        variant_config = validate(variant_params.with_overrides(fixes))
     owned.claim_project(root, variant_config.runtime.cache_dir)
     keys = {n.key for n in dirty}
     rerun = {o.path for n in dirty for o in n.outputs}
