@@ -123,9 +123,10 @@ def metrics(
     measure = measure or config.section("evaluate").measures[0]
     header, rows = headline_rows(json.loads(path.read_text(encoding="utf-8")), measure)
     if not rows:
-        typer.echo(f"no judged queries, so no {measure} to show: the label-free check on held-out generated queries is "
-                   "in artifacts/evaluate/synthetic.json and the report; for real numbers judge a few queries "
-                   "(`irforge judge export`, README: 'Ten minutes of judging')")
+        typer.echo(f"no judged queries, so no {measure} to show and nothing to choose a system by: `irforge publish` "
+                   "serves the default (evaluate.default). For a verdict on this corpus judge a few queries in the "
+                   "judging page: `irforge judge serve` (README: 'Which system is best on my corpus?'). The check on "
+                   "held-out generated queries (artifacts/evaluate/synthetic.json) is a smoke test, not a ranking.")
         return
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     if md:
@@ -263,6 +264,35 @@ def judge_import(
                f"and corpus.qrels: {summary['qrels_file']}, then run `make repro`.")
 
 
+@judge_app.command("serve")
+def judge_serve(
+    queries: Annotated[Path | None, typer.Option(help="queries to judge first: a text file, one per line, or BEIR "
+                                                 "queries.jsonl")] = None,
+    seed_generated: Annotated[int, typer.Option(min=0, help="also judge this many generated queries (the filter's "
+                                                "kept ones, held-out first)")] = 0,
+    host: Annotated[str | None, typer.Option(help="address to bind (default: judge.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: judge.port)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """The judging page: grade search results one at a time (keys 0-3), and see which candidate system is best on
+    your corpus and how sure that is. Judgments go to judge.store (BEIR queries.jsonl and qrels/test.tsv)."""
+    import uvicorn
+
+    from irforge.ops.judging import judging_app
+    from irforge.ops.service import service_url
+
+    config = _config(root, params, set_)
+    cfg = config.section("judge")
+    host, port = host or cfg.host, port or cfg.port
+    app_ = judging_app(root, config, host, queries=queries, generated=seed_generated)
+    # The token is not printed (logs keep what a terminal shows): the page takes it once from ?token=.
+    link = f"{service_url(host, port)}/" + (f"?token=<the value of {cfg.token_env}>" if os.environ.get(cfg.token_env) else "")
+    typer.echo(f"irforge judge serve: {link}  (judgments in {app_.state.session.store.folder})")
+    uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
 @app.command()
 def audit(
     path: Annotated[Path | None, typer.Argument(help="an artifact: Parquet file, index/model folder, or run file")] = None,
@@ -307,7 +337,8 @@ def reindex(
 @app.command()
 def publish(
     system: Annotated[str | None, typer.Argument(help="an evaluated system, feedback system, rerank or fusion, e.g. "
-                                                 "'rrf(bm25-rm3+dense-prf)' (default: serve.system; best = best on dev)")]
+                                                 "'rrf(bm25-rm3+dense-prf)' (default: serve.system; best = the verdict's "
+                                                 "choice: evaluate.default unless another is better with confidence)")]
     = None,
     name: Annotated[str | None, typer.Option(help="served name: serve/NAME (default: serve.name)")] = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -322,6 +353,8 @@ def publish(
     headline = "  ".join(f"{split} nDCG@10 {metrics[split]['nDCG@10']}" for split in ("dev", "test")
                          if "nDCG@10" in metrics.get(split, {}))
     typer.echo(f"serving {m['system']} as {m['name']} {m['version']} ({m['chunks']} passages){'  ' + headline if headline else ''}")
+    if m.get("why"):
+        typer.echo(f"why: {m['why']} (artifacts/evaluate/verdict.json; the report's 'Which system to serve')")
     typer.echo(f"search it: irforge search \"your query\"   or   irforge serve   (serve/{m['name']}/served)")
 
 
@@ -331,7 +364,7 @@ def search(
     k: Annotated[int, typer.Option("-k", min=1, help="documents shown")] = 10,
     name: Annotated[str | None, typer.Option(help="served system (default: serve.name)")] = None,
     experiment: Annotated[str | None, typer.Option(help="search the experiment's artifacts as this system instead "
-                                                   "of a served version ('best': the best on the dev split)")] = None,
+                                                   "of a served version ('best': the verdict's choice)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON (what GET /search returns, and "
                                           "answered_by: service or local)")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="each run of the system: the document's rank and score")]

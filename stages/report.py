@@ -41,10 +41,10 @@ def ablation_file(config: Any) -> list[str]:
 
 STAGE = Stage(
     name="report",
-    version="5",
+    version="6",
     params=("seed", "corpus", "evaluate", "report"),
     config=ReportConfig,
-    inputs=("chunks", "evaluate.metrics", "synthetic", "per_query", "queries", "filtered_queries", train_logs),
+    inputs=("chunks", "evaluate.metrics", "verdict", "synthetic", "per_query", "queries", "filtered_queries", train_logs),
     raw=(ablation_file,),
     outputs=(Output("report", "", "folder", description="index.html and its figures"),),
 )
@@ -73,6 +73,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     written: list[str] = []
     with ctx.publish("report") as folder:
         metrics = ctx.read_json("evaluate.metrics") if ctx.has_input("evaluate.metrics") else {}
+        if ctx.has_input("verdict"):
+            parts.append(sections.verdict(ctx.read_json("verdict"), folder))
+            written.append("verdict")
         if metrics:  # systems in params order, then the fusions (metrics.json is sorted by name)
             order = [s for s in ev.systems if s in metrics]
             metrics = {s: metrics[s] for s in order + sorted(set(metrics) - set(order))}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,23 @@ def scratch_is_owned(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 # Fixtures shared by several test modules (tiny_models: tiny random dense and SPLADE models).
 pytest_plugins = ["trainkit"]
+
+NO_BROWSER = re.compile(r"chromium.* is not installed", re.IGNORECASE)  # the browser tests' skip reason
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """A browser test skipped for want of Chromium is easy to miss among the skips (-ra): say so loudly, with the
+    capability left untested and the command that installs it (what .ci/run does)."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if NO_BROWSER.search(str(r.longrepr))]
+    if not skipped:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.write_sep("!", "NOT TESTED IN A REAL BROWSER", red=True, bold=True)
+    write(f"{len(skipped)} test{'s' if len(skipped) > 1 else ''} skipped because Chromium is not installed: "
+          "the search page and the judging page were not tested in a real browser.", red=True, bold=True)
+    write("Install it, then run them again:  sudo apt-get install -y chromium", bold=True)
+    write("  python -m pytest tests/test_search_page.py tests/test_judging_page.py")
+    terminalreporter.write_sep("!", red=True, bold=True)
 
 # A document long enough to be cut into several 32-token passages (sentences of ~8 tokens each).
 LONG_TEXT = " ".join(

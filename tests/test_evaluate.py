@@ -116,6 +116,9 @@ def test_judged_project_is_evaluated_from_the_judgments_artifacts(evaluated_proj
     assert read_system(out / paths.index_dir("bm25"))["kind"] == "bm25"  # bm25 opens from its folder too
     assert {r["query_id"] for r in pq.read_table(out / paths.PER_QUERY).to_pylist()} == judged  # q6: unjudged
     assert set(json.loads((out / paths.METRICS).read_text())) == {"bm25"}
+    verdict = json.loads((out / "artifacts/evaluate/verdict.json").read_text())
+    assert verdict["choice"] == verdict["default"] == "bm25" and verdict["unjudged"] in ("nonrelevant", "uncertain")
+    assert set(verdict["systems"]) == {"bm25"} and verdict["queries"] == len(judged)
 
 
 def test_corpus_without_judgments_skips_evaluation_with_empty_outputs(evaluated_copy: Project) -> None:
@@ -123,7 +126,12 @@ def test_corpus_without_judgments_skips_evaluation_with_empty_outputs(evaluated_
     evaluated_copy.set_params(corpus={**corpus, "queries": None, "qrels": None})
     assert evaluated_copy.run("judgments") == {"queries": 0, "judged_queries": 0, "judgments": 0, "dev": 0, "test": 0,
                                                "unknown_dropped": 0}
-    assert evaluated_copy.run("evaluate") == {"systems": [], "metrics": {}, "synthetic": {"queries": 0}}
+    result = evaluated_copy.run("evaluate")
+    assert result["systems"] == [] and result["metrics"] == {} and result["synthetic"] == {"queries": 0}
+    # Nothing judged, nothing to choose by: the default (auto: the baseline, without the zero-shot fusion) is
+    # served, and the verdict says where to judge.
+    assert result["verdict"]["queries"] == 0 and result["verdict"]["choice"] == "bm25"
+    assert "irforge judge serve" in result["verdict"]["choice_reason"]
     out = evaluated_copy.root
     assert pq.read_table(out / paths.QUERIES).num_rows == 0 and pq.read_table(out / paths.QRELS).num_rows == 0
     assert json.loads((out / paths.METRICS).read_text()) == {}

@@ -283,21 +283,23 @@ def test_concurrent_searches_are_batched_and_answer_as_alone(project, published)
         service.close()
 
 
-def test_best_without_judgments_is_chosen_on_the_held_out_generated_queries(tmp_path):
+def test_best_is_the_verdicts_choice_and_never_the_synthetic_ranking(tmp_path):
     from irforge.ops.search import best_system
 
     config = load_config(Path(__file__).resolve().parents[1], "params.yaml")
     folder = tmp_path / "artifacts/evaluate"
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text("{}")
-    with pytest.raises(ValueError, match="no system has a nDCG@10 score .*-S serve.system=bm25"):
+    with pytest.raises(ValueError, match="verdict.json does not exist: run `dvc repro` first"):
         best_system(tmp_path, config)
+    # A synthetic ranking that prefers rrf(bm25+dense) is not a verdict: without judgments the default is served.
     (folder / "synthetic.json").write_text(json.dumps({"queries": 8, "systems": {
-        "bm25": {"nDCG@10": 0.41}, "rrf(bm25+dense)": {"nDCG@10": 0.52}, "dense": {"nDCG@10": 0.47}}}))
-    assert best_system(tmp_path, config) == "rrf(bm25+dense)"
-    (folder / "metrics.json").write_text(json.dumps({"bm25": {"nDCG@10": 0.3, "dev": {"nDCG@10": 0.6}},
-                                                     "dense": {"nDCG@10": 0.5, "dev": {"nDCG@10": 0.4}}}))
-    assert best_system(tmp_path, config) == "bm25"  # judgments win, and only their dev split decides
+        "bm25": {"nDCG@10": 0.41}, "rrf(bm25+dense)": {"nDCG@10": 0.52}}}))
+    (folder / "verdict.json").write_text(json.dumps({"queries": 0, "choice": "rrf(bm25+dense-zs+splade-zs)",
+                                                     "choice_reason": "no judged queries"}))
+    assert best_system(tmp_path, config) == "rrf(bm25+dense-zs+splade-zs)"
+    (folder / "verdict.json").write_text(json.dumps({"queries": 0, "choice": None, "choice_reason": "no default"}))
+    with pytest.raises(ValueError, match="no system chosen .*-S serve.system=bm25"):
+        best_system(tmp_path, config)
 
 
 # ---------------------------------------------------------------------- `irforge search` through a running service

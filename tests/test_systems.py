@@ -164,13 +164,13 @@ def test_report_renders_tables_and_existing_figures(evaluated, tmp_path):
                            (None, "was measured on a corpus it does not name")):
         ablation.write_text(json.dumps({"rows": rows} | ({"corpus": recorded} if recorded else {})))
         summary = run_stage("report", root, params.with_overrides({"report.ablation": str(ablation)}))
-        assert summary["sections"] == ["systems", "training", "filter"]
+        assert summary["sections"] == ["verdict", "systems", "training", "filter"]
         text = (root / paths.REPORT / "index.html").read_text()
         assert said in text and "no-negatives" not in text
     here = corpus_identity(root / paths.CHUNKS)
     ablation.write_text(json.dumps({"corpus": here, "rows": rows}))
     summary = run_stage("report", root, params.with_overrides({"report.ablation": str(ablation)}))
-    assert summary["sections"] == ["systems", "training", "ablation", "filter"]
+    assert summary["sections"] == ["verdict", "systems", "training", "ablation", "filter"]
     page_path = root / paths.REPORT / "index.html"
     page = _Page()
     page.feed(page_path.read_text(encoding="utf-8"))

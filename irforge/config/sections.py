@@ -84,7 +84,8 @@ class ServeConfig(Section):
     """What `irforge publish` serves (serve/<name>/) and how `irforge search` / `irforge serve` answer."""
 
     name: str = Field("main", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the served system's folder: serve/<name>/
-    system: str = "best"  # an evaluated run (system, feedback system, rerank, fusion); best: the best on the dev split
+    system: str = "best"  # an evaluated run (system, feedback system, rerank, fusion); best: the verdict's choice
+    # (artifacts/evaluate/verdict.json: evaluate.default unless a system is better with evaluate.confidence)
     depth: int = Field(100, ge=1)  # documents per run when searching (evaluate.depth is for measuring)
     threads: int = Field(2, ge=1)  # torch / Lucene threads per search
     host: str = "127.0.0.1"  # `irforge serve` binds here (loopback: expose it through a proxy you control)
@@ -93,6 +94,19 @@ class ServeConfig(Section):
     max_k: int = Field(100, ge=1)  # documents per query at most
     max_batch: int = Field(64, ge=1)  # queries per POST /search at most
     watch_seconds: float = Field(2.0, gt=0)  # how often the service looks for a newly served version
+
+
+class JudgeConfig(Section):
+    """The judging page (`irforge judge serve`): where judgments are kept, which systems are compared, what to ask next."""
+
+    store: str = "data/judged"  # the judgments store: judgments.jsonl (every grade, append-only) + BEIR queries/qrels
+    systems: list[str] | None = None  # the candidate runs compared (null = every run evaluate compares)
+    selection: Literal["active", "depth"] = "active"  # active: the judgment that most moves the verdict | depth pooling
+    depth: int = Field(10, ge=1, le=10)  # selection depth: documents per system per query in depth order
+    samples: int = Field(500, ge=50)  # Monte Carlo samples of the unjudged documents' relevance
+    host: str = "127.0.0.1"  # loopback; any other host needs a token for every write (IRFORGE_JUDGE_TOKEN)
+    port: int = Field(8001, ge=1, le=65535)
+    token_env: str = "IRFORGE_JUDGE_TOKEN"  # the environment variable holding the write token
 
 
 class ReindexConfig(Section):
@@ -141,6 +155,7 @@ CORE_SECTIONS: dict[str, type[Section]] = {
     "leakage": LeakageConfig,
     "reindex": ReindexConfig,
     "serve": ServeConfig,
+    "judge": JudgeConfig,
     "runtime": RuntimeConfig,
 }
 UNTRACKED = ("runtime",)  # sections DVC never tracks

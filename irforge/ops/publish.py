@@ -42,6 +42,10 @@ def publish(root: str | Path, config: Config, system: str | None = None, name: s
                                 "`dvc repro` (or `make repro`) first")
     for s in spec["plan"]["systems"]:
         read_system(root / INDEXES / s)  # a folder that is not a finished index fails here, naming it
+    verdict_path = root / "artifacts" / "evaluate" / "verdict.json"
+    why = None  # a chosen system says why: the verdict's reason (the default kept, or a system better with confidence)
+    if (system or serve.system) == "best" and verdict_path.exists():
+        why = json.loads(verdict_path.read_text(encoding="utf-8")).get("choice_reason")
     metrics_path = root / "artifacts" / "evaluate" / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
     with serving.exclusive(root, name):
@@ -58,7 +62,7 @@ def publish(root: str | Path, config: Config, system: str | None = None, name: s
             scored = evaluate(root, config, folder)
             manifest = {
                 "version": version, "name": name, "system": spec["plan"]["target"], "mode": "publish",
-                "reason": "published from the experiment", "changes": {}, "served_before": previous,
+                "reason": "published from the experiment", "why": why, "changes": {}, "served_before": previous,
                 "build_key": build_key(config, spec), "incremental_since_full": 0, "created_at": created_at(),
                 "metrics": scored, "experiment_metrics": _headline(metrics.get(spec["plan"]["target"])), "held": None,
                 "chunks": artifacts.read_artifact(root / CHUNKS, "chunks", ["chunk_id"]).num_rows,

@@ -294,27 +294,19 @@ def position(hits: list[tuple[str, float]], doc: str) -> dict[str, Any] | None:
 
 
 def best_system(root: Path | str, config: Any) -> str:
-    """The evaluated run with the best dev-split score (evaluate.significance_measure): tuning sees only dev. A
-    corpus without judgments: the best on the generated queries the filter held out (``synthetic.json``)."""
-    folder = Path(root) / "artifacts" / "evaluate"
-    path = folder / "metrics.json"
+    """The evaluate stage's verdict (``verdict.json``): the robust default (evaluate.default) unless a run is better
+    with evaluate.confidence on the judged queries. Without judgments the default: the label-free synthetic
+    ranking is not a way to choose (it disagrees with judgments; docs/judging.md)."""
+    path = Path(root) / "artifacts" / "evaluate" / "verdict.json"
     if not path.exists():
         raise ValueError(f"serve.system is 'best' but {path} does not exist: run `dvc repro` first, or name a "
                          "system (e.g. -S serve.system=bm25)")
-    measure = config.section("evaluate").significance_measure
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    scored = {s: (v.get("dev") or v).get(measure) for s, v in metrics.items() if isinstance(v, dict)}
-    scored = {s: v for s, v in scored.items() if v is not None}
-    if not scored and (folder / "synthetic.json").exists():
-        synthetic = json.loads((folder / "synthetic.json").read_text(encoding="utf-8")).get("systems") or {}
-        scored = {s: v[measure] for s, v in synthetic.items() if measure in v}
-        if scored:
-            log.info("no judgments: choosing the served system on the held-out generated queries (%s)",
-                     folder / "synthetic.json")
-    if not scored:
-        raise ValueError(f"{path}: no system has a {measure} score (no judgments, and no held-out generated queries "
-                         "in synthetic.json): name a system with serve.system, e.g. -S serve.system=bm25")
-    return max(sorted(scored), key=lambda s: scored[s])
+    verdict = json.loads(path.read_text(encoding="utf-8"))
+    if not verdict.get("choice"):
+        raise ValueError(f"{path}: no system chosen ({verdict.get('choice_reason')}): name one with serve.system, "
+                         "e.g. -S serve.system=bm25, or set evaluate.default")
+    log.info("serve.system best: %s (%s)", verdict["choice"], verdict["choice_reason"])
+    return verdict["choice"]
 
 
 def system_spec(config: Any, system: str, root: Path | str = ".") -> dict[str, Any]:

@@ -41,6 +41,21 @@ def measure_bars(metrics: dict[str, dict], shown: list[str], baseline: str):
     return fig
 
 
+def verdict_intervals(systems: dict[str, dict], default: str | None, choice: str | None):
+    """Each system's estimate with its 95 % interval (resampled queries; unjudged documents when uncertain)."""
+    names = sorted(systems, key=lambda s: -systems[s]["estimate"])
+    fig, ax = plt().subplots(figsize=(8, 0.35 * len(names) + 1.5))
+    for y, name in enumerate(names):
+        row = systems[name]
+        color = "#2f855a" if name == choice else ("#2b6cb0" if name == default else "#4a5568")
+        ax.plot([row["low"], row["high"]], [y, y], color=color, lw=2)
+        ax.plot(row["estimate"], y, "o", color=color)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("nDCG@10: estimate and 95 % interval (green: served, blue: the default)")
+    return fig
+
+
 def latency_bars(metrics: dict[str, dict]):
     names = list(metrics)
     fig, ax = plt().subplots(figsize=(7, 0.35 * len(metrics) + 1.5))

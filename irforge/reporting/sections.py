@@ -31,6 +31,31 @@ def systems(metrics: dict[str, dict], measures: list[str], baseline: str, main: 
     return "\n".join(out)
 
 
+def verdict(result: dict[str, Any], folder: Path) -> str:
+    """Which system `irforge publish` serves and how sure that is: the default unless another is better with the
+    configured confidence, each system's estimate with its interval and P(better than the default)."""
+    rows_in = result.get("systems") or {}
+    choice, default = result.get("choice"), result.get("default")
+    head = (f"<h2>Which system to serve</h2><p><b>{esc(choice or 'none')}</b>: {esc(result.get('choice_reason', ''))}."
+            "</p>")
+    if not rows_in:
+        return head + "<p>" + esc("Judge a few queries in the judging page (`irforge judge serve`, README: "
+                                  "'Which system is best on my corpus?') for a verdict on this corpus.") + "</p>"
+    split = {"dev": "the dev split", "all": "every judged query (the dev split is too small to choose on)"}
+    text = (f"Chosen on {split.get(result.get('split'), 'the judged queries')} ({result['queries']} queries, "
+            f"{result['judgments']} judgments). The interval and P(better than the default) resample the queries"
+            + (" and draw the unjudged documents' relevance" if result.get("unjudged") == "uncertain" else "")
+            + f"; it assumes {result.get('assumes', '')}. {result.get('message', '')}.")
+    rows = [[name, f"{r['estimate']:.4f}", f"{r['low']:.4f} – {r['high']:.4f}",
+             f"{r['p_better_than_default']:.2f}" if "p_better_than_default" in r else "(default)",
+             f"{r['p_best']:.2f}"]
+            for name, r in sorted(rows_in.items(), key=lambda kv: -kv[1]["estimate"])]
+    classes = ["best" if name == choice else "" for name, _ in sorted(rows_in.items(), key=lambda kv: -kv[1]["estimate"])]
+    figure = image(figures.save(figures.verdict_intervals(rows_in, default, choice), folder, "verdict.png"))
+    return head + f"<p>{esc(text)}</p>" + table(["system", "nDCG@10", "95 % interval", "P(better than default)",
+                                                 "P(best)"], rows, classes) + figure
+
+
 def splits(metrics: dict[str, dict], pairs: list[list[str]], baseline: str, main: str) -> str:
     """Each system on the dev split (what tuning may look at) and the test split (the number to quote), with the
     paired tests on the test queries alone."""
@@ -73,9 +98,10 @@ def synthetic(result: dict[str, Any], judged: dict[str, dict], pairs: list[list[
                  f"{agreement['systems']} systems; {agreement['pairs_same_sign']} of {agreement['pairs']} compared "
                  "pairs get the judged sign.")
     else:
-        trust = (" There are no judgments to check it against: read it as a sanity check of each system on queries "
-                 "like the training ones, not as relevance (on Cranfield it ranked 17 systems almost unlike human "
-                 "judgments did: Kendall's tau 0.03; docs/filtermine.md).")
+        trust = (" There are no judgments to check it against. It is not a ranking of the systems (on Cranfield it "
+                 "ranked 17 systems almost unlike human judgments did: Kendall's tau 0.03; docs/filtermine.md), and "
+                 "nothing is chosen by it: without judgments `irforge publish` serves the default "
+                 "(evaluate.default). For a verdict on this corpus, judge in the judging page (`irforge judge serve`).")
     return ("<h2>Synthetic evaluation (generated queries, not human judgments)</h2><p>" + esc(
         f"{result['queries']} generated queries held out by the filter (filter.holdout), never trained on; each "
         f"query's own document counts as its one relevant document. It favours the retrievers the round-trip "
