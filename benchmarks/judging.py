@@ -65,7 +65,7 @@ def within(est: V.Estimate, delta: float) -> tuple[int, float]:
 
 
 def simulate(runs: dict, qrels: dict, seed: int, queries: int, budget: int, samples: int, delta: float,
-             confidence: float) -> dict:
+             confidence: float, at_depth_budgets: bool = True) -> dict:
     rng = np.random.default_rng(seed)
     candidates = sorted(q for q, docs in qrels.items() if any(g > 0 for g in docs.values())
                         and all(q in r for r in runs.values()))
@@ -96,7 +96,7 @@ def simulate(runs: dict, qrels: dict, seed: int, queries: int, budget: int, samp
                 at_budget[depth] = leader
         if stopped is None and p >= confidence and all(judged.get(q) for q in pool.queries):
             stopped = (n, leader, p)
-            if all(d in at_budget for d in depth_budgets):
+            if not at_depth_budgets or all(d in at_budget or depth_budgets[d] > budget for d in depth_budgets):
                 break
         if n == budget:
             break
@@ -112,9 +112,10 @@ def simulate(runs: dict, qrels: dict, seed: int, queries: int, budget: int, samp
                         "right": right(stopped[1]), "confidence": round(stopped[2], 3)}
     out["active"] = stopped_info
     for depth in depth_budgets:
-        pick = at_budget.get(depth, leader)
-        out[f"active_at_depth{depth}_budget"] = {"judgments": depth_budgets[depth], "choice": pool.systems[pick],
-                                                 "right": right(pick)}
+        if depth in at_budget:  # (a budget larger than --budget is not read)
+            pick = at_budget[depth]
+            out[f"active_at_depth{depth}_budget"] = {"judgments": depth_budgets[depth], "choice": pool.systems[pick],
+                                                     "right": right(pick)}
     return out
 
 
@@ -130,7 +131,8 @@ def summarise(results: list[dict]) -> dict:
     out = {"runs": len(results), "active": block("active") | {
         "stopped": len(stopped), "stopped_right": round(float(np.mean([a["right"] for a in stopped])), 3) if stopped else None}}
     for key in ("depth5", "depth10", "active_at_depth5_budget", "active_at_depth10_budget"):
-        out[key] = block(key)
+        if all(key in r for r in results):
+            out[key] = block(key)
     return out
 
 
@@ -140,7 +142,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--queries", type=int, default=25)
     parser.add_argument("--budget", type=int, default=400, help="judgments at most per run")
-    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=1000, help="Monte Carlo samples (judge.samples)")
     parser.add_argument("--delta", type=float, default=0.01)
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--out", type=Path, default=None)
@@ -150,15 +152,24 @@ def main() -> None:
         name, folder = spec.split("=", 1)
         runs, qrels = load(Path(folder))
         started = time.perf_counter()
-        results = [simulate(runs, qrels, seed, args.queries, args.budget, args.samples, args.delta, args.confidence)
-                   for seed in range(args.runs)]
+        results = []
+        for seed in range(args.runs):
+            results.append(simulate(runs, qrels, seed, args.queries, args.budget, args.samples, args.delta,
+                                    args.confidence))
+            a = results[-1]["active"]
+            print(f"{name} run {seed + 1}/{args.runs}: {a['judgments']} judgments, {a['choice']} "
+                  f"({'right' if a['right'] else 'WRONG'}), {time.perf_counter() - started:.0f} s", file=sys.stderr)
         summary = summarise(results)
         summary["systems"] = len(runs)
         summary["seconds"] = round(time.perf_counter() - started, 1)
         report["collections"][name] = {"summary": summary, "runs": results}
         print(name, json.dumps(summary, indent=1), flush=True)
-    if args.out:
+    if args.out:  # collections measured by an earlier run (in parallel, say) stay in the file
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.exists():
+            earlier = json.loads(args.out.read_text(encoding="utf-8")).get("collections", {})
+            report["collections"] = {**{k: v for k, v in earlier.items() if k not in report["collections"]},
+                                     **report["collections"]}
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 

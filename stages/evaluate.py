@@ -309,7 +309,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ctx.write_text("systems_table", systems_csv(metrics, [*measures, "latency_mean_ms", "latency_p95_ms"]))
     synthetic = evaluate_synthetic(ctx, cfg, metrics)
     ctx.write_json("synthetic", synthetic)
-    return {"systems": list(metrics), "metrics": metrics, "verdict": verdict, "synthetic": synthetic}
+    summary = {k: v for k, v in verdict.items() if k != "systems"}  # the per-system table is in verdict.json
+    return {"systems": list(metrics), "metrics": metrics, "verdict": summary, "synthetic": synthetic}
 
 
 def evaluate_synthetic(ctx: StageContext, cfg: EvaluateConfig, metrics: dict[str, Any]) -> dict[str, Any]:

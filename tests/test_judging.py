@@ -368,3 +368,40 @@ def test_the_candidates_are_the_evaluated_runs_with_indexes(project, caplog):
         judging.candidate_plan(project, config.section("evaluate"), ["nope"])
     plan, systems = judging.candidate_plan(project, config.section("evaluate"), ["dense-zs"])
     assert systems == ["dense-zs"] and plan.systems == ["dense-zs"] and not plan.steps
+
+
+def test_judge_until_it_says_stop_then_evaluate_and_publish_the_verdicts_choice(tmp_path_factory, tiny_models):
+    """The README's path for a corpus without labels: judge until the page says stop, point corpus.queries /
+    corpus.qrels at the store, evaluate, publish: the served system is the verdict's, with its reason."""
+    from irforge.ops.publish import publish
+
+    root = judging_project(tmp_path_factory.mktemp("until-stop"), tiny_models)
+    session = judging.Session(root, load_config(root))
+    try:
+        topics = {str(i): TOPICS[i] for i in range(5)}
+        ids = session.add_queries(list(topics.values()))
+        wanted = dict(zip(ids, topics, strict=True))  # query id -> its topic's document
+        for _ in range(150):
+            state = session.state("ann")
+            if state["verdict"]["stop"]:
+                break
+            nxt = state["next"]
+            session.grade(nxt["query_id"], nxt["doc_id"], 3 if nxt["doc_id"] == wanted[nxt["query_id"]] else 0, "ann")
+        verdict = state["verdict"]
+        assert verdict["stop"] and "you can stop" in verdict["message"]
+        judged = session.store.judged()
+        assert set(judged) == set(ids)  # every query judged at least once before the stop
+        assert sum(len(d) for d in judged.values()) < state["progress"]["pooled"]  # not the whole pool
+    finally:
+        session.close()
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    data["corpus"].update(queries="data/judged/queries.jsonl", qrels="data/judged/qrels/test.tsv")
+    (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    config = load_config(root)
+    run_stage("judgments", root, config)
+    evaluated = run_stage("evaluate", root, config)["verdict"]
+    assert evaluated["unjudged"] == "uncertain"  # grade-0 rows: pooled judgments, the rest unknown
+    assert evaluated["split"] == "all" and evaluated["queries"] == len(ids)  # too few dev queries to choose on
+    assert json.loads((root / "artifacts/evaluate/verdict.json").read_text())["choice"] == evaluated["choice"]
+    manifest = publish(root, config)
+    assert manifest["system"] == evaluated["choice"] and manifest["why"] == evaluated["choice_reason"]

@@ -144,7 +144,7 @@ def test_grades_by_keyboard_survive_a_reload_and_a_killed_server_and_documents_s
                 devtools.wait_for(f'{PROGRESS}.startsWith("{i + 1} judgments")')
                 given[tuple(pair)] = int(key)
             verdict = devtools.evaluate('document.getElementById("message").textContent')
-            assert "after 5 judgments" in verdict or "keep judging" in verdict, verdict
+            assert "after 5 judgments" in verdict or "keep judging" in verdict or "no judgment yet" in verdict, verdict
             assert devtools.evaluate('document.querySelectorAll("#systems tbody tr").length') == 3
             shot = base64.b64decode(devtools("Page.captureScreenshot", format="png")["data"])
             (tmp_path / "judging.png").write_bytes(shot)

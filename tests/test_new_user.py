@@ -62,4 +62,5 @@ def test_metrics_without_judgments_says_where_to_look(tmp_path) -> None:
     (project.root / paths.METRICS).write_text("{}")
     result = CliRunner().invoke(app, ["metrics", "--root", str(project.root), "--params",
                                       str(project.root / "params.yaml")])
-    assert result.exit_code == 0 and "no judged queries" in result.output and "irforge judge export" in result.output
+    assert result.exit_code == 0 and "no judged queries" in result.output and "irforge judge serve" in result.output
+    assert "serves the default" in result.output and "not a ranking" in result.output

@@ -45,12 +45,13 @@ def test_uncertainty_shrinks_as_judgments_come_and_vanishes_when_the_pool_is_jud
 
 
 def test_the_next_judgment_separates_the_leader_from_its_threat_and_warms_up_untouched_queries():
-    # a and b agree everywhere except rank 1 of q1; c is far behind. Shared documents tell a from b nothing.
+    # a and b agree everywhere except rank 1 of q1; c's documents are judged not relevant. Shared documents tell a
+    # from b nothing.
     runs = {"a": {"q1": ranked("x", "s1", "s2"), "q2": ranked("t1", "t2")},
             "b": {"q1": ranked("y", "s1", "s2"), "q2": ranked("t1", "t2")},
             "c": {"q1": ranked("z1", "z2", "z3"), "q2": ranked("z4", "z5")}}
     pool = V.pool_of(runs)
-    judged = {"q1": {"s1": 1}, "q2": {"t1": 1}}
+    judged = {"q1": {"s1": 1, "z1": 0, "z2": 0, "z3": 0}, "q2": {"t1": 1, "z4": 0, "z5": 0}}
     (q, d, _), = V.next_judgments(V.estimate(pool, judged, samples=400, seed=3), 1)
     assert (q, d) in {("q1", "x"), ("q1", "y")}
     first = V.next_judgments(V.estimate(pool, {"q1": {"s1": 1}}, samples=400, seed=3), 1)

@@ -103,7 +103,7 @@ class JudgeConfig(Section):
     systems: list[str] | None = None  # the candidate runs compared (null = every run evaluate compares)
     selection: Literal["active", "depth"] = "active"  # active: the judgment that most moves the verdict | depth pooling
     depth: int = Field(10, ge=1, le=10)  # selection depth: documents per system per query in depth order
-    samples: int = Field(500, ge=50)  # Monte Carlo samples of the unjudged documents' relevance
+    samples: int = Field(1000, ge=50)  # Monte Carlo samples of the unjudged documents' relevance
     host: str = "127.0.0.1"  # loopback; any other host needs a token for every write (IRFORGE_JUDGE_TOKEN)
     port: int = Field(8001, ge=1, le=65535)
     token_env: str = "IRFORGE_JUDGE_TOKEN"  # the environment variable holding the write token

@@ -4,12 +4,13 @@ The candidate systems' top 10 documents per query form the *pool*. A judged docu
 one is uncertain, and the verdict says how much that uncertainty (and, for ``publish``, the choice of queries)
 could change the comparison:
 
-* **Relevance of unjudged documents.** A pooled document is relevant with a probability that depends on how the
-  systems ranked it: how many of them put it in their top 10 (a third or fewer, two thirds or fewer, more) and its
-  best rank (1-3 or 4-10), six bins. Each bin's rate has a Beta posterior from the judgments made so far, shrunk
-  towards the overall rate (a prior worth two judgments), so the model learns what the systems' agreement is
-  worth on this corpus as the judge goes. A relevant document's grade is drawn from the grades seen so far
-  (Dirichlet posterior). Documents are independent given the rates. Monte Carlo samples draw rates, then grades.
+* **Relevance of unjudged documents.** A Bayesian logistic regression, refitted after every judgment, gives each
+  pooled document its probability of relevance from how the systems ranked it: the share of systems with it in
+  their top 10, its best rank, its rank in each system's top 10 (so the model learns whose documents tend to be
+  relevant on this corpus), and which query it answers (queries differ in how many relevant documents they
+  have). The posterior is Gaussian (Laplace approximation); each Monte Carlo sample draws the weights from it,
+  then each unjudged document's relevance, then a relevant document's grade from the grades seen so far
+  (Dirichlet posterior). Documents are independent given the weights.
 * **nDCG@10** of each system on each query is computed in every sample (linear gain, log2 discount, as
   trec_eval's ``ndcg_cut``), the ideal ranking from the judged and sampled grades of the pool plus any judged
   document outside it. Documents outside every system's top 10 are never relevant to the ideal unless judged:
@@ -41,9 +42,9 @@ from irforge.retrieval.runs import Run
 
 CUTOFF = 10
 DISCOUNT = 1.0 / np.log2(np.arange(2, CUTOFF + 2))  # rank 1 .. 10
-PRIOR_STRENGTH = 2.0  # the overall rate is worth this many judgments in each bin's prior
-QUERY_STRENGTH = 2.0  # a query's factor starts at 1, worth this many expected relevant documents
-MAX_RATE = 0.98
+PRIOR_LOGIT = -1.0  # before any judgment a pooled document is relevant with about 27 % (sd 1.5 on the logit)
+SYSTEM_PRECISION = 16.0  # systems' weights shrink towards 0 (many candidates share most of their documents)
+QUERY_PRECISION = 1.0
 WARM_UP = 1e6  # added to the scores of a query's documents until it has a judgment
 Unjudged = Literal["uncertain", "nonrelevant"]
 
@@ -56,11 +57,11 @@ class Pool:
     queries: list[str]
     docs: list[list[str]]  # per query: the pooled documents (sorted)
     positions: np.ndarray  # [queries, systems, CUTOFF]: index into docs[q] of each rank; width = no document
-    bins: np.ndarray  # [queries, width]: the relevance-model bin of each pooled document (-1: padding)
+    real: np.ndarray  # [queries, width]: a pooled document (False: padding, the query pools fewer)
 
     @property
     def width(self) -> int:
-        return self.bins.shape[1]
+        return self.real.shape[1]
 
     def index(self, query: str, doc: str) -> tuple[int, int] | None:
         q = self.queries.index(query)
@@ -80,19 +81,14 @@ def pool_of(runs: dict[str, Run], queries: list[str] | None = None) -> Pool:
     docs = [sorted({d for top in per_system for d in top}) for per_system in tops]
     width = max([len(d) for d in docs] + [1])
     positions = np.full((len(queries), len(systems), CUTOFF), width, dtype=np.int64)
-    bins = np.full((len(queries), width + 1), -1, dtype=np.int64)
+    real = np.zeros((len(queries), width), dtype=bool)
     for q, per_system in enumerate(tops):
         where = {d: i for i, d in enumerate(docs[q])}
-        votes = np.zeros(len(docs[q]))
-        best = np.full(len(docs[q]), CUTOFF)
+        real[q, : len(docs[q])] = True
         for s, top in enumerate(per_system):
             for r, d in enumerate(top):
                 positions[q, s, r] = where[d]
-                votes[where[d]] += 1
-                best[where[d]] = min(best[where[d]], r)
-        share = np.minimum(2, (3 * votes / len(systems) - 1e-9).astype(int))  # <=1/3, <=2/3, more of the systems
-        bins[q, : len(docs[q])] = share * 2 + (best >= 3)
-    return Pool(systems, queries, docs, positions, bins[:, :width])
+    return Pool(systems, queries, docs, positions, real)
 
 
 def depth_order(pool: Pool, depth: int) -> list[tuple[str, str]]:
@@ -144,47 +140,71 @@ def estimate(pool: Pool, judged: dict[str, dict[str, int]], unjudged: Unjudged =
                 grade[q, where[doc]], known[q, where[doc]] = max(0, g), True
             elif g > 0:
                 outside[q].append(g)
-    real = np.zeros((nq, width + 1), dtype=bool)
-    for q in range(nq):
-        real[q, : len(pool.docs[q])] = True
-    bins = np.concatenate([pool.bins, np.full((nq, 1), -1)], axis=1)
-    # The relevance model, from the pooled judgments: per-bin rates, a factor per query, grades of relevant documents.
-    seen = known & real
+    real = np.concatenate([pool.real, np.zeros((nq, 1), dtype=bool)], axis=1)
+    seen, open_ = known & real, real & ~known
     relevant = seen & (grade > 0)
-    overall = (1 + relevant.sum()) / (2 + seen.sum())
-    hits = np.array([(relevant & (bins == b)).sum() for b in range(6)], dtype=float)
-    trials = np.array([(seen & (bins == b)).sum() for b in range(6)], dtype=float)
-    alpha, beta = PRIOR_STRENGTH * overall + hits, PRIOR_STRENGTH * (1 - overall) + trials - hits
-    mean_rate = np.append(alpha / (alpha + beta), 0.0)  # bin -1 (padding) -> 0
-    # Queries differ in how many relevant documents they have: each query's rates are scaled by a factor whose
-    # Gamma posterior compares its relevant judgments with what the bin rates expected of them.
-    expected = np.where(seen, mean_rate[bins], 0.0).sum(axis=1)
-    shape, scale_rate = QUERY_STRENGTH + relevant.sum(axis=1), QUERY_STRENGTH + expected
     levels = np.array(sorted({int(g) for g in grade[relevant]} | {g for o in outside for g in o}) or [1], dtype=float)
     level_counts = np.array([(grade[relevant] == v).sum() for v in levels], dtype=float) + 1.0
-    open_ = real & ~known
     draws = samples if unjudged == "uncertain" and open_.any() else 1
     gains = np.broadcast_to(grade, (draws, nq, width + 1)).copy()
-    if draws > 1:
-        rates = rng.beta(alpha, beta, size=(draws, 6))  # [draws, bins]
-        factors = rng.gamma(shape, 1.0 / scale_rate, size=(draws, nq))  # [draws, queries]
-        level_p = rng.dirichlet(level_counts, size=draws)  # [draws, levels]
-        qi, pi = np.nonzero(open_)
-        p_rel = np.minimum(MAX_RATE, rates[:, bins[qi, pi]] * factors[:, qi])
+    rate = np.where(known, grade > 0, 0.0)
+    if draws > 1:  # the relevance model, fitted to the pooled judgments; its weights drawn once per sample
+        x, prior_mean, prior_precision = features(pool)
+        w_seen, w_open = seen[:, :width], open_[:, :width]
+        weights, chol = fit_logistic(x[w_seen], relevant[:, :width][w_seen].astype(float), prior_mean, prior_precision)
+        coefficients = weights + rng.standard_normal((draws, len(weights))) @ chol.T  # [draws, features]
+        qi, pi = np.nonzero(w_open)
+        p_rel = 1 / (1 + np.exp(-(coefficients @ x[qi, pi].T)))  # [draws, open documents]
         rel = rng.random((draws, len(qi))) < p_rel
-        cumulative = np.cumsum(level_p, axis=1)
+        cumulative = np.cumsum(rng.dirichlet(level_counts, size=draws), axis=1)  # grades of relevant documents
         pick = (rng.random((draws, len(qi)))[:, :, None] > cumulative[:, None, :]).sum(axis=2)
         gains[:, qi, pi] = np.where(rel, levels[np.minimum(pick, len(levels) - 1)], 0.0)
+        rate[qi, pi] = p_rel.mean(axis=0)
     ndcg = _ndcg(gains, pool.positions, outside)
-    zero = np.where(known, grade, 0.0)[None]
-    judged_only = _ndcg(zero, pool.positions, outside)[0]
-    factor = (shape / scale_rate)[:, None]
-    rate = np.where(known, grade > 0, np.minimum(MAX_RATE, mean_rate[bins] * factor) if unjudged == "uncertain" else 0)
+    judged_only = _ndcg(np.where(known, grade, 0.0)[None], pool.positions, outside)[0]
     p_level = level_counts / level_counts.sum()
     ideal = _ideal(gains, outside).mean(axis=0)
-    return Estimate(pool, ndcg, np.where(real, rate, 0.0)[:, :width],
+    return Estimate(pool, ndcg, rate[:, :width],
                     (float(p_level @ levels), float(p_level @ levels**2)), ideal, (known & real)[:, :width],
                     judged_only, seed, unjudged)
+
+
+def features(pool: Pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pooled document: [queries, width, F] features, and the prior mean and precision of each weight.
+
+    Intercept; share of systems with it in their top 10; its best discount; for each system its discount in that
+    system's top 10 (0 when absent: the model learns which systems' documents are relevant here); one indicator
+    per query (queries differ in how many relevant documents they have)."""
+    nq, ns, width = len(pool.queries), len(pool.systems), pool.width
+    disc = np.zeros((nq, width + 1, ns))
+    q_index, s_index = np.indices(pool.positions.shape[:2])
+    for r in range(CUTOFF):
+        disc[q_index, pool.positions[:, :, r], s_index] = DISCOUNT[r]
+    disc = disc[:, :width]
+    x = np.concatenate([np.ones((nq, width, 1)), (disc > 0).mean(axis=2, keepdims=True),
+                        disc.max(axis=2, keepdims=True), disc,
+                        np.broadcast_to(np.eye(nq)[:, None, :], (nq, width, nq))], axis=2)
+    mean = np.zeros(x.shape[2])
+    mean[0] = PRIOR_LOGIT
+    precision = np.concatenate([[1 / 1.5**2, 1.0, 1.0], np.full(ns, SYSTEM_PRECISION), np.full(nq, QUERY_PRECISION)])
+    return x, mean, precision
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Laplace approximation of a Bayesian logistic regression: the posterior mode and the Cholesky factor of
+    the posterior covariance (Newton's method from the prior mean)."""
+    beta = mean.copy()
+    for _ in range(25):
+        p = 1 / (1 + np.exp(-(x @ beta)))
+        gradient = x.T @ (p - y) + precision * (beta - mean)
+        hessian = (x.T * (p * (1 - p))) @ x + np.diag(precision)
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    p = 1 / (1 + np.exp(-(x @ beta)))
+    hessian = (x.T * (p * (1 - p))) @ x + np.diag(precision)
+    return beta, np.linalg.cholesky(np.linalg.inv(hessian))
 
 
 def _ideal(gains: np.ndarray, outside: list[list[int]]) -> np.ndarray:
@@ -321,8 +341,8 @@ def next_judgments(est: Estimate, k: int = 1, delta: float = 0.01) -> list[tuple
     mean_gain, mean_square = est.gain_moments
     p = est.rel_rate
     variance = p * mean_square - (p * mean_gain) ** 2
-    score = np.where(est.judged | (pool.bins < 0), -np.inf, variance * gap)
-    # A warm-up round: a query without any judgment gets one first, so every query's factor is learnt from its own
+    score = np.where(est.judged | ~pool.real, -np.inf, variance * gap)
+    # A warm-up round: a query without any judgment gets one first, so every query's weight is learnt from its own
     # judgments rather than the prior alone (and the stopping rule never rests on a query nobody looked at).
     untouched = ~est.judged.any(axis=1) & np.isfinite(score).any(axis=1)
     score = np.where(untouched[:, None] & np.isfinite(score), score + WARM_UP, score)

@@ -376,7 +376,7 @@ class Session:
             pair = self.next_pair(judge)
             judged = self.store.judged()
             latest = self.store.latest(judge)
-            pooled = int(est.judged.size - (est.pool.bins < 0).sum()) if est is not None else 0
+            pooled = int(est.pool.real.sum()) if est is not None else 0
             return {
                 "judge": judge, "selection": self.cfg.selection, "systems": self.systems, "default": self.default,
                 "progress": {"judgments": sum(len(d) for d in judged.values()),

@@ -42,18 +42,21 @@ def verdict(result: dict[str, Any], folder: Path) -> str:
         return head + "<p>" + esc("Judge a few queries in the judging page (`irforge judge serve`, README: "
                                   "'Which system is best on my corpus?') for a verdict on this corpus.") + "</p>"
     split = {"dev": "the dev split", "all": "every judged query (the dev split is too small to choose on)"}
+    uncertain = result.get("unjudged") == "uncertain"
     text = (f"Chosen on {split.get(result.get('split'), 'the judged queries')} ({result['queries']} queries, "
-            f"{result['judgments']} judgments). The interval and P(better than the default) resample the queries"
-            + (" and draw the unjudged documents' relevance" if result.get("unjudged") == "uncertain" else "")
-            + f"; it assumes {result.get('assumes', '')}. {result.get('message', '')}.")
+            f"{result['judgments']} judgments). P(better than the default) is 1 - a one-sided paired randomisation "
+            "p-value on these queries" + (", averaged over the unjudged documents' possible grades" if uncertain
+                                          else "") + "; the interval resamples the queries (bootstrap)"
+            + ("; P(best) is over the unjudged documents' grades" if uncertain else "")
+            + f". It assumes {result.get('assumes', '')}. {result.get('message', '')}.")
+    ranked = sorted(rows_in.items(), key=lambda kv: -kv[1]["estimate"])
     rows = [[name, f"{r['estimate']:.4f}", f"{r['low']:.4f} – {r['high']:.4f}",
              f"{r['p_better_than_default']:.2f}" if "p_better_than_default" in r else "(default)",
-             f"{r['p_best']:.2f}"]
-            for name, r in sorted(rows_in.items(), key=lambda kv: -kv[1]["estimate"])]
-    classes = ["best" if name == choice else "" for name, _ in sorted(rows_in.items(), key=lambda kv: -kv[1]["estimate"])]
+             *([f"{r['p_best']:.2f}"] if uncertain else [])] for name, r in ranked]
+    classes = ["best" if name == choice else "" for name, _ in ranked]
     figure = image(figures.save(figures.verdict_intervals(rows_in, default, choice), folder, "verdict.png"))
     return head + f"<p>{esc(text)}</p>" + table(["system", "nDCG@10", "95 % interval", "P(better than default)",
-                                                 "P(best)"], rows, classes) + figure
+                                                 *(["P(best)"] if uncertain else [])], rows, classes) + figure
 
 
 def splits(metrics: dict[str, dict], pairs: list[list[str]], baseline: str, main: str) -> str:
