@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from browserkit import CHROMIUM, DevTools, browser
 from irforge.corpus import load_qrels
 from irforge.ops.judging import PASSAGE_CHARS
 from test_judging import HOSTILE, HOSTILE_TEXT, HOSTILE_TITLE, judging_project
-from test_search_page import CHROMIUM, FLAGS, _DevTools
 
 pytestmark = pytest.mark.slow
 
@@ -77,41 +77,13 @@ def judge_serve(root: Path, port: int, log: Path):
         server.wait(timeout=30)
 
 
-@contextlib.contextmanager
-def browser(chromium: Path, profile: Path):
-    process = subprocess.Popen([str(chromium), *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                                "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    devtools = None
-    try:
-        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 20
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert process.poll() is None, f"chromium exited with {process.returncode}"
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-            target = next(t for t in json.load(response) if t["type"] == "page")
-        devtools = _DevTools(target["webSocketDebuggerUrl"])
-        devtools("Page.enable")
-        yield devtools
-    finally:
-        if devtools is not None:
-            devtools.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def press(devtools: _DevTools, key: str) -> None:
+def press(devtools: DevTools, key: str) -> None:
     extra = {"code": "Enter", "windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13} if key == "\r" else {}
     devtools("Input.dispatchKeyEvent", type="keyDown", key="Enter" if key == "\r" else key, text=key, **extra)
     devtools("Input.dispatchKeyEvent", type="keyUp", key="Enter" if key == "\r" else key, **extra)
 
 
-def type_into(devtools: _DevTools, element: str, text: str) -> None:
+def type_into(devtools: DevTools, element: str, text: str) -> None:
     devtools.evaluate(f'(box => {{ box.focus(); box.select(); }})(document.getElementById("{element}"))')
     for ch in text:
         press(devtools, ch)

@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from browserkit import CHROMIUM, FLAGS, browser
 from irforge.engine import load_config, run_stage
 from irforge.ops.publish import publish
 from servekit import loopback_socket, serving_in_thread
@@ -27,12 +27,6 @@ from trainkit import TOPICS, make_project
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless, and quiet on the network: without the background-networking flags Chromium's own connections
-# (updates, sync, field trials) are refused on a closed network and slow it down.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1000,800"]
 QUERY = "wing lift"
 TOP_DOC = "0"  # trainkit's TOPICS[0] = "wing lift slipstream propeller"
 
@@ -180,39 +174,6 @@ def test_the_api_docs_render_offline(chromium, base_url, page, rendered):
     assert not missing, f"{page} did not render {missing}: {dom[:2000]}"
 
 
-class _DevTools:
-    """A minimal Chrome DevTools Protocol client over the ``websockets`` package (commands only, events ignored)."""
-
-    def __init__(self, ws_url: str):
-        from websockets.sync.client import connect
-
-        self.ws, self.next_id = connect(ws_url, max_size=None, open_timeout=10), 0
-
-    def __call__(self, method: str, **params) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv(timeout=15))
-            if message.get("id") == self.next_id:
-                assert "error" not in message, (method, message["error"])
-                return message["result"]
-
-    def evaluate(self, expression: str):
-        result = self("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        assert "exceptionDetails" not in result, result["exceptionDetails"]
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 20):
-        deadline = time.monotonic() + timeout
-        while not (value := self.evaluate(expression)):
-            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-            time.sleep(0.1)
-        return value
-
-    def close(self) -> None:
-        self.ws.close()
-
-
 READ_PAGE = """JSON.stringify({
   box: document.getElementById("q").value, search: location.search,
   status: document.getElementById("status").textContent,
@@ -224,22 +185,7 @@ READ_PAGE = """JSON.stringify({
 
 def test_typing_a_query_and_pressing_enter_shows_results(chromium, base_url, tmp_path):
     pytest.importorskip("websockets", reason="no websocket client to speak the DevTools protocol")
-    profile = tmp_path / "profile"
-    browser = subprocess.Popen([str(chromium), *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                                "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    devtools = None
-    try:
-        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 20
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert browser.poll() is None, f"chromium exited with {browser.returncode}"
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-            target = next(t for t in json.load(response) if t["type"] == "page")
-        devtools = _DevTools(target["webSocketDebuggerUrl"])
-
-        devtools("Page.enable")
+    with browser(chromium, tmp_path / "profile") as devtools:
         devtools("Page.navigate", url=base_url)
         # Before any search, the status line describes the served system (from /health).
         idle = devtools.wait_for('document.readyState === "complete" && document.getElementById("status").textContent')
@@ -266,12 +212,3 @@ def test_typing_a_query_and_pressing_enter_shows_results(chromium, base_url, tmp
         shot = devtools("Page.captureScreenshot", format="png")["data"]
         (tmp_path / "typed.png").write_bytes(base64.b64decode(shot))
         assert (tmp_path / "typed.png").stat().st_size > 0
-    finally:
-        if devtools is not None:
-            devtools.close()
-        browser.terminate()
-        try:
-            browser.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-            browser.wait()
