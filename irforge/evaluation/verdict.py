@@ -63,11 +63,6 @@ class Pool:
     def width(self) -> int:
         return self.real.shape[1]
 
-    def index(self, query: str, doc: str) -> tuple[int, int] | None:
-        q = self.queries.index(query)
-        docs = self.docs[q]
-        return (q, docs.index(doc)) if doc in docs else None
-
 
 def pool_of(runs: dict[str, Run], queries: list[str] | None = None) -> Pool:
     """Pool ``runs`` (system -> ranked documents per query) for ``queries`` (default: every query of the first run)."""
@@ -229,9 +224,9 @@ def _ndcg(gains: np.ndarray, positions: np.ndarray, outside: list[list[int]]) ->
 
 def verdict(est: Estimate, default: str | None = None, delta: float = 0.01, confidence: float = 0.95,
             resamples: int = 2000) -> dict[str, Any]:
-    """Every system's estimate and interval, P(best), P(within delta of the best), the stopping rule, and P(better
-    than ``default``) over resampled queries with the choice it leads to (``default`` kept unless a system is
-    better with ``confidence``)."""
+    """Every system's estimate and interval, P(best), P(within delta of the best), the stopping rule, and the
+    confidence that it is better than ``default`` (:func:`better_than`) with the choice it leads to (``default``
+    kept unless a system is better with ``confidence``)."""
     pool = est.pool
     means = est.means  # [samples, systems]
     center = means.mean(axis=0)
