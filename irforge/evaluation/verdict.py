@@ -64,15 +64,19 @@ class Pool:
         return self.real.shape[1]
 
 
+def top_documents(hits: list[tuple[str, float]], k: int = CUTOFF) -> list[tuple[str, float]]:
+    """A run's top ``k`` (document, score) as trec_eval (and so ir-measures) orders them: by score, ties by document
+    id descending (RRF ties often)."""
+    return sorted(hits, key=lambda h: (h[1], h[0]), reverse=True)[:k]
+
+
 def pool_of(runs: dict[str, Run], queries: list[str] | None = None) -> Pool:
     """Pool ``runs`` (system -> ranked documents per query) for ``queries`` (default: every query of the first run)."""
     systems = list(runs)
     if not systems:
         raise ValueError("no candidate systems to compare")
     queries = list(queries if queries is not None else runs[systems[0]])
-    # Ties broken as trec_eval (and so ir-measures) breaks them, by document id descending: RRF ties often.
-    tops = [[[doc for doc, _ in sorted(runs[s].get(q, []), key=lambda h: (h[1], h[0]), reverse=True)[:CUTOFF]]
-             for s in systems] for q in queries]
+    tops = [[[doc for doc, _ in top_documents(runs[s].get(q, []))] for s in systems] for q in queries]
     docs = [sorted({d for top in per_system for d in top}) for per_system in tops]
     width = max([len(d) for d in docs] + [1])
     positions = np.full((len(queries), len(systems), CUTOFF), width, dtype=np.int64)

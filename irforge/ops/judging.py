@@ -36,7 +36,7 @@ from typing import Any
 from irforge.contract import owned
 from irforge.contract.artifacts import read_artifact, write_text_atomic
 from irforge.evaluation import SearchPlan
-from irforge.evaluation.verdict import CUTOFF, depth_order, estimate, next_judgments, pool_of, verdict
+from irforge.evaluation.verdict import depth_order, estimate, next_judgments, pool_of, top_documents, verdict
 from irforge.ops.judge import read_queries
 from irforge.ops.search import SearchService, best_passages
 
@@ -53,6 +53,10 @@ SOURCES = ("typed", "file", "generated")
 
 class JudgingError(ValueError):
     """A request or a store that cannot be used as given."""
+
+
+def bad_grade(value: Any) -> str:
+    return f"grade: must be 0 (not relevant), 1 (related), 2 (relevant) or 3 (perfect); got {value!r}"
 
 
 def _now() -> str:
@@ -313,8 +317,7 @@ class Session:
             records = []
             for qid in missing:
                 # The order pool_of reads a run in (ties by document id, as trec_eval), cut at the pool depth.
-                runs = {s: [list(h) for h in sorted(searched.runs[s].get(qid, []), key=lambda h: (h[1], h[0]),
-                                                   reverse=True)[:CUTOFF]] for s in self.systems}
+                runs = {s: [list(h) for h in top_documents(searched.runs[s].get(qid, []))] for s in self.systems}
                 best = best_passages(searched.chunk_runs, qid)
                 records.append({"query_id": qid, "key": self.key, "runs": runs,
                                 "passages": {d: best.get(d) for hits in runs.values() for d, _ in hits}})
@@ -397,7 +400,7 @@ class Session:
 
     def grade(self, query_id: str, doc_id: str, grade: int, judge: str) -> None:
         if grade not in range(len(GRADES)):
-            raise JudgingError(f"grade: must be 0 (not relevant), 1 (related), 2 (relevant) or 3 (perfect); got {grade!r}")
+            raise JudgingError(bad_grade(grade))
         with self._lock:
             self.store.refresh()
             self._known(query_id, doc_id)
@@ -476,7 +479,7 @@ def judging_app(root: Path | str, config: Any, host: str | None = None, session:
         def reason(e: dict) -> str:
             where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query")) or "body"
             if where == "grade":
-                return f"grade: must be 0 (not relevant), 1 (related), 2 (relevant) or 3 (perfect); got {e.get('input')!r}"
+                return bad_grade(e.get("input"))
             return f"{where}: {e.get('msg')}"
 
         return JSONResponse({"detail": "; ".join(reason(e) for e in exc.errors())}, status_code=422)

@@ -20,7 +20,7 @@ from irforge.contract import artifacts, owned
 from irforge.ops import serving
 from irforge.ops.refresh import link_tree
 from irforge.ops.reindex import build_key, evaluate, model_folders, models_of
-from irforge.ops.search import CHUNKS, INDEXES, SYSTEM_SPEC, system_spec
+from irforge.ops.search import CHUNKS, INDEXES, SYSTEM_SPEC, system_spec, verdict_choice
 from irforge.retrieval import read_system
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,10 @@ def publish(root: str | Path, config: Config, system: str | None = None, name: s
     root = Path(root)
     serve = config.section("serve")
     name = name or serve.name
-    spec = system_spec(config, system or serve.system, root)
+    target, why = system or serve.system, None
+    if target == "best":  # the verdict's choice, and why (the default kept, or a system better with confidence)
+        target, why = verdict_choice(root)
+    spec = system_spec(config, target, root)
     spec["name"] = name
     needed = [root / CHUNKS, *(root / INDEXES / s for s in spec["plan"]["systems"]), *(root / m for m in model_folders(spec))]
     missing = [str(p.relative_to(root)) for p in needed if not p.exists()]
@@ -42,10 +45,6 @@ def publish(root: str | Path, config: Config, system: str | None = None, name: s
                                 "`dvc repro` (or `make repro`) first")
     for s in spec["plan"]["systems"]:
         read_system(root / INDEXES / s)  # a folder that is not a finished index fails here, naming it
-    verdict_path = root / "artifacts" / "evaluate" / "verdict.json"
-    why = None  # a chosen system says why: the verdict's reason (the default kept, or a system better with confidence)
-    if (system or serve.system) == "best" and verdict_path.exists():
-        why = json.loads(verdict_path.read_text(encoding="utf-8")).get("choice_reason")
     metrics_path = root / "artifacts" / "evaluate" / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
     with serving.exclusive(root, name):

@@ -297,6 +297,11 @@ def best_system(root: Path | str, config: Any) -> str:
     """The evaluate stage's verdict (``verdict.json``): the robust default (evaluate.default) unless a run is better
     with evaluate.confidence on the judged queries. Without judgments the default: the label-free synthetic
     ranking is not a way to choose (it disagrees with judgments; docs/judging.md)."""
+    return verdict_choice(root)[0]
+
+
+def verdict_choice(root: Path | str) -> tuple[str, str]:
+    """The verdict's chosen system and the reason it gives (see :func:`best_system`)."""
     path = Path(root) / "artifacts" / "evaluate" / "verdict.json"
     if not path.exists():
         raise ValueError(f"serve.system is 'best' but {path} does not exist: run `dvc repro` first, or name a "
@@ -306,7 +311,7 @@ def best_system(root: Path | str, config: Any) -> str:
         raise ValueError(f"{path}: no system chosen ({verdict.get('choice_reason')}): name one with serve.system, "
                          "e.g. -S serve.system=bm25, or set evaluate.default")
     log.info("serve.system best: %s (%s)", verdict["choice"], verdict["choice_reason"])
-    return verdict["choice"]
+    return verdict["choice"], verdict["choice_reason"]
 
 
 def system_spec(config: Any, system: str, root: Path | str = ".") -> dict[str, Any]:
