@@ -134,5 +134,9 @@ def test_experiment_verdict_reads_completeness_and_split_from_the_judgments():
     pooled = {"q1": {"x": 1, "y": 0}, "q2": {"z": 1}}  # a judged-not-relevant row: pooled judging, rest unknown
     v = V.experiment_verdict(runs, pooled, {"q1": "dev", "q2": "test"}, "b", 0.01, 0.95, seed=0, samples=200)
     assert v["unjudged"] == "uncertain" and v["samples"] == 200
+    silent = {"a": runs["a"], "b": {"q1": runs["b"]["q1"]}}  # b found nothing for q2: it still counts, as 0 for b
+    v = V.experiment_verdict(silent, listed, {}, "b", 0.01, 0.95, seed=0)
+    assert v["queries"] == 2  # b: relevant at rank 2 on q1 (1 / log2 3), nothing on q2
+    assert v["systems"]["b"]["estimate"] == pytest.approx(1 / np.log2(3) / 2, abs=1e-4)
     none = V.experiment_verdict(runs, {}, {}, "b", 0.01, 0.95)
     assert none["choice"] == "b" and "irforge judge serve" in none["choice_reason"]

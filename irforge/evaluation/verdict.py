@@ -359,7 +359,8 @@ def experiment_verdict(runs: dict[str, Run], qrels: dict[str, dict[str, int]], s
                        unjudged: str = "auto", seed: int = 0, samples: int = 500) -> dict[str, Any]:
     """The evaluate stage's verdict: which run to serve, chosen on the dev split (or every judged query when the
     dev split is too small to choose on), with the judgments' completeness decided from the qrels themselves."""
-    judged = sorted(q for q in qrels if all(q in r for r in runs.values()))
+    # A judged query some system found nothing for counts (that system scores 0 on it), as in evaluate's metrics.
+    judged = sorted(q for q in qrels if any(q in r for r in runs.values()))
     if not judged:
         return {"queries": 0, "default": default, "choice": default, "choice_reason": (
             "no judged queries: the choice rests on the default" + (f" {default}" if default else "") +
