@@ -252,7 +252,11 @@ def test_dvc_repro_of_a_project_without_judgments(tmp_path: Path) -> None:
     assert json.loads((repo / paths.METRICS).read_text()) == {}
     assert pq.read_table(repo / paths.PER_QUERY).num_rows == 0 and pq.read_table(repo / paths.RUNS).num_rows == 0
     assert pq.read_table(repo / paths.SYNTHETIC).num_rows == 6  # generation needs no judgments
-    assert (repo / paths.REPORT / "index.html").exists()
+    # Nothing to choose by: the verdict serves the default and points to the judging page, as the report does.
+    verdict = json.loads((repo / "artifacts/evaluate/verdict.json").read_text())
+    assert verdict["queries"] == 0 and verdict["choice"] and "irforge judge serve" in verdict["choice_reason"]
+    page = (repo / paths.REPORT / "index.html").read_text()
+    assert "Which system to serve" in page and "irforge judge serve" in page
     assert "Data and pipelines are up to date." in _sh(["dvc", "repro"], repo, env)
 
 
