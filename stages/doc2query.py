@@ -27,7 +27,6 @@ from irforge.contract import SCHEMAS, Metrics, Output, Stage
 from irforge.corpus import leak_reasons, queries_of
 from irforge.engine import StageContext
 from irforge.generation import QueryGenConfig, generate_queries, generic_examples, load_templates, select_chunks
-from irforge.models import text_key
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +95,8 @@ def drop_leaks(ctx: StageContext, rows: list[dict[str, Any]]) -> int:
     cosines = None
     if leak.cosine is not None:
         encoder = ctx.dense_encoder(enc.model, enc.max_length, enc.precision)
-        mine = encoder.encode_cached([r["query_id"] for r in kept], [text_key(r["text"]) for r in kept],
-                                     [r["text"] for r in kept], desc="encode queries (leakage)")
+        mine = encoder.encode_query_texts([r["query_id"] for r in kept], [r["text"] for r in kept],
+                                          desc="encode queries (leakage)")
         cosines = mine @ encoder.encode_queries(eval_queries, desc="encode eval queries").T
     verdicts = leak_reasons([r["text"] for r in kept], eval_queries, leak.jaccard, cosines, leak.cosine)
     for row, verdict in zip(kept, verdicts, strict=True):

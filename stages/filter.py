@@ -40,7 +40,6 @@ from irforge.config import Section
 from irforge.contract import SCHEMAS, Metrics, Output, Stage
 from irforge.corpus import leak_reasons, queries_of, split_queries
 from irforge.engine import StageContext
-from irforge.models import text_key
 from irforge.retrieval import DenseRetriever, Hits, bm25_search, doc_id_of, rank_of
 
 log = logging.getLogger(__name__)
@@ -177,9 +176,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         hits["bm25"] = bm25_search(ctx.input_path("index/bm25"), queries, depth, bm25.k1, bm25.b, threads=ctx.threads)
     query_vectors = None
     if encoder is not None:
-        query_vectors = encoder.encode_cached([rows[i]["query_id"] for i in searchable],
-                                              [text_key(rows[i]["text"]) for i in searchable],
-                                              list(queries.values()), desc="encode queries")
+        query_vectors = encoder.encode_query_texts([rows[i]["query_id"] for i in searchable],
+                                                   list(queries.values()), desc="encode queries")
     if "dense" in retrievers:
         dense = DenseRetriever.from_chunks(encoder, chunks, threads=ctx.threads)
         scores, positions = dense.search_vectors(query_vectors, depth)

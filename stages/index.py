@@ -40,6 +40,9 @@ class SystemSpec(Section):
     model: str | None = None  # faiss / impact: the model encoding passages and queries
     expansions: Literal["doc2query"] | None = None  # bm25: append these generated queries to each chunk
     faiss: FaissConfig | None = None  # faiss: overrides index.faiss for this system
+    # faiss: float32, or bfloat16 weights (auto: where the CPU has native bf16; 3x faster for EmbeddingGemma at the
+    # same nDCG@10, benchmarks/bench_encoding.py); queries are then encoded the same way (system.json records it)
+    precision: Literal["auto", "float32", "bfloat16"] = "float32"
 
 
 class IndexConfig(Section):
@@ -116,12 +119,12 @@ def _faiss(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -
     ids = [c["chunk_id"] for c in chunks]
     # Through the row cache (float32): the filter and mine read the same model's vectors, so a run encodes each
     # chunk once per model, and a run after a small corpus change encodes only what changed.
-    encoder = ctx.dense_encoder(spec.model, cfg.max_length)
+    encoder = ctx.dense_encoder(spec.model, cfg.max_length, spec.precision)
     vectors = encoder.encode_chunks(chunks, desc=f"encode {system}")
     log.info("%s: %d passage vectors from the cache, %d encoded", system, encoder.cache_hits, encoder.cache_misses)
     with ctx.publish("index/{variant}") as tmp:
         meta = build_faiss_folder(vectors, ids, tmp, fcfg.as_params(), spec.model, cfg.query_max_length, ctx.seed,
-                                  ctx.threads)
+                                  ctx.threads, encoder.precision)
     recall = {"recall_at_10_vs_flat": meta["recall_at_10_vs_flat"]} if "recall_at_10_vs_flat" in meta else {}
     if recall:
         log.info("%s: %s index finds %.1f%% of the exact top 10 (sampled passages as queries)", system,

@@ -25,7 +25,6 @@ from pydantic import Field, field_validator
 from irforge.config import Pair, Section
 from irforge.contract import SCHEMAS, Metrics, Output, Stage
 from irforge.engine import StageContext
-from irforge.models import text_key
 from irforge.retrieval import DenseRetriever, Hits, bm25_search, doc_id_of
 
 log = logging.getLogger(__name__)
@@ -111,8 +110,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if "dense" in retrievers or ratio is not None:
         encoder = ctx.dense_encoder(enc_cfg.model, enc_cfg.max_length, enc_cfg.precision)
         dense = DenseRetriever.from_chunks(encoder, chunks, threads=ctx.threads)
-        query_vectors = encoder.encode_cached([q["query_id"] for q in queries], [text_key(q["text"]) for q in queries],
-                                              [q["text"] for q in queries], desc="encode queries")
+        query_vectors = encoder.encode_query_texts([q["query_id"] for q in queries], [q["text"] for q in queries],
+                                                   desc="encode queries")
         log.info("encoder cache: %d hits, %d misses", encoder.cache_hits, encoder.cache_misses)
     if "dense" in retrievers:
         scores, positions = dense.search_vectors(query_vectors, hi)

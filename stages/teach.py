@@ -100,7 +100,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                  sum(map(len, candidates.values())))
         if teacher.kind == "bi-encoder":
             lexical = lambda qs, k: bm25_search(ctx.input_path("index/bm25"), qs, k, bm25.k1, bm25.b, ctx.threads)  # noqa: E731
-            scorer = bi_encoder_scorer(ctx.dense_encoder(teacher.model, teacher.max_length), teacher.feedback, lexical)
+            scorer = bi_encoder_scorer(ctx.dense_encoder(teacher.model, teacher.max_length, teacher.precision),
+                                       teacher.feedback, lexical)
         elif teacher.kind == "splade":
             scorer = splade_scorer(ctx.splade_encoder(teacher.model, teacher.max_length), text)
         elif teacher.kind == "bm25":

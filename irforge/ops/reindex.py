@@ -206,12 +206,12 @@ def build_index(ctx: StageContext, config: Config, spec: dict[str, Any], out: Pa
     icfg, kind, threads = config.section("index"), spec["kind"], ctx.threads
     rows = new_rows if old_index else chunks.to_pylist()
     if kind == "faiss":  # every current chunk's vector from the row cache: only new chunks are encoded
-        encoder = encoders.dense_encoder(spec["model"], icfg.max_length)
+        encoder = encoders.dense_encoder(spec["model"], icfg.max_length, spec.get("precision", "float32"))
         vectors = encoder.encode_chunks(chunks.select(["chunk_id", "title", "text", "content_hash"]).to_pylist(),
                                         desc=f"encode {out.name}")
         meta = build_faiss_folder(vectors, chunks.column("chunk_id").to_pylist(), out,
                                   spec.get("faiss") or icfg.faiss.as_params(),  # the system's own, else index.faiss
-                                  spec["model"], icfg.query_max_length, ctx.seed, threads)
+                                  spec["model"], icfg.query_max_length, ctx.seed, threads, encoder.precision)
         recall = {"recall_at_10_vs_flat": meta["recall_at_10_vs_flat"]} if "recall_at_10_vs_flat" in meta else {}
         return {"documents": chunks.num_rows, "encoded": encoder.cache_misses, "from_cache": encoder.cache_hits,
                 "faiss": meta["faiss_type"], **recall}

@@ -51,14 +51,18 @@ def write_system(index_dir: Path, meta: dict[str, Any]) -> None:
 
 
 def build_faiss_folder(vectors: np.ndarray, ids: list[str], folder: Path, faiss: dict[str, Any], model: str,
-                       query_max_length: int, seed: int, threads: int | None) -> dict[str, Any]:
+                       query_max_length: int, seed: int, threads: int | None,
+                       precision: str = "float32") -> dict[str, Any]:
     """A faiss index folder of ``vectors`` (the ``faiss`` settings: type, auto_flat_max, hnsw_m, ivf_lists, pq_m,
-    pq_bits) with its system.json, which it returns; an approximate index records the recall it costs."""
+    pq_bits) with its system.json, which it returns; an approximate index records the recall it costs, and one
+    encoded in bfloat16 says so (its queries are encoded the same way)."""
     kind = choose_faiss_type(faiss["type"], len(ids), faiss["auto_flat_max"])
     index = build_faiss(vectors, kind, hnsw_m=faiss["hnsw_m"], ivf_lists=faiss["ivf_lists"], pq_m=faiss["pq_m"],
                         pq_bits=faiss["pq_bits"], seed=seed, threads=threads)
     meta = {"kind": "faiss", "faiss_type": kind, "model": model, "dim": int(vectors.shape[1]),
             "query_max_length": query_max_length}
+    if precision != "float32":
+        meta["precision"] = precision
     if kind != "flat":  # what the approximation costs, measured against exact search
         meta["recall_at_10_vs_flat"] = round(recall_vs_exact(index, vectors, seed=seed), 4)
     Path(folder).mkdir(parents=True, exist_ok=True)
@@ -73,7 +77,8 @@ def open_system(index_dir: Path, encoders: Encoders, k1: float, b: float, thread
     if meta["kind"] == "bm25":
         return BM25Retriever(index_dir, k1=k1, b=b, threads=threads)
     if meta["kind"] == "faiss":
-        encoder = encoders.dense_encoder(meta["model"], meta["query_max_length"], threads=threads)
+        encoder = encoders.dense_encoder(meta["model"], meta["query_max_length"], meta.get("precision", "float32"),
+                                         threads=threads)
         return FaissRetriever(index_dir, encoder)
     encoder = encoders.splade_encoder(meta["model"], meta["query_max_length"], threads=threads)
     return ImpactRetriever(index_dir, encoder, scale=meta["scale"], threads=threads)

@@ -52,6 +52,8 @@ class TeacherConfig(Section):
     weight: float = Field(1.0, ge=0)  # share in the combined score (after per-query z-normalisation)
     max_length: int = Field(256, gt=0)  # passage tokens read
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # qlm: auto = bfloat16 where the CPU has native bf16
+    # bi-encoder: float32, or bfloat16 weights (auto: where the CPU has native bf16; EmbeddingGemma 3x faster)
+    precision: Literal["auto", "float32", "bfloat16"] = "float32"
     feedback: TeacherFeedback | None = None  # bi-encoder: Rocchio feedback before scoring (null = none)
 
     @model_validator(mode="after")
