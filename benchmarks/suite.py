@@ -72,10 +72,11 @@ def members(run: str) -> list[str]:
     return run[4:-1].split("+") if run.startswith("rrf(") else [run]
 
 
-def suite_params(collection: Path, cache: Path | None, precision_check: bool) -> dict:
+def suite_params(collection: Path, cache: Path | None, precision_check: bool, mpnet_precision: str) -> dict:
     params = zero_shot_params(collection, cache)
     indexes = dict(INDEXES, **({"gemma-zs-f32": {**INDEXES["gemma-zs"], "precision": "float32"}}
                                if precision_check else {}))
+    indexes["mpnet-zs"] = {**indexes["mpnet-zs"], "precision": mpnet_precision}
     params["index"]["systems"] = indexes
     evaluate = params["evaluate"]
     evaluate["systems"] = list(indexes)
@@ -87,10 +88,11 @@ def suite_params(collection: Path, cache: Path | None, precision_check: bool) ->
     return params
 
 
-def run_collection(name: str, collection: Path, project: Path, cache: Path | None, precision_check: bool) -> dict:
+def run_collection(name: str, collection: Path, project: Path, cache: Path | None, precision_check: bool,
+                   mpnet_precision: str) -> dict:
     project.mkdir(parents=True, exist_ok=True)
-    (project / "params.yaml").write_text(yaml.safe_dump(suite_params(collection, cache, precision_check),
-                                                        sort_keys=False), encoding="utf-8")
+    params = suite_params(collection, cache, precision_check, mpnet_precision)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     config = load_config(project, "params.yaml")
     seconds = {}
     for stage, variant in [("chunk", None), ("judgments", None),
@@ -98,7 +100,8 @@ def run_collection(name: str, collection: Path, project: Path, cache: Path | Non
         start = time.perf_counter()
         run_stage(stage, project, config, variant)
         seconds[f"{stage} {variant or ''}".strip()] = round(time.perf_counter() - start, 1)
-    return {"collection": name, "path": str(collection), "seconds": seconds, **table(project, config.seed)}
+    return {"collection": name, "path": str(collection), "seconds": seconds, "mpnet_precision": mpnet_precision,
+            **table(project, config.seed)}
 
 
 def table(project: Path, seed: int) -> dict:
@@ -151,6 +154,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="a folder for the projects (one per collection)")
     parser.add_argument("--cache", type=Path, default=None, help="runtime.cache_dir shared by the projects")
     parser.add_argument("--precision-check", action="append", default=[], help="collections also run in float32")
+    parser.add_argument("--mpnet-precision", default="float32", choices=["float32", "auto"],
+                        help="auto: bfloat16 weights for the mpnet leg (a third of float32's cost; the preset uses float32)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/suite.json")
     parser.add_argument("--table-only", action="store_true", help="re-read the evaluated projects, run nothing")
     args = parser.parse_args()
@@ -164,7 +169,7 @@ def main() -> None:
             results.append({"collection": name, "path": folder, **table(project, config.seed)})
         else:
             results.append(run_collection(name, Path(folder).resolve(), project, args.cache,
-                                          name in args.precision_check))
+                                          name in args.precision_check, args.mpnet_precision))
         print(markdown(results[-1:]), flush=True)
     owned.claim(args.out, itself=True)
     args.out.write_text(json.dumps({"reference": REFERENCE, "results": results}, indent=1) + "\n", encoding="utf-8")

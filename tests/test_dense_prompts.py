@@ -58,6 +58,7 @@ def test_bfloat16_weights_are_close_recorded_and_used_for_queries(tiny_models, t
     assert {str(p.dtype) for p in bf16.model.parameters()} == {"torch.bfloat16"}  # weights, not autocast
     a, b = f32.encode(texts), bf16.encode(texts)
     assert b.dtype == np.float32 and np.all((a * b).sum(axis=1) > 0.98)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-6)  # unit length in float32, not in bfloat16
     assert f32.fingerprint != bf16.fingerprint
 
     asked = []

@@ -113,7 +113,7 @@ class DenseEncoder(CountsCacheHits):
         if self.query_prompt or self.document_prompt:  # (absent otherwise: older caches stay valid)
             settings["prompts"] = [self.query_prompt, self.document_prompt]
         if self.precision == "bfloat16":
-            settings["bfloat16"] = "weights"  # not autocast, as before
+            settings["bfloat16"] = "weights, renormalised"  # not autocast, as before
         return stable_hash(settings)
 
     def passage(self, title: str, text: str) -> str:
@@ -139,7 +139,10 @@ class DenseEncoder(CountsCacheHits):
         with torch.inference_mode():
             vectors = self.model.encode(list(texts), batch_size=len(texts), convert_to_numpy=True,
                                         normalize_embeddings=True, show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self.precision == "bfloat16":  # normalised in bfloat16, the norms are off by up to ~1e-3: again in float32
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
 
     def encode(self, texts: Sequence[str], desc: str = "encode") -> np.ndarray:
         """Vectors of ``texts`` in length-sorted batches (on a Dask worker, over the cluster: the same batches)."""
