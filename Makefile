@@ -31,7 +31,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 # dvc.yaml is generated from the stage declarations and params.yaml: refreshed first, so a params change that
 # reshapes the DAG (index.systems, train.models, filter.sources, judgments outside the corpus) just works.
-repro: setup
+repro: setup setup-models
 	irforge dag --write
 	dvc repro
 	irforge metrics   # one row per system; `dvc metrics show` prints every metrics file as one very wide row

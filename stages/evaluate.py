@@ -72,6 +72,9 @@ class RerankConfig(Section):
 
 ZERO_SHOT_FUSION = "rrf(bm25+dense-zs+splade-zs)"  # the robust default: +0.03 to +0.13 nDCG@10 over BM25 on the
 # collections tried, and never chosen on one collection's numbers (docs/judging.md)
+# ... and with EmbeddingGemma as a fourth leg: +0.015 to +0.032 over it on each of seven collections (docs/training.md,
+# "Stronger models"). evaluate.default auto serves the first of these that is evaluated.
+DEFAULT_FUSIONS = ("rrf(bm25+dense-zs+splade-zs+gemma-zs)", ZERO_SHOT_FUSION)
 
 
 class EvaluateConfig(Section):
@@ -103,7 +106,7 @@ class EvaluateConfig(Section):
     resamples: int = Field(10000, ge=1)  # paired randomisation test resamples
     # The verdict (verdict.json, read by `irforge publish`): the robust default is served unless a system is better
     # with this confidence (over resampled queries and, with incomplete judgments, the unjudged documents).
-    default: str | None = "auto"  # auto: the zero-shot fusion (ZERO_SHOT_FUSION) when evaluated, else the baseline
+    default: str | None = "auto"  # auto: the first of DEFAULT_FUSIONS evaluated, else the baseline
     confidence: float = Field(0.95, gt=0.5, lt=1)
     delta: float = Field(0.01, ge=0)  # nDCG@10 within which systems count as tied (the judging stopping rule)
     choose_on: Literal["auto", "dev", "all"] = "auto"  # auto: the dev split with >= 20 queries, else all judged queries
@@ -153,10 +156,12 @@ class EvaluateConfig(Section):
         return self
 
     def default_run(self) -> str | None:
-        """The run served unless another is better with confidence (``default``; auto: the zero-shot fusion)."""
+        """The run served unless another is better with confidence (``default``; auto: the zero-shot fusion, with
+        EmbeddingGemma when that leg is evaluated)."""
         if self.default != "auto":
             return self.default
-        return ZERO_SHOT_FUSION if ZERO_SHOT_FUSION in [fusion_name(m) for m in self.fusions] else self.baseline
+        fused = {fusion_name(m) for m in self.fusions}
+        return next((f for f in DEFAULT_FUSIONS if f in fused), self.baseline)
 
     def derived_order(self) -> list[str]:
         """Feedback systems, reranks and fusions in an order where every run is computed after the runs it reads."""

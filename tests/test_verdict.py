@@ -140,3 +140,19 @@ def test_experiment_verdict_reads_completeness_and_split_from_the_judgments():
     assert v["systems"]["b"]["estimate"] == pytest.approx(1 / np.log2(3) / 2, abs=1e-4)
     none = V.experiment_verdict(runs, {}, {}, "b", 0.01, 0.95)
     assert none["choice"] == "b" and "irforge judge serve" in none["choice_reason"]
+
+
+def test_the_default_served_is_the_first_default_fusion_evaluated() -> None:
+    """evaluate.default auto: the zero-shot fusion with EmbeddingGemma when that fusion is evaluated, else the plain
+    zero-shot fusion, else the baseline; a named default is kept as given."""
+    from stages.evaluate import EvaluateConfig
+
+    three, four = ["bm25", "dense-zs", "splade-zs"], ["bm25", "dense-zs", "splade-zs", "gemma-zs"]
+    def config(fusions, default="auto"):
+        return EvaluateConfig(systems=["bm25", "dense-zs", "splade-zs", "gemma-zs"], fusions=fusions, compare=[],
+                              feedback={}, default=default)
+
+    assert config([three, four]).default_run() == "rrf(bm25+dense-zs+splade-zs+gemma-zs)"
+    assert config([three]).default_run() == "rrf(bm25+dense-zs+splade-zs)"
+    assert config([]).default_run() == "bm25"
+    assert config([four], default="dense-zs").default_run() == "dense-zs"

