@@ -49,7 +49,7 @@ def test_each_artifact_records_the_artifacts_it_read(evaluated_project: Project)
     assert (index["artifact"], index["stage"], index["variant"]) == ("folder", "index", "bm25")
     assert index["params"] == {"index": config.as_params("index"), "seed": 13}
     assert index["params"]["index"]["systems"] == {
-        "bm25": {"kind": "bm25", "model": None, "expansions": None, "faiss": None}}
+        "bm25": {"kind": "bm25", "model": None, "expansions": None, "faiss": None, "precision": "float32"}}
     assert index["inputs"] == [{"path": paths.CHUNKS, "kind": "chunks", "stage": "chunk",
                                 "sha256": sha256_file(root / paths.CHUNKS)}]
     # The judgments stage read the raw judgment files; evaluate reads its artifacts.

@@ -93,6 +93,11 @@ def make_project(root: Path, models: dict[str, Path], queries_per_chunk: int = 3
     write_artifact(pa.Table.from_pylist(scores, SCHEMAS["teacher_scores"]), root / paths.TEACHER_SCORES,
                    "teacher_scores", PROVENANCE)
     base = Params.load(REPO / "params.yaml")
+    evaluate = base.section("evaluate")
+    # The repository's fusions and paired tests, less those of legs the toy project has not (gemma-zs).
+    runs = {*SYSTEMS, *evaluate["feedback"]}
+    fusions = [f for f in evaluate["fusions"] if set(f) <= runs]
+    known = runs | {"rrf(" + "+".join(f) + ")" for f in fusions}
     tiny = {
         "train.dense.base": str(models["dense"]), "train.splade.base": str(models["splade"]),
         "train.dense.batch_size": 6, "train.splade.batch_size": 6,
@@ -110,6 +115,8 @@ def make_project(root: Path, models: dict[str, Path], queries_per_chunk: int = 3
         },
         # evaluate.systems must name systems of index.systems (the repository's lists bm25-d2q).
         "evaluate.systems": SYSTEMS,
+        "evaluate.fusions": fusions,
+        "evaluate.compare": [pair for pair in evaluate["compare"] if set(pair) <= known],
         # How to run (untracked): one thread, small encoder batches.
         "runtime.threads": 1, "runtime.encode_batch_size": 8,
     }
