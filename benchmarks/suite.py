@@ -10,6 +10,7 @@ setting is compared with the zero-shot fusion on the test split (paired randomis
 
     python benchmarks/suite.py --collection cranfield=data/cranfield --collection cisi=/work/collections/cisi \\
         --work /work/collections/suite --cache /work/collections/cache [--precision-check cranfield]
+    python benchmarks/suite.py --merge cranfield.json cisi.json ...   # one table from runs made one by one
 
 ``--precision-check NAME`` also indexes NAME with EmbeddingGemma in float32 (gemma-zs-f32), to show that the
 bfloat16 weights give the same nDCG@10. Writes benchmarks/results/suite.json and prints the Markdown table.
@@ -150,8 +151,10 @@ def markdown(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--collection", action="append", required=True, help="NAME=BEIR folder (repeatable)")
-    parser.add_argument("--work", type=Path, required=True, help="a folder for the projects (one per collection)")
+    parser.add_argument("--collection", action="append", default=[], help="NAME=BEIR folder (repeatable)")
+    parser.add_argument("--work", type=Path, help="a folder for the projects (one per collection)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="join the results files of earlier runs (one per "
+                        "collection, in this order) into --out, run nothing")
     parser.add_argument("--cache", type=Path, default=None, help="runtime.cache_dir shared by the projects")
     parser.add_argument("--precision-check", action="append", default=[], help="collections also run in float32")
     parser.add_argument("--mpnet-precision", default="float32", choices=["float32", "auto"],
@@ -161,6 +164,8 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging()
     results = []
+    for path in args.merge or []:
+        results += json.loads(path.read_text(encoding="utf-8"))["results"]
     for item in args.collection:
         name, _, folder = item.partition("=")
         project = args.work / name

@@ -72,8 +72,8 @@ class RerankConfig(Section):
 
 ZERO_SHOT_FUSION = "rrf(bm25+dense-zs+splade-zs)"  # the robust default: +0.03 to +0.13 nDCG@10 over BM25 on the
 # collections tried, and never chosen on one collection's numbers (docs/judging.md)
-# ... and with EmbeddingGemma as a fourth leg: +0.015 to +0.032 over it on each of seven collections (docs/training.md,
-# "Stronger models"). evaluate.default auto serves the first of these that is evaluated.
+# ... and with EmbeddingGemma as a fourth leg: +0.014 to +0.037 over it on six of seven collections, -0.003 on the
+# seventh (docs/training.md, "Stronger models"). evaluate.default auto serves the first of these that is evaluated.
 DEFAULT_FUSIONS = ("rrf(bm25+dense-zs+splade-zs+gemma-zs)", ZERO_SHOT_FUSION)
 
 
