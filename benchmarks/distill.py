@@ -22,6 +22,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from suite import test_split  # noqa: E402
 
 from irforge.contract import owned  # noqa: E402
 from irforge.engine import load_config, run_stage  # noqa: E402
@@ -71,16 +74,7 @@ def main() -> None:
 
 
 def compare(project: Path, seed: int) -> dict:
-    import pyarrow.parquet as pq
-
-    evaluate = project / "artifacts/evaluate"
-    metrics = json.loads((evaluate / "metrics.json").read_text(encoding="utf-8"))
-    splits = pq.read_table(project / "artifacts/judgments/queries.parquet", columns=["query_id", "split"]).to_pylist()
-    test = {r["query_id"] for r in splits if r["split"] == "test"}
-    per_query: dict[str, dict[str, float]] = {}
-    for row in pq.read_table(evaluate / "per_query.parquet").to_pylist():
-        if row["measure"] == "nDCG@10" and row["query_id"] in test:
-            per_query.setdefault(row["system"], {})[row["query_id"]] = row["value"]
+    metrics, per_query, _ = test_split(project)
     runs = ["dense", "dense-zs", "gemma-zs", "rrf(bm25+dense+splade-zs)", "rrf(bm25+dense-zs+splade-zs)",
             "rrf(bm25+dense+splade-zs+gemma-zs)", "rrf(bm25+dense-zs+splade-zs+gemma-zs)"]
     out = {"test": {r: metrics[r]["test"]["nDCG@10"] for r in runs},

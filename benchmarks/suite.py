@@ -105,7 +105,8 @@ def run_collection(name: str, collection: Path, project: Path, cache: Path | Non
             **table(project, config.seed)}
 
 
-def table(project: Path, seed: int) -> dict:
+def test_split(project: Path) -> tuple[dict, dict[str, dict[str, float]], int]:
+    """An evaluated project's metrics, each run's nDCG@10 per test query, and the number of test queries."""
     import pyarrow.parquet as pq
 
     evaluate = project / "artifacts" / "evaluate"
@@ -116,6 +117,11 @@ def table(project: Path, seed: int) -> dict:
     for row in pq.read_table(evaluate / "per_query.parquet").to_pylist():
         if row["measure"] == "nDCG@10" and row["query_id"] in test:
             per_query.setdefault(row["system"], {})[row["query_id"]] = row["value"]
+    return metrics, per_query, len(test)
+
+
+def table(project: Path, seed: int) -> dict:
+    metrics, per_query, test = test_split(project)
     rows = {}
     for setting, run in [*SETTINGS.items(), *((s, s) for s in ("gemma-zs-f32",) if s in metrics)]:
         m = metrics[run]
@@ -124,7 +130,7 @@ def table(project: Path, seed: int) -> dict:
             sig = significance(per_query, run, REFERENCE, seed)
             row.update(delta=sig["delta"], p=sig["p_randomisation"], wins=sig["wins"], losses=sig["losses"])
         rows[setting] = row
-    return {"test_queries": len(test), "settings": rows}
+    return {"test_queries": test, "settings": rows}
 
 
 def markdown(results: list[dict]) -> str:
