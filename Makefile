@@ -40,7 +40,7 @@ repro: setup setup-models
 repro-quality: repro
 	irforge preset params-quality.yaml
 
-flow: setup
+flow: setup setup-models
 	irforge flow
 
 # The layering contracts (pyproject.toml [tool.importlinter]) and ruff run before the tests.
