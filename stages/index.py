@@ -11,7 +11,7 @@ and a ``system.json`` (kind, model, query settings) inside, so any system opens 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from pydantic import Field
@@ -97,13 +97,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return _impact(ctx, system, spec, cfg)
 
 
+# Rows encoded at a time: the stage holds one block's text and outputs besides the index, whatever the corpus size.
+BLOCK = 16_384
+CHUNK_COLUMNS = ["chunk_id", "title", "text", "content_hash"]
+
+
 def _bm25(ctx: StageContext, system: str, spec: SystemSpec) -> dict[str, Any]:
+    source = "expanded_chunks" if spec.expansions else "chunks"
+    columns = None if spec.expansions else ["chunk_id", "title", "text"]
+
     def contents() -> Iterator[tuple[str, str]]:
-        if spec.expansions:
-            rows = ctx.read("expanded_chunks").to_pylist()
-        else:
-            rows = ctx.read("chunks", ["chunk_id", "title", "text"]).to_pylist()
-        for row in progress(rows, desc=f"index {system}", unit="chunk"):
+        rows = (row for batch in ctx.batches(source, columns) for row in batch.to_pylist())
+        for row in progress(rows, desc=f"index {system}", total=ctx.count(source), unit="chunk"):
             yield row["chunk_id"], passage_text(row["title"], row["text"], row.get("expansion", ""))
 
     with ctx.publish("index/{variant}") as tmp:
@@ -113,18 +118,24 @@ def _bm25(ctx: StageContext, system: str, spec: SystemSpec) -> dict[str, Any]:
     return {"system": system, "documents": n}
 
 
+def _blocks(ctx: StageContext, encode: Callable[[list[dict]], Any]) -> Iterator[Any]:
+    """``encode(rows)`` of each block of ``BLOCK`` chunk rows, in order."""
+    for batch in ctx.batches("chunks", CHUNK_COLUMNS, size=BLOCK):
+        yield encode(batch.to_pylist())
+
+
 def _faiss(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -> dict[str, Any]:
     fcfg = spec.faiss or cfg.faiss
-    chunks = ctx.read("chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
-    ids = [c["chunk_id"] for c in chunks]
+    ids = [i for batch in ctx.batches("chunks", ["chunk_id"]) for i in batch.column(0).to_pylist()]
     # Through the row cache (float32): the filter and mine read the same model's vectors, so a run encodes each
-    # chunk once per model, and a run after a small corpus change encodes only what changed.
+    # chunk once per model, and a run after a small corpus change encodes only what changed. Blocks go into the
+    # index as they are encoded: the index holds the only copy of the corpus's vectors.
     encoder = ctx.dense_encoder(spec.model, cfg.max_length, spec.precision)
-    vectors = encoder.encode_chunks(chunks, desc=f"encode {system}")
-    log.info("%s: %d passage vectors from the cache, %d encoded", system, encoder.cache_hits, encoder.cache_misses)
+    vectors = _blocks(ctx, lambda rows: encoder.encode_chunks(rows, desc=f"encode {system}"))
     with ctx.publish("index/{variant}") as tmp:
         meta = build_faiss_folder(vectors, ids, tmp, fcfg.as_params(), spec.model, cfg.query_max_length, ctx.seed,
                                   ctx.threads, encoder.precision)
+    log.info("%s: %d passage vectors from the cache, %d encoded", system, encoder.cache_hits, encoder.cache_misses)
     recall = {"recall_at_10_vs_flat": meta["recall_at_10_vs_flat"]} if "recall_at_10_vs_flat" in meta else {}
     if recall:
         log.info("%s: %s index finds %.1f%% of the exact top 10 (sampled passages as queries)", system,
@@ -133,16 +144,21 @@ def _faiss(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -
 
 
 def _impact(ctx: StageContext, system: str, spec: SystemSpec, cfg: IndexConfig) -> dict[str, Any]:
-    chunks = ctx.read("chunks", ["chunk_id", "title", "text", "content_hash"]).to_pylist()
-    ids = [c["chunk_id"] for c in chunks]
     # Through the row cache: a re-run, or a run after a small corpus change, encodes only what changed.
     encoder = ctx.splade_encoder(spec.model, cfg.max_length)
-    vectors = encoder.encode_chunks(chunks, cfg.impact_scale, desc=f"encode {system}")
-    log.info("%s: %d passage vectors from the cache, %d encoded", system, encoder.cache_hits, encoder.cache_misses)
-    postings = sum(len(v) for v in vectors)
+    postings = 0
+
+    def vectors() -> Iterator[tuple[str, dict[str, int]]]:
+        nonlocal postings
+        for rows, encoded in _blocks(ctx, lambda rows: (rows, encoder.encode_chunks(rows, cfg.impact_scale,
+                                                                                      desc=f"encode {system}"))):
+            postings += sum(len(v) for v in encoded)
+            yield from zip([r["chunk_id"] for r in rows], encoded, strict=True)
+
     with ctx.publish("index/{variant}") as tmp:
-        n = build_impact_index(zip(ids, vectors, strict=True), tmp, threads=ctx.threads)
+        n = build_impact_index(vectors(), tmp, threads=ctx.threads)
         write_system(tmp, {"kind": "impact", "model": spec.model, "scale": cfg.impact_scale,
                            "query_max_length": cfg.query_max_length})
+    log.info("%s: %d passage vectors from the cache, %d encoded", system, encoder.cache_hits, encoder.cache_misses)
     log.info("%s: %.1f terms per passage on average", system, postings / max(1, n))
     return {"system": system, "documents": n, "terms_per_passage": round(postings / max(1, n), 1)}

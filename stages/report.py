@@ -3,7 +3,8 @@
 Sections, each skipped with a note when its artifact does not exist: the system table (every measure,
 latency, paired significance against the baseline), trained vs zero-shot (``evaluate.compare``), bar charts of
 the main measures, per-query wins and losses (with the biggest gains and losses spelled out), training
-curves, the ablation table (``report.ablation``, written by benchmarks/ablation.py), filter pass rates and
+curves, the ablation table (``report.ablation``, written by benchmarks/ablation.py), each stage's cost at this
+corpus's size read off the measured curve (``report.scale``, written by benchmarks/scale.py), filter pass rates and
 example generated queries with their verdicts. Rendering lives in :mod:`irforge.reporting`.
 """
 
@@ -29,6 +30,8 @@ class ReportConfig(Section):
     examples: int = Field(10, ge=0)  # example queries shown (generated queries, biggest gains/losses)
     # benchmarks/ablation.py writes it (kept in git); null: no ablation section
     ablation: str | None = "benchmarks/results/ablation.json"
+    # benchmarks/scale.py writes it (kept in git): each stage's cost curve, read off at this corpus's size
+    scale: str | None = "benchmarks/results/scale.json"
 
 
 def train_logs(config: Any, variant: str | None) -> list[str]:
@@ -39,13 +42,17 @@ def ablation_file(config: Any) -> list[str]:
     return ["${report.ablation}"] if config.section("report").ablation else []
 
 
+def scale_file(config: Any) -> list[str]:
+    return ["${report.scale}"] if config.section("report").scale else []
+
+
 STAGE = Stage(
     name="report",
-    version="6",
+    version="7",
     params=("seed", "corpus", "evaluate", "report"),
     config=ReportConfig,
     inputs=("chunks", "evaluate.metrics", "verdict", "synthetic", "per_query", "queries", "filtered_queries", train_logs),
-    raw=(ablation_file,),
+    raw=(ablation_file, scale_file),
     outputs=(Output("report", "", "folder", description="index.html and its figures"),),
 )
 
@@ -116,6 +123,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     if isinstance(recorded, dict) else "on a corpus it does not name"
                 parts.append(html.note("Ablation", f"{cfg.ablation} was measured {where}, not on this corpus: not "
                                        "shown. Run benchmarks/ablation.py --fresh here to measure this one."))
+        scale = ctx.path(cfg.scale) if cfg.scale else None
+        if scale is not None and scale.exists() and ctx.has_input("chunks"):
+            parts.append(sections.scale(ctx.use_input(scale, "scale"), ctx.count("chunks"), folder))
+            written.append("scale")
         if ctx.has_input("filtered_queries"):
             parts.append(sections.generated_queries(ctx.read("filtered_queries").to_pylist(), cfg.examples, ctx.seed))
             written.append("filter")

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 PROVENANCE_KEY = b"irforge.provenance"
 DIR_PROVENANCE = "_provenance.json"
 SIDECAR_SUFFIX = ".provenance.json"
+ROW_GROUP = 65_536  # rows per Parquet row group: what a streaming reader holds at once
 
 
 class ArtifactError(ValueError):
@@ -145,7 +146,8 @@ def write_artifact(table: pa.Table, path: Path, kind: str, provenance: dict[str,
     _remove_leftovers(path)
     tmp = _tmp_name(path)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        # row groups of ROW_GROUP rows: a reader can stream a large artifact (iter_artifact) in bounded memory
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP)
         _fsync(tmp)
         owned.replace(tmp, path)
     except OSError as e:  # disk full, read-only folder: name the artifact; the previous one is untouched
@@ -216,14 +218,44 @@ def read_artifact(path: Path, kind: str, columns: list[str] | None = None) -> pa
     """Read a Parquet artifact and check it against the schema of ``kind``."""
     path = Path(path)
     if not path.exists():
-        raise ArtifactError(f"{path}: artifact '{kind}' not found; run the stage that produces it first "
-                            "(`dvc repro` runs every stage in order; `irforge stages` lists which makes what)")
+        raise _missing(path, kind)
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise ArtifactError(f"{path}: not a readable Parquet file ({e})") from e
     table = validate(table, kind, path)
     return table.select(columns) if columns else table
+
+
+def iter_artifact(path: Path, kind: str, columns: list[str] | None = None,
+                  batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+    """The rows of a Parquet artifact in record batches, each checked against the schema of ``kind``: memory
+    stays that of a row group however large the artifact (10^6 passages are ~1 GB of text)."""
+    path = Path(path)
+    read_artifact_schema(path, kind)  # a missing file or a wrong schema fails before the first batch
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+        table = validate(pa.Table.from_batches([batch]), kind, path)
+        yield from (table.select(columns) if columns else table).to_batches()
+
+
+def count_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def _missing(path: Path, kind: str) -> ArtifactError:
+    return ArtifactError(f"{path}: artifact '{kind}' not found; run the stage that produces it first "
+                         "(`dvc repro` runs every stage in order; `irforge stages` lists which makes what)")
+
+
+def read_artifact_schema(path: Path, kind: str) -> None:
+    """Check that ``path`` is a readable Parquet artifact of ``kind`` (its schema only)."""
+    if not path.exists():
+        raise _missing(path, kind)
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ArtifactError(f"{path}: not a readable Parquet file ({e})") from e
+    validate(schema.empty_table(), kind, path)
 
 
 def read_provenance(path: Path) -> dict[str, Any] | None:

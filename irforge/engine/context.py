@@ -161,6 +161,18 @@ class StageContext:
         self.use_input(path, item.kind)
         return table
 
+    def batches(self, name: str, columns: list[str] | None = None, size: int = 8192) -> Iterator[pa.RecordBatch]:
+        """An input's rows in record batches of ``size`` (bounded memory for a corpus of any size); recorded."""
+        item = self.input(name)
+        path = self.path(item.path)
+        artifacts.read_artifact_schema(path, item.kind)
+        self.use_input(path, item.kind)
+        return artifacts.iter_artifact(path, item.kind, columns, size)
+
+    def count(self, name: str) -> int:
+        """Rows of a Parquet input (from its footer, nothing read)."""
+        return artifacts.count_rows(self.path(self.input(name).path))
+
     def read_file(self, path: Path, kind: str) -> pa.Table:
         """Read a Parquet artifact by path (operations outside the DAG, such as re-indexing); recorded."""
         table = artifacts.read_artifact(path, kind)

@@ -19,11 +19,15 @@ from irforge.contract.schemas import SCHEMAS
 
 
 class RowCache:
+    """Only the keys are held in memory (which shard and row holds each); values are read from the shards a
+    lookup needs, so a cache of 10^6 vectors costs a key index, not a second copy of the vectors."""
+
     kind: str  # the schema of the shards
 
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)
-        self._values: dict[str, Any] | None = None
+        self._shards: list[Path] = []
+        self._where: dict[str, tuple[int, int]] | None = None  # key -> (shard number, row)
 
     def _decode(self, table: pa.Table) -> list[Any]:
         raise NotImplementedError
@@ -32,21 +36,34 @@ class RowCache:
         """The value columns of a shard (``chunk_id`` and ``content_hash`` are written by :meth:`put`)."""
         raise NotImplementedError
 
-    def _load(self) -> dict[str, Any]:
-        if self._values is None:
-            self._values = {}
+    def _index(self) -> dict[str, tuple[int, int]]:
+        if self._where is None:
+            self._where = {}
             for shard in sorted(self.folder.glob("*.parquet")):
-                table = validate(pq.read_table(shard), self.kind, shard)
-                if table.num_rows:
-                    self._values.update(zip(table.column("content_hash").to_pylist(), self._decode(table), strict=True))
-        return self._values
+                self._add_shard(shard, pq.read_table(shard, columns=["content_hash"]).column(0).to_pylist())
+        return self._where
+
+    def _add_shard(self, shard: Path, keys: Sequence[str]) -> None:
+        number = len(self._shards)
+        self._shards.append(shard)
+        self._where.update((key, (number, row)) for row, key in enumerate(keys))
 
     def __len__(self) -> int:
-        return len(self._load())
+        return len(self._index())
 
     def get(self, keys: Sequence[str]) -> dict[str, Any]:
-        values = self._load()
-        return {k: values[k] for k in keys if k in values}
+        where = self._index()
+        wanted: dict[int, list[tuple[str, int]]] = {}
+        for key in dict.fromkeys(keys):
+            if key in where:
+                shard, row = where[key]
+                wanted.setdefault(shard, []).append((key, row))
+        found: dict[str, Any] = {}
+        for shard, items in wanted.items():
+            path = self._shards[shard]
+            table = validate(pq.read_table(path), self.kind, path).take([row for _, row in items])
+            found.update(zip([key for key, _ in items], self._decode(table), strict=True))
+        return found
 
     def through(self, ids: Sequence[str], keys: Sequence[str],
                 compute: Callable[[list[int]], Sequence[Any]]) -> tuple[list[Any], int]:
@@ -77,7 +94,8 @@ class RowCache:
             owned.replace(tmp, shard)
         finally:
             owned.remove(tmp)
-        self._load().update(zip(keys, values, strict=True))
+        self._index()
+        self._add_shard(shard, list(keys))
 
 
 class EmbeddingCache(RowCache):

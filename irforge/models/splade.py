@@ -70,6 +70,7 @@ class SpladeEncoder(CountsCacheHits):
         self.max_length = max_length
         self.batch_size = batch_size
         self.cache_dir, self.use_cache = Path(cache_dir), use_cache
+        self._caches: dict[Path, ImpactCache] = {}
         self.cache_hits = self.cache_misses = 0
         inverse = {i: t for t, i in self.tokenizer.get_vocab().items()}
         self.vocab = [inverse.get(i, f"[unused{i}]") for i in range(self.model.config.vocab_size)]
@@ -128,7 +129,10 @@ class SpladeEncoder(CountsCacheHits):
         """Quantised vectors of ``chunks`` rows (chunk_id, title, text, content_hash), cached by content_hash, so
         a re-run encodes only the passages that changed (``use_cache=False``: always encode)."""
         texts = [passage_text(c["title"], c["text"]) for c in chunks]
-        cache = ImpactCache(self.cache_dir / "impacts" / self.fingerprint(scale)[:16]) if self.use_cache else None
+        cache = None
+        if self.use_cache:  # one per setting, kept: its key index is read once however many blocks are encoded
+            folder = self.cache_dir / "impacts" / self.fingerprint(scale)[:16]
+            cache = self._caches.setdefault(folder, ImpactCache(folder))
         return list(self._through(cache, [c["chunk_id"] for c in chunks], [c["content_hash"] for c in chunks],
                                   lambda rows: self.encode([texts[i] for i in rows], scale, desc)))
 

@@ -117,3 +117,45 @@ def ablation_bars(rows: list[dict], varying: list[str], value: dict[tuple[str, s
     ax.set_xlabel(f"{main} (dotted lines: systems no run changed)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: bars reach the right edge
     return fig
+
+
+def cost_at(points: list[tuple[float, float]], n: float) -> float:
+    """A stage's cost at ``n`` passages from its measured ``(passages, seconds)``: the power law through the two
+    nearest measured sizes (log-log interpolation; beyond the ends, the end segment's slope)."""
+    points = sorted(points)
+    if len(points) == 1:
+        return points[0][1] * n / points[0][0]  # one size: linear in the corpus
+    i = min(max(1, int(np.searchsorted([p[0] for p in points], n))), len(points) - 1)
+    (x0, y0), (x1, y1) = points[i - 1], points[i]
+    slope = np.log(y1 / y0) / np.log(x1 / x0) if y0 > 0 and y1 > 0 else 1.0
+    return float(y0 * (n / x0) ** slope)
+
+
+def scale_curve(sizes: list[dict[str, Any]], search_systems: list[str], mark: int | None = None):
+    """Wall seconds per stage against passages (log-log; dashed: extrapolated), and search p95 per system;
+    ``mark``: the passages of the corpus a report describes."""
+    fig, (ax, bx) = plt().subplots(1, 2, figsize=(11, 4.2))
+    for stage in dict.fromkeys(s for r in sizes for s in r["stages"]):
+        pts = [(r["passages"], r["stages"][stage]["wall_s"], "extrapolated" in r["stages"][stage])
+               for r in sizes if stage in r["stages"]]
+        measured = [p for p in pts if not p[2]]
+        line, = ax.plot([p[0] for p in measured], [p[1] for p in measured], "o-", label=stage)
+        guessed = [p for p in pts if p[2]]
+        if guessed and measured:
+            ax.plot([measured[-1][0], *[p[0] for p in guessed]], [measured[-1][1], *[p[1] for p in guessed]], "o--",
+                    color=line.get_color(), mfc="none")
+    for system in search_systems:
+        bx.plot([r["passages"] for r in sizes], [r["search"][system]["p95_ms"] for r in sizes], "o-", label=system)
+    for a in (ax, bx):
+        a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel("passages")
+        a.grid(True, which="both", alpha=0.3)
+        if mark:
+            a.axvline(mark, color="#c05621", ls=":", label=f"this corpus ({mark:,})")
+        a.legend(fontsize=7)
+    ax.set_ylabel("wall seconds on 2 cores (dashed: extrapolated)")
+    ax.set_title("cost of each stage")
+    bx.set_ylabel("p95 ms per query, top 100")
+    bx.set_title("search latency, one query at a time")
+    return fig

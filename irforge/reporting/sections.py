@@ -221,3 +221,32 @@ def generated_queries(rows: list[dict[str, Any]], examples: int, seed: int) -> s
                        "kept" if r["kept"] else f"rejected: {r['reason']}"] for r in sample],
                      ["kept" if r["kept"] else "rejected" for r in sample]))
     return "\n".join(out)
+
+
+def scale(path: Path, passages: int, folder: Path) -> str:
+    """What each stage costs at this corpus's size, read off the curve benchmarks/scale.py measured (10^4-10^6
+    passages on 2 cores), with this corpus marked on the plot."""
+    import json
+
+    results = json.loads(path.read_text(encoding="utf-8"))
+    sizes = list(results.get("sizes", {}).values())
+    if not sizes:
+        return ""
+    rows = []
+    for stage in dict.fromkeys(s for r in sizes for s in r["stages"]):
+        pts = [(r["passages"], r["stages"][stage]["wall_s"]) for r in sizes
+               if stage in r["stages"] and r["stages"][stage]["wall_s"] > 0]
+        rss = max((r["stages"][stage].get("peak_rss_mb", 0) for r in sizes if stage in r["stages"]), default=0)
+        measured = ", ".join(f"{r['passages']:,}: {r['stages'][stage]['wall_s']:,.0f} s"
+                             + (" (extrapolated)" if "extrapolated" in r["stages"][stage] else "")
+                             for r in sizes if stage in r["stages"])
+        rows.append([stage, f"{figures.cost_at(pts, passages):,.0f} s", measured, f"{rss / 1024:.1f} GB"])
+    searched = list(sizes[0].get("search", {}))
+    fig = figures.scale_curve(sizes, searched, mark=passages)
+    return "\n".join([
+        f"<h2>Cost at scale</h2><p>This corpus has {passages:,} passages. Each stage's cost here is read off the curve "
+        f"measured by benchmarks/scale.py ({esc(path.name)}; default params, 2 cores) between the two nearest "
+        "measured sizes (beyond them, the nearest segment's growth). The measured rows are real text (Cranfield "
+        "sentences recombined); encoding above 10^5 passages is extrapolated from the measured rate.</p>",
+        table(["stage", "estimated wall time here", "measured (passages: wall)", "largest peak RSS"], rows),
+        image(figures.save(fig, folder, "scale.png"))])

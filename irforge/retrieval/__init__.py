@@ -6,8 +6,10 @@ from irforge.retrieval.dense import (
     FaissRetriever,
     build_faiss,
     choose_faiss_type,
+    new_faiss,
     recall_vs_exact,
     save_faiss,
+    stored_vectors,
 )
 from irforge.retrieval.feedback import Rocchio, SparseRocchio, VectorRocchio, rocchio
 from irforge.retrieval.java import ensure_java, run_pyserini_module
@@ -37,6 +39,6 @@ __all__ = [
     "MAX_QUERY_TERMS", "SYSTEM_FILE", "BM25Retriever", "DenseRetriever", "Encoders", "FaissRetriever", "Hits",
     "ImpactRetriever", "ProjectEncoders", "Retriever", "Run", "rocchio", "bm25_pair_scores", "bm25_search", "build_faiss",
     "build_faiss_folder", "build_impact_index", "build_lucene_index", "choose_faiss_type", "chunks_to_docs", "doc_id_of", "ensure_java",
-    "index_json_collection", "open_system", "rank_of", "read_system", "recall_vs_exact", "reciprocal_rank_fusion",
-    "run_pyserini_module", "save_faiss", "Rocchio", "SparseRocchio", "VectorRocchio", "write_system",
+    "index_json_collection", "open_system", "new_faiss", "rank_of", "read_system", "recall_vs_exact", "stored_vectors",
+    "reciprocal_rank_fusion", "run_pyserini_module", "save_faiss", "Rocchio", "SparseRocchio", "VectorRocchio", "write_system",
 ]

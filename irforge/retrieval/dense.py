@@ -59,35 +59,41 @@ class DenseRetriever:
         }
 
 
-def build_faiss(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ivf_lists: int = 0, pq_m: int = 16,
-                pq_bits: int = 8, seed: int = 0, threads: int | None = None):
-    """An inner-product faiss index over L2-normalised vectors (inner product = cosine).
+def new_faiss(kind: str, dim: int, n: int, hnsw_m: int = 32, ivf_lists: int = 0, pq_m: int = 16, pq_bits: int = 8):
+    """An empty inner-product faiss index (inner product = cosine over L2-normalised vectors).
 
     ``flat`` is exact; ``hnsw`` (graph, ``hnsw_m`` links per node) and ``ivfpq`` (``ivf_lists`` coarse cells,
-    0 = ~sqrt(n); ``pq_m`` sub-quantisers of ``pq_bits`` bits) trade exactness for speed and memory on large
-    corpora.
+    0 = ~sqrt(n); ``pq_m`` sub-quantisers of ``pq_bits`` bits, trained before use) trade exactness for speed and
+    memory on large corpora.
     """
     import faiss
 
-    if threads:
-        faiss.omp_set_num_threads(threads)  # OpenMP spinning on more threads than free cores is much slower
-    n, dim = vectors.shape
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    elif kind == "ivfpq":
+        return faiss.IndexFlatIP(dim)
+    if kind == "hnsw":
+        return faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    if kind == "ivfpq":
         lists = ivf_lists or max(1, int(np.sqrt(n)))
         if n < 39 * lists:  # faiss wants ~39 training points per centroid
             raise ValueError(f"ivfpq: {n} vectors are too few for {lists} lists (need {39 * lists}); use flat")
         if dim % pq_m:
             raise ValueError(f"ivfpq: dimension {dim} is not a multiple of pq_m={pq_m}")
-        index = faiss.index_factory(dim, f"IVF{lists},PQ{pq_m}x{pq_bits}", faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(dim, f"IVF{lists},PQ{pq_m}x{pq_bits}", faiss.METRIC_INNER_PRODUCT)
+    raise ValueError(f"unknown faiss index type '{kind}' (flat, hnsw, ivfpq)")
+
+
+def build_faiss(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ivf_lists: int = 0, pq_m: int = 16,
+                pq_bits: int = 8, seed: int = 0, threads: int | None = None):
+    """:func:`new_faiss` of ``kind`` holding ``vectors`` (trained on them first where the kind needs it)."""
+    import faiss
+
+    if threads:
+        faiss.omp_set_num_threads(threads)  # OpenMP spinning on more threads than free cores is much slower
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = new_faiss(kind, vectors.shape[1], len(vectors), hnsw_m, ivf_lists, pq_m, pq_bits)
+    if not index.is_trained:
         index.cp.seed = seed  # k-means initialisation: same seed, same index
         index.train(vectors)
-    else:
-        raise ValueError(f"unknown faiss index type '{kind}' (flat, hnsw, ivfpq)")
     index.add(vectors)
     return index
 
@@ -99,18 +105,26 @@ def choose_faiss_type(kind: str, n: int, flat_max: int) -> str:
     return "flat" if n <= flat_max else "hnsw"
 
 
-def recall_vs_exact(index, vectors: np.ndarray, k: int = 10, sample: int = 200, seed: int = 0) -> float:
-    """Share of the exact top ``k`` (inner product over all ``vectors``) that ``index`` returns, with a seeded
-    sample of the passages' own vectors as queries: what an approximate index costs in recall."""
+def stored_vectors(index) -> np.ndarray | None:
+    """The vectors a flat or HNSW index holds, as a view (no copy); None for a compressed index."""
     import faiss
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    flat = faiss.downcast_index(index.storage) if hasattr(index, "storage") else index
+    if not isinstance(flat, faiss.IndexFlat):
+        return None
+    return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+
+
+def recall_vs_exact(index, vectors: np.ndarray | None = None, k: int = 10, sample: int = 200, seed: int = 0) -> float:
+    """Share of the exact top ``k`` (inner product over all ``vectors``, by default the index's own) that ``index``
+    returns, with a seeded sample of the passages' own vectors as queries: what an approximate index costs."""
+    import faiss
+
+    vectors = stored_vectors(index) if vectors is None else np.ascontiguousarray(vectors, dtype=np.float32)
     rows = np.random.default_rng(seed).choice(len(vectors), size=min(sample, len(vectors)), replace=False)
-    queries = vectors[rows]
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
+    queries = np.array(vectors[rows])
     k = min(k, len(vectors))
-    _, truth = exact.search(queries, k)
+    _, truth = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)  # exact, without a second copy
     _, found = index.search(queries, k)
     return float(np.mean([len(set(t) & set(f)) / k for t, f in zip(truth, found, strict=True)]))
 

@@ -2,7 +2,8 @@
 
 Indexes are built with Anserini's IndexCollection (what ``pyserini.index.lucene`` runs) from JSON records
 written in ``threads`` shards, so Anserini indexes them in parallel; every index is optimised to one segment
-(deterministic scoring order, faster search).
+(deterministic scoring order, faster search). On a Dask worker (``irforge flow --dask``) the shards are indexed
+as tasks across the cluster and the part indexes merged into one, which ranks as a single-process build does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from irforge.contract import owned
 from irforge.models.splade import SparseVector, SpladeEncoder
 from irforge.retrieval.java import ensure_java
 from irforge.retrieval.runs import Run
+from irforge.runtime.partition import dask_workers, on_dask_worker, partition_count
 
 log = logging.getLogger(__name__)
 
@@ -32,33 +35,52 @@ def index_json_collection(records: Iterable[dict], index_dir: Path, collection: 
 
     The records are written as ``collection`` (JsonCollection, JsonVectorCollection, ...) in ``threads``
     shards so Anserini indexes them in parallel; ``options`` are the collection-specific flags. Returns the
-    number of records indexed.
+    number of records indexed. On a Dask worker (``irforge flow --dask``) the shards are indexed across the
+    cluster instead and merged into one index: see :func:`_index_on_dask`.
     """
     ensure_java()
+    index_dir = Path(index_dir)
+    if on_dask_worker():
+        return _index_on_dask(records, index_dir, collection, options)
+    with owned.temp_dir(prefix="irforge-jsoncoll-") as tmp:
+        n = sum(_write_round_robin(records, [Path(tmp) / f"part-{i:03d}.jsonl" for i in range(max(1, threads))]))
+        _index_collection(Path(tmp), index_dir, collection, options, threads)
+    return _checked_count(index_dir, n)
+
+
+def _write_round_robin(records: Iterable[dict], paths: list[Path]) -> list[int]:
+    """Write record i to ``paths[i % len(paths)]``, streaming (a corpus need not fit in memory, nor be counted
+    first); returns the count written to each file."""
+    counts = [0] * len(paths)
+    with contextlib.ExitStack() as files:
+        shards = [files.enter_context(open(path, "w", encoding="utf-8")) for path in paths]
+        for i, record in enumerate(records):
+            shards[i % len(shards)].write(json.dumps(record) + "\n")
+            counts[i % len(shards)] += 1
+    return counts
+
+
+def _index_collection(input_dir: Path, index_dir: Path, collection: str, options: list[str], threads: int) -> None:
     from pyserini.pyclass import autoclass  # importing pyserini puts Anserini's jar on the classpath
 
-    with owned.temp_dir(prefix="irforge-jsoncoll-") as tmp:
-        n = 0
-        with contextlib.ExitStack() as files:
-            shards = [files.enter_context(open(Path(tmp) / f"part-{i:03d}.jsonl", "w", encoding="utf-8"))
-                      for i in range(max(1, threads))]
-            for n, record in enumerate(records, start=1):
-                shards[n % len(shards)].write(json.dumps(record) + "\n")
-        args = [
-            "-collection", collection,
-            "-generator", "DefaultLuceneDocumentGenerator",
-            "-input", str(tmp),
-            "-index", str(index_dir),
-            "-threads", str(max(1, threads)),
-            *options,
-            "-optimize",  # one segment: deterministic scoring order and faster search
-            "-quiet",
-        ]
-        try:
-            autoclass("io.anserini.index.IndexCollection").main(args)
-        except Exception as e:  # jnius.JavaException: the Java exception and its whole stack in one message
-            raise IndexBuildError(f"{index_dir}: Lucene could not build the index: {java_cause(e)}; "
-                                  f"{_free_space(index_dir)}") from e
+    args = [
+        "-collection", collection,
+        "-generator", "DefaultLuceneDocumentGenerator",
+        "-input", str(input_dir),
+        "-index", str(index_dir),
+        "-threads", str(max(1, threads)),
+        *options,
+        "-optimize",  # one segment: deterministic scoring order and faster search
+        "-quiet",
+    ]
+    try:
+        autoclass("io.anserini.index.IndexCollection").main(args)
+    except Exception as e:  # jnius.JavaException: the Java exception and its whole stack in one message
+        raise IndexBuildError(f"{index_dir}: Lucene could not build the index: {java_cause(e)}; "
+                              f"{_free_space(index_dir)}") from e
+
+
+def _checked_count(index_dir: Path, n: int) -> int:
     try:  # Anserini logs and carries on when a write fails (a full disk): the index may be missing or short
         indexed = count_documents(index_dir)
     except Exception as e:
@@ -67,6 +89,87 @@ def index_json_collection(records: Iterable[dict], index_dir: Path, collection: 
     if indexed != n:  # Anserini logs and skips a record it cannot index (empty, or an error in a worker thread)
         log.warning("%s: Lucene indexed %d of %d records; see Anserini's log above for the others", index_dir, indexed, n)
     return n
+
+
+# ---------------------------------------------------------------- partitioned builds on Dask
+
+
+def _index_on_dask(records: Iterable[dict], index_dir: Path, collection: str, options: list[str]) -> int:
+    """Index the records as partitions, one Anserini run (one thread) per partition on the cluster's workers,
+    then merge the parts into ``index_dir`` in partition order.
+
+    Partitions are round-robin, not contiguous: the records are streamed to the partition files in one pass
+    without being counted first, and the parts come out equal in size (±1 record) even when the corpus is
+    sorted by length or source. The order of documents inside the merged index does not matter to search:
+    scores come from the merged index's global statistics (document frequencies, average length), and
+    Anserini breaks score ties by the collection docid, not Lucene's internal one, so the merged index
+    ranks exactly as a single-process build of the same records does.
+    """
+    from distributed import wait, worker_client
+
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the destination, not in /tmp: every worker must read the partitions and write its part there, and a
+    # cluster shares the project's storage, not its machines' temporary folders.
+    with owned.temp_dir(prefix=f".{index_dir.name}.parts-", parent=index_dir.parent) as tmp, \
+            worker_client() as client:  # this task leaves its worker slot to the parts while it waits
+        workers = dask_workers(client)
+        inputs = [tmp / f"input-{i:03d}" for i in range(partition_count(workers))]
+        for folder in inputs:
+            folder.mkdir()
+        counts = _write_round_robin(records, [folder / "docs.jsonl" for folder in inputs])
+        used = [i for i, count in enumerate(counts) if count]  # fewer records than partitions: no empty parts
+        parts = [tmp / f"index-{i:03d}" for i in used]
+        futures = [client.submit(_index_part, inputs[i], part, collection, options, pure=False)
+                   for i, part in zip(used, parts, strict=True)]
+        wait(futures)  # every part finished or failed before the folder is removed: no task still writes in it
+        for k, future in enumerate(futures):
+            try:
+                future.result()
+            except Exception as error:
+                raise IndexBuildError(f"{index_dir}: partition {k + 1} of {len(futures)} failed on a Dask worker: "
+                                      f"{error}") from error
+        _merge_indexes(parts, index_dir)
+    log.info("%s: %d records in %d partitions over %d Dask workers", index_dir, sum(counts), len(parts), workers)
+    return _checked_count(index_dir, sum(counts))
+
+
+def _index_part(input_dir: Path, part_dir: Path, collection: str, options: list[str]) -> int:
+    """One partition's index, a Dask task of :func:`_index_on_dask` (module level: it is pickled by name)."""
+    ensure_java()  # each worker process starts its own JVM, on its first Lucene task
+    _index_collection(input_dir, part_dir, collection, options, threads=1)
+    return count_documents(part_dir)
+
+
+def _merge_indexes(parts: list[Path], index_dir: Path) -> None:
+    """Lucene's ``IndexWriter.addIndexes``: the parts' segments copied in order (not re-analysed, so the analyzer
+    here is never used, and norms and impacts stay as Anserini wrote them), then merged into one segment as
+    Anserini's ``-optimize`` leaves a local build."""
+    from pyserini.pyclass import autoclass
+
+    def directory(path: Path) -> Any:
+        return autoclass("org.apache.lucene.store.FSDirectory").open(autoclass("java.io.File")(str(path)).toPath())
+
+    config = autoclass("org.apache.lucene.index.IndexWriterConfig")(
+        autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer")())
+    config.setOpenMode(autoclass("org.apache.lucene.index.IndexWriterConfig$OpenMode").CREATE)
+    # Log merges join neighbouring segments only (the default tiered policy picks by size): parts stay in order.
+    config.setMergePolicy(autoclass("org.apache.lucene.index.LogDocMergePolicy")())
+    sources = [directory(part) for part in parts]
+    target = directory(index_dir)
+    writer = autoclass("org.apache.lucene.index.IndexWriter")(target, config)
+    try:
+        if sources:  # none for an empty collection: an empty index, as Anserini writes for one
+            writer.addIndexes(*sources)  # varargs: pyjnius matches Directory... only with the elements spread
+        writer.forceMerge(1)
+        writer.commit()
+        writer.close()
+    except Exception as e:
+        writer.rollback()  # close() would commit what was added so far
+        raise IndexBuildError(f"{index_dir}: Lucene could not merge the partition indexes: {java_cause(e)}; "
+                              f"{_free_space(index_dir)}") from e
+    finally:
+        for d in (*sources, target):
+            d.close()
 
 
 class IndexBuildError(RuntimeError):

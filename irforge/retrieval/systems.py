@@ -6,6 +6,7 @@ alone and no list of system names lives in code.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,7 +14,14 @@ import numpy as np
 
 from irforge.models.dense import DenseEncoder
 from irforge.models.splade import SpladeEncoder
-from irforge.retrieval.dense import FaissRetriever, build_faiss, choose_faiss_type, recall_vs_exact, save_faiss
+from irforge.retrieval.dense import (
+    FaissRetriever,
+    build_faiss,
+    choose_faiss_type,
+    new_faiss,
+    recall_vs_exact,
+    save_faiss,
+)
 from irforge.retrieval.lucene import BM25Retriever, ImpactRetriever
 from irforge.retrieval.runs import Run
 
@@ -50,21 +58,42 @@ def write_system(index_dir: Path, meta: dict[str, Any]) -> None:
     (Path(index_dir) / SYSTEM_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
-def build_faiss_folder(vectors: np.ndarray, ids: list[str], folder: Path, faiss: dict[str, Any], model: str,
-                       query_max_length: int, seed: int, threads: int | None,
+def build_faiss_folder(vectors: np.ndarray | Iterable[np.ndarray], ids: list[str], folder: Path, faiss: dict[str, Any],
+                       model: str, query_max_length: int, seed: int, threads: int | None,
                        precision: str = "float32") -> dict[str, Any]:
-    """A faiss index folder of ``vectors`` (the ``faiss`` settings: type, auto_flat_max, hnsw_m, ivf_lists, pq_m,
-    pq_bits) with its system.json, which it returns; an approximate index records the recall it costs, and one
-    encoded in bfloat16 says so (its queries are encoded the same way)."""
+    """A faiss index folder of ``vectors`` (one array, or blocks of rows in ``ids`` order, added as they come so
+    a flat or HNSW index is the only copy) with the ``faiss`` settings (type, auto_flat_max, hnsw_m, ivf_lists,
+    pq_m, pq_bits) and its system.json, which it returns. An approximate index records the recall it costs, and
+    one encoded in bfloat16 says so (its queries are encoded the same way)."""
+    import faiss as faisslib
+
+    if threads:
+        faisslib.omp_set_num_threads(threads)
     kind = choose_faiss_type(faiss["type"], len(ids), faiss["auto_flat_max"])
-    index = build_faiss(vectors, kind, hnsw_m=faiss["hnsw_m"], ivf_lists=faiss["ivf_lists"], pq_m=faiss["pq_m"],
-                        pq_bits=faiss["pq_bits"], seed=seed, threads=threads)
-    meta = {"kind": "faiss", "faiss_type": kind, "model": model, "dim": int(vectors.shape[1]),
-            "query_max_length": query_max_length}
+    settings = {"hnsw_m": faiss["hnsw_m"], "ivf_lists": faiss["ivf_lists"], "pq_m": faiss["pq_m"],
+                "pq_bits": faiss["pq_bits"]}
+    blocks = [vectors] if isinstance(vectors, np.ndarray) else vectors
+    if kind == "ivfpq":  # trained on every vector before the first is added: they are held once, the codes are small
+        whole = np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks])
+        index, dim = build_faiss(whole, kind, seed=seed, threads=threads, **settings), whole.shape[1]
+    else:
+        index = None
+        for block in blocks:
+            block = np.ascontiguousarray(block, dtype=np.float32)
+            if index is None:
+                index = new_faiss(kind, block.shape[1], len(ids), **settings)
+            index.add(block)
+        if index is None:
+            raise ValueError(f"{folder}: no vectors to index")
+        whole, dim = None, index.d
+    if index.ntotal != len(ids):
+        raise ValueError(f"{folder}: {index.ntotal} vectors for {len(ids)} ids")
+    meta = {"kind": "faiss", "faiss_type": kind, "model": model, "dim": int(dim), "query_max_length": query_max_length}
     if precision != "float32":
         meta["precision"] = precision
     if kind != "flat":  # what the approximation costs, measured against exact search
-        meta["recall_at_10_vs_flat"] = round(recall_vs_exact(index, vectors, seed=seed), 4)
+        meta["recall_at_10_vs_flat"] = round(recall_vs_exact(index, whole, seed=seed), 4)
+    del whole
     Path(folder).mkdir(parents=True, exist_ok=True)
     save_faiss(index, ids, folder)
     write_system(folder, meta)

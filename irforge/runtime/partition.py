@@ -72,6 +72,17 @@ def on_dask_worker() -> bool:
     return True
 
 
+def dask_workers(client: Any) -> int:
+    """How many workers ``client``'s cluster has now (at least 1)."""
+    return len(client.scheduler_info(n_workers=-1)["workers"]) or 1
+
+
+def partition_count(workers: int) -> int:
+    """Partitions to cut a stage's work into on Dask: the flow's ``runtime.partitions``, else
+    ``IRFORGE_PARTITIONS``, else two per worker."""
+    return _PARTITIONS.get() or int(os.environ.get("IRFORGE_PARTITIONS", 0)) or 2 * workers
+
+
 def map_partitions(fn: Callable[[list[T]], list[R]], items: Sequence[T], batch: int = 256, desc: str = "map") -> list[R]:
     items = list(items)
     if not items:
@@ -84,9 +95,8 @@ def map_partitions(fn: Callable[[list[T]], list[R]], items: Sequence[T], batch: 
     from distributed import worker_client
 
     with worker_client() as client:
-        workers = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
-        n_parts = _PARTITIONS.get() or int(os.environ.get("IRFORGE_PARTITIONS", 0)) or 2 * workers
-        shards = [items[a:b] for a, b in bounds(len(items), n_parts)]
+        workers = dask_workers(client)
+        shards = [items[a:b] for a, b in bounds(len(items), partition_count(workers))]
         log.info("%s: %d rows in %d partitions over %d Dask workers", desc, len(items), len(shards), workers)
         futures = client.map(fn, shards, pure=False)
         results = client.gather(futures)
