@@ -39,6 +39,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import conditions
@@ -211,19 +212,29 @@ def timed_to(stdout, cmd: list[str], cwd: Path) -> dict[str, float]:
             "peak_rss_mb": round(int(re.search(r"Maximum resident set size \(kbytes\): (.+)", text).group(1)) / 1024, 1)}
 
 
-def measure(root: Path, n: int, encode_max: dict[str, int], measured: dict) -> dict:
-    """Every stage's cost at one size (``measured``: the results of smaller sizes, for extrapolation)."""
-    row: dict = {"documents": n, "stages": {}}
-    stages = row["stages"]
-    print(f"\n== {n:,} documents: {root}", flush=True)
-    stages["chunk"] = run_stage(root, "chunk")
+def measure(root: Path, n: int, encode_max: dict[str, int], results: dict, save: Callable[[], None]) -> dict:
+    """Every stage's cost at one size, saved after each stage; a stage measured by an earlier, interrupted run of
+    this size is kept (``results``: every size's results, the smaller ones used for extrapolation)."""
     import pyarrow.parquet as pq
 
+    row = results["sizes"].setdefault(str(n), {"documents": n, "stages": {}})
+    stages = row["stages"]
+    print(f"\n== {n:,} documents: {root}", flush=True)
+
+    def step(name: str, measure_it: Callable[[], dict]) -> None:
+        if name not in stages:
+            stages[name] = measure_it()
+            save()
+        print(f"   {name}: {stages[name]}", flush=True)
+
+    step("chunk", lambda: {**run_stage(root, "chunk"), "disk_mb": disk_mb(root / "artifacts/chunk/chunks.parquet")})
     row["passages"] = pq.ParquetFile(root / "artifacts/chunk/chunks.parquet").metadata.num_rows
-    stages["chunk"]["disk_mb"] = disk_mb(root / "artifacts/chunk/chunks.parquet")
-    stages["bm25 index"] = {**run_stage(root, "index", "bm25"), "disk_mb": disk_mb(root / "artifacts/index/bm25")}
+    step("bm25 index", lambda: {**run_stage(root, "index", "bm25"), "disk_mb": disk_mb(root / "artifacts/index/bm25")})
     for system, label in (("dense-zs", "faiss index"), ("splade-zs", "impact index")):
         encode = f"{system} encoding"
+        if encode in stages and label in stages:
+            print(f"   {encode}: {stages[encode]}\n   {label}: {stages[label]}", flush=True)
+            continue
         if n <= encode_max[system]:
             first = run_stage(root, "index", system)
             second = run_stage(root, "index", system)  # vectors from the row cache: the index build alone
@@ -231,7 +242,8 @@ def measure(root: Path, n: int, encode_max: dict[str, int], measured: dict) -> d
                               "cpu_s": round(first["cpu_s"] - second["cpu_s"], 2), "peak_rss_mb": first["peak_rss_mb"]}
             stages[label] = {**second, "disk_mb": disk_mb(root / f"artifacts/index/{system}")}
         else:
-            largest = max((m for m in measured.values() if encode in m["stages"] and "extrapolated" not in m["stages"][encode]),
+            largest = max((m for m in results["sizes"].values()
+                           if encode in m["stages"] and "extrapolated" not in m["stages"][encode]),
                           key=lambda m: m["passages"])
             per = {k: largest["stages"][encode][k] / largest["passages"] for k in ("wall_s", "cpu_s")}
             stages[encode] = {k: round(v * row["passages"], 1) for k, v in per.items()}
@@ -245,13 +257,13 @@ def measure(root: Path, n: int, encode_max: dict[str, int], measured: dict) -> d
                 _, cost = child(REUSED_IMPACT, str(root), str(row["passages"]), str(cache), cwd=root)
                 stages[label] = {**cost, "disk_mb": disk_mb(root / f"artifacts/index/{system}"),
                                  "note": f"SPLADE vectors of {largest['passages']:,} passages reused"}
+        save()
         print(f"   {encode}: {stages[encode]}\n   {label}: {stages[label]}", flush=True)
     search, cost = child(SEARCH, str(root), ",".join(SYSTEMS), str(REPO / "data/cranfield/queries.jsonl"), cwd=root)
     row["search"] = search
     row["search_process"] = cost
-    faiss_meta = json.loads((root / "artifacts/index/dense-zs/system.json").read_text())
-    row["faiss_type"] = faiss_meta["faiss_type"]
-    print(f"   chunk {stages['chunk']}\n   bm25 {stages['bm25 index']}\n   search {search}", flush=True)
+    row["faiss_type"] = json.loads((root / "artifacts/index/dense-zs/system.json").read_text())["faiss_type"]
+    print(f"   search {search}", flush=True)
     return row
 
 
@@ -311,7 +323,7 @@ import json, sys, time, numpy as np, faiss, pyarrow.parquet as pq
 from pathlib import Path
 from irforge.models import DenseEncoder, EmbeddingCache
 from irforge.retrieval import build_faiss
-root, queries_file, random_n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+root, queries_file, random_sizes = Path(sys.argv[1]), sys.argv[2], [int(x) for x in sys.argv[3].split(",")]
 faiss.omp_set_num_threads(1)
 encoder = DenseEncoder("pkg:all-minilm-l6-v2", root / ".irforge-cache", max_length=256, threads=2, use_cache=False)
 hashes = pq.read_table(root / "artifacts/chunk/chunks.parquet", columns=["content_hash"]).column(0).to_pylist()
@@ -349,18 +361,23 @@ for kind, options, searches in settings:
         print(out["real"][-1], flush=True)
     del index
 rng = np.random.default_rng(0)
-vectors = rng.standard_normal((random_n, docs.shape[1]), dtype=np.float32)
-vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-for kind, options, searches in [("flat", {}, [None]), ("hnsw", {"hnsw_m": 32}, [256])]:
-    started = time.perf_counter(); index = build_faiss(vectors, kind, seed=0, threads=2, **options)
-    built = round(time.perf_counter() - started, 1)
-    for value in searches:
-        if kind == "hnsw": index.hnsw.efSearch = value
-        p50, p95 = latency(index, queries)
-        out["random"].append({"kind": kind, **options, "search": value, "passages": random_n, "p50_ms": p50,
-                              "p95_ms": p95, "build_s": built, "index_mb": size_mb(index)})
-        print(out["random"][-1], flush=True)
-    del index
+for random_n in random_sizes:
+    vectors = rng.standard_normal((random_n, docs.shape[1]), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    kinds = [("flat", {}, [None]), ("hnsw", {"hnsw_m": 32}, [256])]
+    for kind, options, searches in kinds[: 1 if random_n > 200_000 else 2]:  # HNSW at 10^6: the scale run builds it
+        started = time.perf_counter()
+        index = build_faiss(vectors, kind, seed=0, threads=2, **options)
+        built = round(time.perf_counter() - started, 1)
+        for value in searches:
+            if kind == "hnsw":
+                index.hnsw.efSearch = value
+            p50, p95 = latency(index, queries)
+            out["random"].append({"kind": kind, **options, "search": value, "passages": random_n, "p50_ms": p50,
+                                  "p95_ms": p95, "build_s": built, "index_mb": size_mb(index)})
+            print(out["random"][-1], flush=True)
+        del index
+    del vectors
 print(json.dumps(out))
 """
 
@@ -448,7 +465,8 @@ def main() -> None:
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--faiss-study", type=int, metavar="N",
                         help="recall@100 and latency of the faiss settings on the measured size N's real vectors")
-    parser.add_argument("--random", type=int, default=1_000_000, help="--faiss-study: random vectors for latency")
+    parser.add_argument("--random", type=int, nargs="+", default=[100_000, 1_000_000],
+                        help="--faiss-study: sizes of random vectors for flat/HNSW latency (HNSW up to 200,000)")
     parser.add_argument("--serve", type=int, metavar="N", help="serve the measured size N under load, with a hot swap")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=30, help="--serve: seconds of steady load")
@@ -458,7 +476,8 @@ def main() -> None:
     if args.faiss_study:
         root = args.work / f"n{args.faiss_study}"
         conditions.header(f"faiss settings on {args.faiss_study:,} documents' vectors")
-        study, cost = child(FAISS_STUDY, str(root), str(REPO / "data/cranfield/queries.jsonl"), str(args.random),
+        study, cost = child(FAISS_STUDY, str(root), str(REPO / "data/cranfield/queries.jsonl"),
+                            ",".join(map(str, args.random)),
                             cwd=root)
         conditions.footer()
         results["faiss"] = {**study, "process": cost, "conditions": conditions.conditions(),
@@ -476,14 +495,16 @@ def main() -> None:
         conditions.header(f"scale: {', '.join(f'{n:,}' for n in args.sizes)} documents")
         for n in sorted(args.sizes):
             started = time.perf_counter()
+
+            def save() -> None:
+                results["sizes"] = dict(sorted(results["sizes"].items(), key=lambda kv: int(kv[0])))
+                RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+
             row = measure(project(args.work, n, args.seed), n,
-                          {"dense-zs": args.encode_max, "splade-zs": args.splade_encode_max}, results["sizes"])
+                          {"dense-zs": args.encode_max, "splade-zs": args.splade_encode_max}, results, save)
             row["conditions"] = conditions.conditions()
             row["total_s"] = round(time.perf_counter() - started)
-            results["sizes"][str(n)] = row
-            results["sizes"] = dict(sorted(results["sizes"].items(), key=lambda kv: int(kv[0])))
-            results["exponents"] = exponents(results["sizes"])
-            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+            save()
         conditions.footer()
         results["command"] = "python benchmarks/scale.py " + " ".join(sys.argv[1:])
     results["exponents"] = exponents(results["sizes"])
