@@ -91,6 +91,7 @@ def test_a_faiss_folder_built_block_by_block_equals_one_built_from_the_whole_arr
     if kind == "flat":
         assert whole == blocks and (a.search(queries, 10)[1] == b.search(queries, 10)[1]).all()
     else:  # a graph grown block by block is another graph: the recall it costs is measured, from its own vectors
+        assert blocks["ef_search"] == b.hnsw.efSearch == 256  # how it is searched: in system.json and the index
         assert blocks["recall_at_10_vs_flat"] == round(retrieval.recall_vs_exact(b, docs), 4) > 0.8
 
 
@@ -99,3 +100,36 @@ def test_a_faiss_folder_refuses_vectors_and_ids_that_disagree(tmp_path: Path):
     with pytest.raises(ValueError, match="9 vectors for 10 ids"):
         retrieval.build_faiss_folder(_unit(9, 8), [f"d{i}" for i in range(10)], tmp_path / "x", settings, "m", 8, 0, 1)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_stage_cost_is_read_off_the_measured_curve_as_a_power_law():
+    from irforge.reporting.figures import cost_at
+
+    points = [(10_000, 10.0), (100_000, 100.0), (1_000_000, 4000.0)]
+    assert cost_at(points, 10_000) == pytest.approx(10.0)
+    assert cost_at(points, 31_623) == pytest.approx(31.623, rel=1e-3)  # slope 1 between the first two sizes
+    assert cost_at(points, 300_000) == pytest.approx(100 * 3 ** np.log10(40), rel=1e-6)  # steeper segment
+    assert cost_at(points, 1_000) == pytest.approx(1.0)  # below the curve: the first segment's growth
+    assert cost_at([(1_000, 5.0)], 4_000) == pytest.approx(20.0)  # one size: linear
+
+
+def test_the_report_shows_each_stage_cost_at_the_run_own_size_with_the_curve(tmp_path: Path):
+    import json
+
+    from irforge.reporting import sections
+
+    measured = {"sizes": {str(n): {"passages": n, "stages": {
+        "bm25 index": {"wall_s": n / 1000, "cpu_s": n / 500, "peak_rss_mb": 512.0},
+        "dense-zs encoding": {"wall_s": n / 100, "cpu_s": n / 50, **({"extrapolated": "from 10,000"} if n > 10_000 else {})}},
+        "search": {"bm25": {"p50_ms": 1.0, "p95_ms": 2.0, "batch_qps": 100.0}}} for n in (10_000, 100_000)}}
+    path = tmp_path / "scale.json"
+    path.write_text(json.dumps(measured))
+    html = sections.scale(path, 40_000, tmp_path)
+    assert "This corpus has 40,000 passages" in html
+    import re
+
+    assert re.search(r"bm25 index</td><td[^>]*>40 s<", html)  # 10 s at 10^4, 100 s at 10^5: linear between
+    assert re.search(r"dense-zs encoding</td><td[^>]*>400 s<", html)
+    assert "100,000: 1,000 s (extrapolated)" in html
+    assert (tmp_path / "scale.png").stat().st_size > 0
+    assert sections.scale(tmp_path / "scale.json", 10, tmp_path)  # a tiny corpus still gets its (tiny) estimate

@@ -240,7 +240,7 @@ def scale(path: Path, passages: int, folder: Path) -> str:
         measured = ", ".join(f"{r['passages']:,}: {r['stages'][stage]['wall_s']:,.0f} s"
                              + (" (extrapolated)" if "extrapolated" in r["stages"][stage] else "")
                              for r in sizes if stage in r["stages"])
-        rows.append([stage, f"{figures.cost_at(pts, passages):,.0f} s", measured, f"{rss / 1024:.1f} GB"])
+        rows.append([stage, f"{figures.cost_at(pts, passages):,.0f} s", measured, f"{rss / 1024:.1f} GB" if rss else ""])
     searched = list(sizes[0].get("search", {}))
     fig = figures.scale_curve(sizes, searched, mark=passages)
     return "\n".join([

@@ -62,9 +62,10 @@ def build_faiss_folder(vectors: np.ndarray | Iterable[np.ndarray], ids: list[str
                        model: str, query_max_length: int, seed: int, threads: int | None,
                        precision: str = "float32") -> dict[str, Any]:
     """A faiss index folder of ``vectors`` (one array, or blocks of rows in ``ids`` order, added as they come so
-    a flat or HNSW index is the only copy) with the ``faiss`` settings (type, auto_flat_max, hnsw_m, ivf_lists,
-    pq_m, pq_bits) and its system.json, which it returns. An approximate index records the recall it costs, and
-    one encoded in bfloat16 says so (its queries are encoded the same way)."""
+    a flat or HNSW index is the only copy) with the ``faiss`` settings (type, auto_flat_max, hnsw_m, hnsw_ef_search,
+    ivf_lists, pq_m, pq_bits, ivf_nprobe) and its system.json, which it returns. An approximate index records
+    how it is searched and the recall that costs; one encoded in bfloat16 says so (its queries are encoded the
+    same way)."""
     import faiss as faisslib
 
     if threads:
@@ -89,6 +90,10 @@ def build_faiss_folder(vectors: np.ndarray | Iterable[np.ndarray], ids: list[str
     if index.ntotal != len(ids):
         raise ValueError(f"{folder}: {index.ntotal} vectors for {len(ids)} ids")
     meta = {"kind": "faiss", "faiss_type": kind, "model": model, "dim": int(dim), "query_max_length": query_max_length}
+    if kind == "hnsw":  # how it is searched, beside how it was built
+        meta["ef_search"] = index.hnsw.efSearch = faiss.get("hnsw_ef_search", 256)
+    if kind == "ivfpq":
+        meta["nprobe"] = index.nprobe = faiss.get("ivf_nprobe", 16)
     if precision != "float32":
         meta["precision"] = precision
     if kind != "flat":  # what the approximation costs, measured against exact search
@@ -108,7 +113,7 @@ def open_system(index_dir: Path, encoders: Encoders, k1: float, b: float, thread
     if meta["kind"] == "faiss":
         encoder = encoders.dense_encoder(meta["model"], meta["query_max_length"], meta.get("precision", "float32"),
                                          threads=threads)
-        return FaissRetriever(index_dir, encoder)
+        return FaissRetriever(index_dir, encoder, nprobe=meta.get("nprobe", 16), ef_search=meta.get("ef_search", 256))
     encoder = encoders.splade_encoder(meta["model"], meta["query_max_length"], threads=threads)
     return ImpactRetriever(index_dir, encoder, scale=meta["scale"], threads=threads)
 
