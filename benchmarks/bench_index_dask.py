@@ -14,13 +14,12 @@ an untimed warm-up build first, so the times are indexing, not start-up. The sid
 workers build twice as fast as the one process). Both indexes are then searched with 50
 Cranfield queries (top 100) and the runs compared. Results go to ``benchmarks/results/index_dask.json``.
 
-Measured on the 2-core development machine while another irforge job kept ~1.8 cores busy (load average 5.0):
-20,000 passages, 2 rounds, medians one process 6.11 s, Dask 8.27 s: speedup 0.74, efficiency 0.37, runs
-identical. On one machine the cluster only adds work (partition files, one Anserini run per part, and a serial
-addIndexes + forceMerge: 1.9 s against 3.5 s for a one-thread build of the same 20,000, measured once under that
-load); it can only pay where the workers bring cores of their own (other machines), which was not measured here.
+Measured on the 2-core development machine, idle: 100,000 passages, 2 rounds, medians one process 12.1 s, Dask
+15.7 s: speedup 0.77, efficiency 0.38, runs identical. On one machine the cluster only adds work (partition
+files, one Anserini run per part, and a serial addIndexes + forceMerge); it can only pay where the workers bring
+cores of their own (other machines), which was not measured here.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_index_dask.py --passages 20000 --repeat 2
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_index_dask.py --passages 100000 --repeat 2
 """
 
 from __future__ import annotations

@@ -111,10 +111,12 @@ RANDOM_FAISS = """
 import json, sys, numpy as np
 from pathlib import Path
 from irforge.config import Params
-from irforge.contract import artifacts
+from irforge.contract import artifacts, owned
 from irforge.retrieval.systems import build_faiss_folder
 root, n, dim = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-cfg = Params.load(root / "params.yaml").section("index")
+owned.claim_project(root)
+from stages.index import IndexConfig
+cfg = IndexConfig(**Params.load(root / "params.yaml").section("index"))
 rng = np.random.default_rng(0)
 vectors = np.empty((n, dim), dtype=np.float32)
 for start in range(0, n, 100_000):  # in blocks: one copy of the vectors
@@ -133,9 +135,10 @@ REUSED_IMPACT = """
 import json, sys, itertools
 from pathlib import Path
 import pyarrow.parquet as pq
-from irforge.contract import artifacts
+from irforge.contract import artifacts, owned
 from irforge.retrieval import build_impact_index, write_system
 root, n, cache = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+owned.claim_project(root)
 shards = sorted(cache.glob("*.parquet"))
 def vectors():
     i = 0
@@ -212,7 +215,21 @@ def timed_to(stdout, cmd: list[str], cwd: Path) -> dict[str, float]:
             "peak_rss_mb": round(int(re.search(r"Maximum resident set size \(kbytes\): (.+)", text).group(1)) / 1024, 1)}
 
 
-def measure(root: Path, n: int, encode_max: dict[str, int], results: dict, save: Callable[[], None]) -> dict:
+def grown(results: dict, stage: str, passages: int) -> dict:
+    """A stage's cost at ``passages`` from its two largest measured sizes, by their growth exponent."""
+    measured = sorted((r["passages"], r["stages"][stage]) for r in results["sizes"].values()
+                      if stage in r["stages"] and "extrapolated" not in r["stages"][stage])[-2:]
+    (x0, a), (x1, b) = measured
+    out = {}
+    for key in ("wall_s", "cpu_s"):
+        slope = np.log(b[key] / a[key]) / np.log(x1 / x0)
+        out[key] = round(float(b[key] * (passages / x1) ** slope), 1)
+    out["extrapolated"] = f"from {x0:,} and {x1:,} passages (growth exponent {slope:.2f})"
+    return out
+
+
+def measure(root: Path, n: int, encode_max: dict[str, int], results: dict, save: Callable[[], None],
+            impact_max: int) -> dict:
     """Every stage's cost at one size, saved after each stage; a stage measured by an earlier, interrupted run of
     this size is kept (``results``: every size's results, the smaller ones used for extrapolation)."""
     import pyarrow.parquet as pq
@@ -248,7 +265,9 @@ def measure(root: Path, n: int, encode_max: dict[str, int], results: dict, save:
             per = {k: largest["stages"][encode][k] / largest["passages"] for k in ("wall_s", "cpu_s")}
             stages[encode] = {k: round(v * row["passages"], 1) for k, v in per.items()}
             stages[encode]["extrapolated"] = f"from {largest['passages']:,} passages"
-            if system == "dense-zs":
+            if system == "splade-zs" and row["passages"] > impact_max:
+                stages[label] = grown(results, label, row["passages"])
+            elif system == "dense-zs":
                 meta, cost = child(RANDOM_FAISS, str(root), str(row["passages"]), "384", cwd=root)
                 stages[label] = {**cost, "disk_mb": disk_mb(root / f"artifacts/index/{system}"),
                                  "note": f"random unit vectors, {meta['faiss_type']}"}
@@ -259,7 +278,8 @@ def measure(root: Path, n: int, encode_max: dict[str, int], results: dict, save:
                                  "note": f"SPLADE vectors of {largest['passages']:,} passages reused"}
         save()
         print(f"   {encode}: {stages[encode]}\n   {label}: {stages[label]}", flush=True)
-    search, cost = child(SEARCH, str(root), ",".join(SYSTEMS), str(REPO / "data/cranfield/queries.jsonl"), cwd=root)
+    built = [s for s in SYSTEMS if (root / "artifacts/index" / s / "system.json").exists()]
+    search, cost = child(SEARCH, str(root), ",".join(built), str(REPO / "data/cranfield/queries.jsonl"), cwd=root)
     row["search"] = search
     row["search_process"] = cost
     row["faiss_type"] = json.loads((root / "artifacts/index/dense-zs/system.json").read_text())["faiss_type"]
@@ -271,12 +291,13 @@ REPO_WORK = Path(".")
 
 
 def exponents(rows: dict) -> dict[str, float]:
-    """Slope of log(wall time) on log(passages) per stage, over sizes where it was measured (not extrapolated)."""
+    """Slope of log(wall time) on log(passages) per stage, over sizes where it was measured (not extrapolated; a
+    stand-in's build, random vectors or reused SPLADE vectors, is a measured cost)."""
     out = {}
     names = {s for r in rows.values() for s in r["stages"]}
     for stage in sorted(names):
         pts = [(r["passages"], r["stages"][stage]["wall_s"]) for r in rows.values()
-               if stage in r["stages"] and "extrapolated" not in r["stages"][stage] and "note" not in r["stages"][stage]
+               if stage in r["stages"] and "extrapolated" not in r["stages"][stage]
                and r["stages"][stage]["wall_s"] > 0]
         if len(pts) >= 2:
             x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
@@ -288,8 +309,9 @@ def table(results: dict) -> str:
     rows = results["sizes"]
     lines = ["| stage | " + " | ".join(f"{r['passages']:,} passages" for r in rows.values()) + " | growth |",
              "|---|" + "---|" * (len(rows) + 1)]
-    names = list(dict.fromkeys(s for r in rows.values() for s in r["stages"]))
-    for stage in names:
+    from irforge.reporting.figures import stage_order
+
+    for stage in stage_order(list(rows.values())):
         cells = []
         for r in rows.values():
             c = r["stages"].get(stage)
@@ -303,7 +325,8 @@ def table(results: dict) -> str:
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {results['exponents'].get(stage, '')} |")
     for system in SYSTEMS:
         cells = [f"p50 {r['search'][system]['p50_ms']} ms, p95 {r['search'][system]['p95_ms']} ms, "
-                 f"{r['search'][system]['batch_qps']} q/s batch" for r in rows.values()]
+                 f"{r['search'][system]['batch_qps']} q/s batch" if system in r.get("search", {}) else "(not built)"
+                 for r in rows.values()]
         lines.append(f"| search {system} | " + " | ".join(cells) + " | |")
     return "\n".join(lines)
 
@@ -391,7 +414,8 @@ def serve(root: Path, clients: int, seconds: float, swap_seconds: float) -> dict
     from bench_serve import free_port, load
 
     queries = [json.loads(line)["text"] for line in (REPO / "data/cranfield/queries.jsonl").read_text().splitlines()]
-    first, second = "rrf(bm25+dense-zs)", "rrf(bm25+dense-zs+splade-zs)"
+    first = "rrf(bm25+dense-zs)"
+    second = "rrf(bm25+dense-zs+splade-zs)" if (root / "artifacts/index/splade-zs").exists() else "bm25"
 
     def irforge(*args: str) -> str:
         done = subprocess.run(["irforge", *args, "--root", str(root), "--params", str(root / "params.yaml")],
@@ -458,6 +482,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="documents")
     parser.add_argument("--encode-max", type=int, default=100_000, help="MiniLM: encode (not extrapolate) up to this size")
+    parser.add_argument("--impact-max", type=int, default=1_000_000,
+                        help="build the impact index up to this size; above, extrapolate it from the two largest")
     parser.add_argument("--splade-encode-max", type=int, default=10_000,
                         help="splade-tiny: encode up to this size (its 30,522-wide output costs ~40 ms CPU a passage)")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "out" / "scale")
@@ -501,7 +527,8 @@ def main() -> None:
                 RESULTS.write_text(json.dumps(results, indent=1) + "\n")
 
             row = measure(project(args.work, n, args.seed), n,
-                          {"dense-zs": args.encode_max, "splade-zs": args.splade_encode_max}, results, save)
+                          {"dense-zs": args.encode_max, "splade-zs": args.splade_encode_max}, results, save,
+                          args.impact_max)
             row["conditions"] = conditions.conditions()
             row["total_s"] = round(time.perf_counter() - started)
             save()

@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 
 class FaissConfig(Section):
     type: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"  # auto: flat up to auto_flat_max vectors, else hnsw
-    auto_flat_max: int = Field(200_000, ge=1)  # auto: exact search up to this many passages
+    auto_flat_max: int = Field(100_000, ge=1)  # auto: exact search up to this many passages (docs/scale.md)
     hnsw_m: int = Field(32, ge=2)  # hnsw: graph links per vector
+    hnsw_ef_search: int = Field(256, ge=1)  # hnsw: candidates kept while searching (recall against latency)
     ivf_lists: int = Field(0, ge=0)  # ivfpq: coarse cells (0 = about sqrt(number of passages))
     pq_m: int = Field(16, ge=1)  # ivfpq: sub-quantisers (must divide the vector dimension)
     pq_bits: int = Field(8, ge=1, le=16)  # ivfpq: bits per sub-quantiser code
+    ivf_nprobe: int = Field(16, ge=1)  # ivfpq: cells searched per query
 
 
 class SystemSpec(Section):

@@ -131,11 +131,18 @@ def cost_at(points: list[tuple[float, float]], n: float) -> float:
     return float(y0 * (n / x0) ** slope)
 
 
+def stage_order(sizes: list[dict[str, Any]]) -> list[str]:
+    """The stages of a cost curve in pipeline order (chunk, then each index's encoding before its build)."""
+    first = ["chunk", "bm25 index", "dense-zs encoding", "faiss index", "splade-zs encoding", "impact index"]
+    seen = list(dict.fromkeys(s for r in sizes for s in r["stages"]))
+    return [s for s in first if s in seen] + [s for s in seen if s not in first]
+
+
 def scale_curve(sizes: list[dict[str, Any]], search_systems: list[str], mark: int | None = None):
     """Wall seconds per stage against passages (log-log; dashed: extrapolated), and search p95 per system;
     ``mark``: the passages of the corpus a report describes."""
     fig, (ax, bx) = plt().subplots(1, 2, figsize=(11, 4.2))
-    for stage in dict.fromkeys(s for r in sizes for s in r["stages"]):
+    for stage in stage_order(sizes):
         pts = [(r["passages"], r["stages"][stage]["wall_s"], "extrapolated" in r["stages"][stage])
                for r in sizes if stage in r["stages"]]
         measured = [p for p in pts if not p[2]]
@@ -145,7 +152,8 @@ def scale_curve(sizes: list[dict[str, Any]], search_systems: list[str], mark: in
             ax.plot([measured[-1][0], *[p[0] for p in guessed]], [measured[-1][1], *[p[1] for p in guessed]], "o--",
                     color=line.get_color(), mfc="none")
     for system in search_systems:
-        bx.plot([r["passages"] for r in sizes], [r["search"][system]["p95_ms"] for r in sizes], "o-", label=system)
+        pts = [(r["passages"], r["search"][system]["p95_ms"]) for r in sizes if system in r.get("search", {})]
+        bx.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=system)
     for a in (ax, bx):
         a.set_xscale("log")
         a.set_yscale("log")

@@ -233,7 +233,7 @@ def scale(path: Path, passages: int, folder: Path) -> str:
     if not sizes:
         return ""
     rows = []
-    for stage in dict.fromkeys(s for r in sizes for s in r["stages"]):
+    for stage in figures.stage_order(sizes):
         pts = [(r["passages"], r["stages"][stage]["wall_s"]) for r in sizes
                if stage in r["stages"] and r["stages"][stage]["wall_s"] > 0]
         rss = max((r["stages"][stage].get("peak_rss_mb", 0) for r in sizes if stage in r["stages"]), default=0)
