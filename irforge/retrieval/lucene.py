@@ -105,23 +105,25 @@ def _index_on_dask(records: Iterable[dict], index_dir: Path, collection: str, op
     Anserini breaks score ties by the collection docid, not Lucene's internal one, so the merged index
     ranks exactly as a single-process build of the same records does.
     """
-    from distributed import wait, worker_client
+    from distributed import get_client, wait, worker_client
 
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     # Beside the destination, not in /tmp: every worker must read the partitions and write its part there, and a
     # cluster shares the project's storage, not its machines' temporary folders.
-    with owned.temp_dir(prefix=f".{index_dir.name}.parts-", parent=index_dir.parent) as tmp, \
-            worker_client() as client:  # this task leaves its worker slot to the parts while it waits
-        workers = dask_workers(client)
+    with owned.temp_dir(prefix=f".{index_dir.name}.parts-", parent=index_dir.parent) as tmp:
+        workers = dask_workers(get_client())
         inputs = [tmp / f"input-{i:03d}" for i in range(partition_count(workers))]
         for folder in inputs:
             folder.mkdir()
+        # Written before this task leaves its slot: producing the records may itself use the cluster (the impact
+        # stage's SPLADE batches go through map_calls while they are streamed here).
         counts = _write_round_robin(records, [folder / "docs.jsonl" for folder in inputs])
         used = [i for i, count in enumerate(counts) if count]  # fewer records than partitions: no empty parts
         parts = [tmp / f"index-{i:03d}" for i in used]
-        futures = [client.submit(_index_part, inputs[i], part, collection, options, pure=False)
-                   for i, part in zip(used, parts, strict=True)]
-        wait(futures)  # every part finished or failed before the folder is removed: no task still writes in it
+        with worker_client() as client:  # this task leaves its worker slot to the parts while it waits
+            futures = [client.submit(_index_part, inputs[i], part, collection, options, pure=False)
+                       for i, part in zip(used, parts, strict=True)]
+            wait(futures)  # every part finished or failed before the folder is removed: no task still writes in it
         for k, future in enumerate(futures):
             try:
                 future.result()
