@@ -235,9 +235,11 @@ def test_dvc_repro_of_a_project_without_judgments(tmp_path: Path) -> None:
     model = build_tiny_llama(tmp_path / "tiny-llama")
     params = {**tiny_params(judged=False), **query_stage_params(model)}
     params["train"] = {**params["train"], "models": []}  # no trainer: the DAG stays small
-    params["report"] = {**params["report"], "ablation": None}
+    params["report"] = {**params["report"], "ablation": None}  # report.scale kept: the committed curve is copied
     repo, env = tmp_path / "repo", _dvc_env()
     dvc = _dvc_repo(repo, params)
+    (repo / "benchmarks/results").mkdir(parents=True)
+    shutil.copy(REPO / "benchmarks/results/scale.json", repo / "benchmarks/results/scale.json")
     text = (repo / "dvc.yaml").read_text()
     assert "${corpus.queries}" not in text and "${corpus.qrels}" not in text and "None" not in text
     assert [d for d in dvc["stages"]["judgments"]["deps"] if not d.startswith(("stages/", "irforge/"))] == [
@@ -257,6 +259,8 @@ def test_dvc_repro_of_a_project_without_judgments(tmp_path: Path) -> None:
     assert verdict["queries"] == 0 and verdict["choice"] and "irforge judge serve" in verdict["choice_reason"]
     page = (repo / paths.REPORT / "index.html").read_text()
     assert "Which system to serve" in page and "irforge judge serve" in page
+    # this corpus's cost read off the measured curve, its passage count marked on the plot
+    assert "<h2>Cost at scale</h2><p>This corpus has 11 passages" in page and (repo / paths.REPORT / "scale.png").exists()
     assert "Data and pipelines are up to date." in _sh(["dvc", "repro"], repo, env)
 
 
