@@ -279,7 +279,7 @@ def measure(root: Path, n: int, encode_max: dict[str, int], results: dict, save:
                 stages[label] = {**cost, "disk_mb": disk_mb(root / f"artifacts/index/{system}"),
                                  "note": f"random unit vectors, {meta['faiss_type']}"}
             else:
-                cache = next((REPO_WORK / f"n{largest['documents']}" / ".irforge-cache" / "impacts").glob("*"))
+                cache = next((root.parent / f"n{largest['documents']}" / ".irforge-cache" / "impacts").glob("*"))
                 _, cost = child(REUSED_IMPACT, str(root), str(row["passages"]), str(cache), cwd=root)
                 stages[label] = {**cost, "disk_mb": disk_mb(root / f"artifacts/index/{system}"),
                                  "note": f"SPLADE vectors of {largest['passages']:,} passages reused"}
@@ -292,9 +292,6 @@ def measure(root: Path, n: int, encode_max: dict[str, int], results: dict, save:
     row["faiss_type"] = json.loads((root / "artifacts/index/dense-zs/system.json").read_text())["faiss_type"]
     print(f"   search {search}", flush=True)
     return row
-
-
-REPO_WORK = Path(".")
 
 
 def exponents(rows: dict) -> dict[str, float]:
@@ -485,7 +482,6 @@ def pq_rows(root: Path) -> int:
 
 
 def main() -> None:
-    global REPO_WORK
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="documents")
     parser.add_argument("--encode-max", type=int, default=100_000, help="MiniLM: encode (not extrapolate) up to this size")
@@ -504,7 +500,6 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=30, help="--serve: seconds of steady load")
     args = parser.parse_args()
-    REPO_WORK = args.work
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"sizes": {}}
     if args.faiss_study:
         root = args.work / f"n{args.faiss_study}"
